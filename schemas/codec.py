@@ -1,0 +1,338 @@
+"""Decode and validate event records: bytes in, a typed event or an ``InvalidEvent`` out.
+
+Validation is hand-written (not a generic JSON Schema engine) because it sits on the hot
+path: every record passes through it. It enforces exactly the rules of the JSON Schema
+files next door; ``tests/unit/test_schemas.py`` runs one corpus through both and checks
+they agree. Unknown extra fields are allowed (schemas evolve additively).
+
+An ``InvalidEvent`` carries a short machine-readable ``reason`` (the label of the
+``pulse_deadletter_total`` counter) and a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from schemas.events import (
+    PURCHASE,
+    PURCHASE_KINDS,
+    REDEMPTION,
+    SURVEY,
+    SURVEY_KINDS,
+    SURVEY_SCALES,
+    TICKET,
+    TICKET_PRIORITIES,
+    TICKET_STATUSES,
+    Event,
+    Purchase,
+    PurchaseLine,
+    Redemption,
+    SupportTicket,
+    Survey,
+)
+
+MAX_RECORD_BYTES = 64 * 1024
+MAX_ID_LEN = 128
+MAX_NAME_LEN = 64
+MAX_COMMENT_LEN = 4000
+MAX_LINES = 500
+MAX_QUANTITY = 10_000
+MAX_UNIT_PRICE_MINOR = 10**10
+MAX_AMOUNT_MINOR = 10**11
+MAX_REDEEM_POINTS = 10**9
+MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+# RFC 3339 date-time: full date, "T" (or space, RFC 3339 §5.6 note), time, offset required.
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Reasons (dead-letter counter labels). Keep this set small and stable.
+TOO_LARGE = "too_large"
+INVALID_UTF8 = "invalid_utf8"
+MALFORMED_JSON = "malformed_json"
+NOT_AN_OBJECT = "not_an_object"
+SCHEMA = "schema_violation"
+
+
+class InvalidEvent(ValueError):
+    """A record that cannot become an event. Never retriable: the bytes will not change."""
+
+    retriable = False
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def _fail(path: str, what: str, value: Any) -> InvalidEvent:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return InvalidEvent(SCHEMA, f"{path}: {what}, got {shown}")
+
+
+_MISSING = object()
+
+
+def _str(obj: dict[str, Any], key: str, path: str, maxlen: int, optional: bool = False) -> Any:
+    v = obj.get(key, _MISSING)
+    if v is _MISSING or (optional and v is None):
+        if optional:
+            return None
+        raise InvalidEvent(SCHEMA, f"{path}.{key}: required field is missing")
+    if type(v) is not str:
+        raise _fail(f"{path}.{key}", "must be a string", v)
+    if not v.strip():
+        raise _fail(f"{path}.{key}", "must not be empty or blank", v)
+    if len(v) > maxlen:
+        raise _fail(f"{path}.{key}", f"must be at most {maxlen} characters", v)
+    return v
+
+
+def _int(obj: dict[str, Any], key: str, path: str, lo: int, hi: int) -> int:
+    v = obj.get(key, _MISSING)
+    if v is _MISSING:
+        raise InvalidEvent(SCHEMA, f"{path}.{key}: required field is missing")
+    t = type(v)
+    if t is float and v.is_integer():  # JSON Schema's "integer" admits 3.0
+        v = int(v)
+    elif t is not int:
+        raise _fail(f"{path}.{key}", "must be an integer", v)
+    if v < lo or v > hi:
+        raise _fail(f"{path}.{key}", f"must be between {lo} and {hi}", v)
+    return int(v)
+
+
+def _enum(obj: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> Any:
+    v = obj.get(key, _MISSING)
+    if v is _MISSING:
+        raise InvalidEvent(SCHEMA, f"{path}.{key}: required field is missing")
+    if type(v) is not str or v not in allowed:
+        raise _fail(f"{path}.{key}", f"must be one of {', '.join(allowed)}", v)
+    return v
+
+
+def parse_time(value: Any, path: str = "occurred_at") -> int:
+    """RFC 3339 timestamp with an offset -> epoch milliseconds (UTC)."""
+    if type(value) is not str or not _RFC3339.match(value):
+        raise _fail(path, "must be an RFC 3339 date-time with an offset", value)
+    text = value
+    frac = re.search(r"\.(\d+)", text)
+    if frac and len(frac.group(1)) > 6:  # datetime keeps microseconds; drop the rest
+        text = text[: frac.start(1) + 6] + text[frac.end(1) :]
+    try:
+        dt = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
+    except ValueError:
+        raise _fail(path, "is not a valid calendar date-time", value) from None
+    delta = dt - _EPOCH
+    ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    if ms < MIN_TIME_MS or ms >= MAX_TIME_MS:
+        raise _fail(path, "must be between the years 2000 and 2099", value)
+    return ms
+
+
+def _envelope(obj: dict[str, Any], kind: str) -> tuple[str, str, int, str]:
+    event_id = _str(obj, "event_id", kind, MAX_ID_LEN)
+    customer_id = _str(obj, "customer_id", kind, MAX_ID_LEN)
+    if "occurred_at" not in obj:
+        raise InvalidEvent(SCHEMA, f"{kind}.occurred_at: required field is missing")
+    occurred_at = parse_time(obj["occurred_at"], f"{kind}.occurred_at")
+    source = _str(obj, "source", kind, MAX_NAME_LEN)
+    return event_id, customer_id, occurred_at, source
+
+
+def _purchase(obj: dict[str, Any]) -> Purchase:
+    p = PURCHASE
+    event_id, customer_id, occurred_at, source = _envelope(obj, p)
+    raw_lines = obj.get("lines", [])
+    if type(raw_lines) is not list:
+        raise _fail(f"{p}.lines", "must be an array", raw_lines)
+    if len(raw_lines) > MAX_LINES:
+        raise _fail(f"{p}.lines", f"must have at most {MAX_LINES} items", len(raw_lines))
+    lines = []
+    for i, ln in enumerate(raw_lines):
+        lp = f"{p}.lines[{i}]"
+        if type(ln) is not dict:
+            raise _fail(lp, "must be an object", ln)
+        lines.append(
+            PurchaseLine(
+                sku=_str(ln, "sku", lp, MAX_ID_LEN),
+                category=_str(ln, "category", lp, MAX_NAME_LEN),
+                quantity=_int(ln, "quantity", lp, 1, MAX_QUANTITY),
+                unit_price_minor=_int(ln, "unit_price_minor", lp, 0, MAX_UNIT_PRICE_MINOR),
+            )
+        )
+    currency = obj.get("currency", _MISSING)
+    if currency is _MISSING:
+        raise InvalidEvent(SCHEMA, f"{p}.currency: required field is missing")
+    if type(currency) is not str or not _CURRENCY.match(currency):
+        raise _fail(f"{p}.currency", "must be a three-letter ISO-4217 code", currency)
+    return Purchase(
+        event_id=event_id,
+        customer_id=customer_id,
+        occurred_at=occurred_at,
+        source=source,
+        order_id=_str(obj, "order_id", p, MAX_ID_LEN),
+        channel=_str(obj, "channel", p, MAX_NAME_LEN),
+        kind=_enum(obj, "kind", p, PURCHASE_KINDS),
+        amount_minor=_int(obj, "amount_minor", p, 0, MAX_AMOUNT_MINOR),
+        currency=currency,
+        lines=tuple(lines),
+        store_id=_str(obj, "store_id", p, MAX_NAME_LEN, optional=True),
+    )
+
+
+def _ticket(obj: dict[str, Any]) -> SupportTicket:
+    t = TICKET
+    event_id, customer_id, occurred_at, source = _envelope(obj, t)
+    sentiment = obj.get("sentiment")
+    if sentiment is not None:
+        if type(sentiment) not in (int, float):
+            raise _fail(f"{t}.sentiment", "must be a number", sentiment)
+        if not -1.0 <= sentiment <= 1.0:
+            raise _fail(f"{t}.sentiment", "must be between -1 and 1", sentiment)
+        sentiment = float(sentiment)
+    return SupportTicket(
+        event_id=event_id,
+        customer_id=customer_id,
+        occurred_at=occurred_at,
+        source=source,
+        ticket_id=_str(obj, "ticket_id", t, MAX_ID_LEN),
+        status=_enum(obj, "status", t, TICKET_STATUSES),
+        priority=_enum(obj, "priority", t, TICKET_PRIORITIES),
+        channel=_str(obj, "channel", t, MAX_NAME_LEN),
+        category=_str(obj, "category", t, MAX_NAME_LEN),
+        sentiment=sentiment,
+    )
+
+
+def _survey(obj: dict[str, Any]) -> Survey:
+    s = SURVEY
+    event_id, customer_id, occurred_at, source = _envelope(obj, s)
+    kind = _enum(obj, "kind", s, SURVEY_KINDS)
+    lo, hi = SURVEY_SCALES[kind]
+    return Survey(
+        event_id=event_id,
+        customer_id=customer_id,
+        occurred_at=occurred_at,
+        source=source,
+        survey_id=_str(obj, "survey_id", s, MAX_ID_LEN),
+        kind=kind,
+        score=_int(obj, "score", s, lo, hi),
+        touchpoint=_str(obj, "touchpoint", s, MAX_NAME_LEN),
+        comment=_comment(obj),
+    )
+
+
+def _comment(obj: dict[str, Any]) -> str | None:
+    c = obj.get("comment")
+    if c is None:
+        return None
+    if type(c) is not str:
+        raise _fail("survey.comment", "must be a string", c)
+    if len(c) > MAX_COMMENT_LEN:
+        raise _fail("survey.comment", f"must be at most {MAX_COMMENT_LEN} characters", len(c))
+    return c
+
+
+def _redemption(obj: dict[str, Any]) -> Redemption:
+    r = REDEMPTION
+    event_id, customer_id, occurred_at, source = _envelope(obj, r)
+    return Redemption(
+        event_id=event_id,
+        customer_id=customer_id,
+        occurred_at=occurred_at,
+        source=source,
+        reward_id=_str(obj, "reward_id", r, MAX_ID_LEN),
+        points=_int(obj, "points", r, 1, MAX_REDEEM_POINTS),
+    )
+
+
+_BUILDERS = {PURCHASE: _purchase, TICKET: _ticket, SURVEY: _survey, REDEMPTION: _redemption}
+
+
+def decode(kind: str, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Event:
+    """Validate one record of the given event kind. Raises ``InvalidEvent``."""
+    if data is None:
+        raise InvalidEvent(MALFORMED_JSON, "record has no value (tombstone)")
+    if len(data) > max_bytes:
+        raise InvalidEvent(TOO_LARGE, f"record is {len(data)} bytes, limit is {max_bytes}")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "utf-8" in msg.lower() or "surrogate" in msg.lower():
+            raise InvalidEvent(INVALID_UTF8, f"record is not valid UTF-8: {msg}") from None
+        raise InvalidEvent(MALFORMED_JSON, f"record is not valid JSON: {msg}") from None
+    if type(obj) is not dict:
+        raise InvalidEvent(NOT_AN_OBJECT, f"record must be a JSON object, got {type(obj).__name__}")
+    return _BUILDERS[kind](obj)
+
+
+def decode_obj(kind: str, obj: Any) -> Event:
+    """Validate an already-parsed JSON value (used by replay and tests)."""
+    if type(obj) is not dict:
+        raise InvalidEvent(NOT_AN_OBJECT, f"record must be a JSON object, got {type(obj).__name__}")
+    return _BUILDERS[kind](obj)
+
+
+def format_time(ms: int) -> str:
+    """Epoch milliseconds -> RFC 3339 in UTC with millisecond precision."""
+    secs, rem = divmod(ms, 1000)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem:03d}Z"
+
+
+def encode(event: Event) -> bytes:
+    """Typed event -> wire JSON (the inverse of ``decode``)."""
+    d: dict[str, Any] = {
+        "event_id": event.event_id,
+        "customer_id": event.customer_id,
+        "occurred_at": format_time(event.occurred_at),
+        "source": event.source,
+    }
+    if isinstance(event, Purchase):
+        d.update(
+            order_id=event.order_id,
+            channel=event.channel,
+            kind=event.kind,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+            lines=[
+                {
+                    "sku": ln.sku,
+                    "category": ln.category,
+                    "quantity": ln.quantity,
+                    "unit_price_minor": ln.unit_price_minor,
+                }
+                for ln in event.lines
+            ],
+        )
+        if event.store_id is not None:
+            d["store_id"] = event.store_id
+    elif isinstance(event, SupportTicket):
+        d.update(
+            ticket_id=event.ticket_id,
+            status=event.status,
+            priority=event.priority,
+            channel=event.channel,
+            category=event.category,
+        )
+        if event.sentiment is not None:
+            d["sentiment"] = event.sentiment
+    elif isinstance(event, Survey):
+        d.update(survey_id=event.survey_id, kind=event.kind, score=event.score,
+                 touchpoint=event.touchpoint)
+        if event.comment is not None:
+            d["comment"] = event.comment
+    else:
+        d.update(reward_id=event.reward_id, points=event.points)
+    return orjson.dumps(d)
