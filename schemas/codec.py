@@ -12,7 +12,8 @@ An ``InvalidEvent`` carries a short machine-readable ``reason`` (the label of th
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -44,12 +45,14 @@ MAX_QUANTITY = 10_000
 MAX_UNIT_PRICE_MINOR = 10**10
 MAX_AMOUNT_MINOR = 10**11
 MAX_REDEEM_POINTS = 10**9
-MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
-MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+MIN_YEAR, MAX_YEAR = 2000, 2099  # the year as written (the schema's pattern can only see that)
+MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z; an offset can put an event up to a day
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z; either side of these two instants
 
-# RFC 3339 date-time: full date, "T" (or space, RFC 3339 §5.6 note), time, offset required.
+# RFC 3339 date-time (§5.6 ABNF, the JSON Schema "date-time" format): full date, "T", time,
+# offset required. Always used with fullmatch: "$" alone would accept a trailing newline.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,7 +126,7 @@ def _enum(obj: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) ->
 
 def parse_time(value: Any, path: str = "occurred_at") -> int:
     """RFC 3339 timestamp with an offset -> epoch milliseconds (UTC)."""
-    if type(value) is not str or not _RFC3339.match(value):
+    if type(value) is not str or not _RFC3339.fullmatch(value):
         raise _fail(path, "must be an RFC 3339 date-time with an offset", value)
     text = value
     frac = re.search(r"\.(\d+)", text)
@@ -133,11 +136,10 @@ def parse_time(value: Any, path: str = "occurred_at") -> int:
         dt = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError:
         raise _fail(path, "is not a valid calendar date-time", value) from None
+    if not MIN_YEAR <= dt.year <= MAX_YEAR:
+        raise _fail(path, f"must be between the years {MIN_YEAR} and {MAX_YEAR}", value)
     delta = dt - _EPOCH
-    ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
-    if ms < MIN_TIME_MS or ms >= MAX_TIME_MS:
-        raise _fail(path, "must be between the years 2000 and 2099", value)
-    return ms
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def _envelope(obj: dict[str, Any], kind: str) -> tuple[str, str, int, str]:
@@ -174,7 +176,7 @@ def _purchase(obj: dict[str, Any]) -> Purchase:
     currency = obj.get("currency", _MISSING)
     if currency is _MISSING:
         raise InvalidEvent(SCHEMA, f"{p}.currency: required field is missing")
-    if type(currency) is not str or not _CURRENCY.match(currency):
+    if type(currency) is not str or not _CURRENCY.fullmatch(currency):
         raise _fail(f"{p}.currency", "must be a three-letter ISO-4217 code", currency)
     return Purchase(
         event_id=event_id,
@@ -257,7 +259,12 @@ def _redemption(obj: dict[str, Any]) -> Redemption:
     )
 
 
-_BUILDERS = {PURCHASE: _purchase, TICKET: _ticket, SURVEY: _survey, REDEMPTION: _redemption}
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    PURCHASE: _purchase,
+    TICKET: _ticket,
+    SURVEY: _survey,
+    REDEMPTION: _redemption,
+}
 
 
 def decode(kind: str, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Event:
@@ -291,12 +298,24 @@ def format_time(ms: int) -> str:
     return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{rem:03d}Z"
 
 
+_EDGE_OFFSET = timedelta(hours=23, minutes=59)  # the largest offset the wire format allows
+
+
+def _wire_time(ms: int) -> str:
+    """``format_time``, except within a day of the year bounds: an instant in 1999 or 2100 UTC
+    may have been written in 2000 or 2099 with an offset, and must be written so again."""
+    if MIN_TIME_MS <= ms < MAX_TIME_MS:
+        return format_time(ms)
+    tz = timezone(_EDGE_OFFSET if ms < MIN_TIME_MS else -_EDGE_OFFSET)
+    return (_EPOCH + timedelta(milliseconds=ms)).astimezone(tz).isoformat(timespec="milliseconds")
+
+
 def encode(event: Event) -> bytes:
     """Typed event -> wire JSON (the inverse of ``decode``)."""
     d: dict[str, Any] = {
         "event_id": event.event_id,
         "customer_id": event.customer_id,
-        "occurred_at": format_time(event.occurred_at),
+        "occurred_at": _wire_time(event.occurred_at),
         "source": event.source,
     }
     if isinstance(event, Purchase):
