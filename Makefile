@@ -1,0 +1,49 @@
+# customer-pulse — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 60
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install system-deps demo test test-unit test-integration lint typecheck bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools (and redis-server, promtool)
+
+$(STAMP): pyproject.toml
+	@bash .ci/system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps:  ## install the Debian packages the stack and tests need (redis-server, prometheus)
+	@bash .ci/system-deps
+
+demo: install  ## run the embedded stack on simulated traffic for DEMO_SECONDS (default 60)
+	$(BIN)/pulse dev --duration $(DEMO_SECONDS)
+
+test: install  ## the whole test suite (unit + integration on a real Tansu broker and redis-server)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: install  ## pure tests only (fast)
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+test-integration: install  ## tests on the real broker and Redis
+	$(BIN)/pytest -q -p no:cacheprovider tests/integration
+
+lint: install  ## ruff
+	$(BIN)/ruff check schemas processors streams tests bench
+
+typecheck: install  ## mypy on the package code
+	$(BIN)/mypy
+
+bench: install  ## throughput, latency and state-size benchmarks (prints numbers)
+	$(BIN)/python bench/pipeline.py
+
+clean:  ## remove the venv and caches
+	rm -rf $(VENV) .pulse .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,42 @@
+"""Every Redis key, built in one place.
+
+All keys of partition N carry the hash tag ``{p<N>}`` so they live in one Redis Cluster slot
+and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_REDIS_PREFIX):
+
+    <prefix>:{pN}:c:<customer_id>   customer state (processors.wire encoding)
+    <prefix>:{pN}:fence             hash: gen (commit counter), high (max event time, ms),
+                                    o:<topic> (last offset applied from that topic partition)
+    <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def shard(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}"
+
+    def customer(self, partition: int, customer_id: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:c:{customer_id}"
+
+    def customer_pattern(self, partition: int | None = None) -> str:
+        p = "*" if partition is None else str(partition)
+        return f"{self.prefix}:{{p{p}}}:c:*"
+
+    def customer_id_of(self, key: str | bytes) -> str:
+        if isinstance(key, bytes):
+            key = key.decode()
+        return key.split(":c:", 1)[1]
+
+    def fence(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:fence"
+
+    def outbox(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:outbox"
+
+    @staticmethod
+    def offset_field(topic: str) -> str:
+        return f"o:{topic}"

@@ -1,0 +1,40 @@
+-- Commit one partition's batch atomically (one Redis round trip, one Cluster slot).
+--
+-- Fencing: the fence hash holds `gen`, bumped by every commit. A worker commits only if
+-- `gen` is still the value it read (or last wrote); a worker that lost the partition in a
+-- rebalance (a zombie) therefore fails here and writes nothing.
+--
+-- KEYS[1]  fence hash          KEYS[2]  outbox list
+-- KEYS[3..2+S]  customer state keys, then any hashes named by the increments
+-- ARGV: expected_gen, outbox_trim, F, F x (field, value),  -- fence fields (offsets, high)
+--       O, O x entry,                                      -- outputs to append to the outbox
+--       S, S x state,                                      -- values for KEYS[3..2+S]
+--       I, I x (key_index, field, delta)                   -- HINCRBY on KEYS[key_index]
+-- Returns the new gen, or -1 when the fence moved (nothing written).
+local fence, outbox = KEYS[1], KEYS[2]
+local current = redis.call('HGET', fence, 'gen') or ''
+if current ~= ARGV[1] then
+  return -1
+end
+local i = 2
+local trim = tonumber(ARGV[i]); i = i + 1
+if trim > 0 then
+  redis.call('LTRIM', outbox, trim, -1)
+end
+local nf = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nf do
+  redis.call('HSET', fence, ARGV[i], ARGV[i + 1]); i = i + 2
+end
+local no = tonumber(ARGV[i]); i = i + 1
+for _ = 1, no do
+  redis.call('RPUSH', outbox, ARGV[i]); i = i + 1
+end
+local ns = tonumber(ARGV[i]); i = i + 1
+for k = 1, ns do
+  redis.call('SET', KEYS[2 + k], ARGV[i]); i = i + 1
+end
+local ni = tonumber(ARGV[i]); i = i + 1
+for _ = 1, ni do
+  redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+end
+return redis.call('HINCRBY', fence, 'gen', 1)

@@ -1,0 +1,106 @@
+"""All Prometheus metrics, declared once (the faust ``PrometheusMonitor`` habit).
+
+Names follow Prometheus conventions: ``pulse_`` prefix, base units in the name, ``_total``
+for counters. Labels are low-cardinality only: topic, partition, outcome, reason. Never a
+customer id.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics(NamedTuple):
+    events: Counter
+    deadletters: Counter
+    outputs: Counter
+    batch_size: Histogram
+    batch_duration: Histogram
+    latency: Histogram
+    redis_rtt: Histogram
+    consumer_lag: Gauge
+    event_time_lag: Gauge
+    partitions_owned: Gauge
+    fence_conflicts: Counter
+    registry: CollectorRegistry
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            events=Counter(
+                "pulse_events_total",
+                "Input records handled, by topic and outcome (processed, duplicate, "
+                "redelivered, rerouted, deadletter).",
+                ["topic", "outcome"],
+                registry=r,
+            ),
+            deadletters=Counter(
+                "pulse_deadletter_total",
+                "Records sent to the dead-letter topic, by source topic and reason.",
+                ["topic", "reason"],
+                registry=r,
+            ),
+            outputs=Counter(
+                "pulse_outputs_total",
+                "Records produced to output topics (alerts, ledger entries, dead letters, "
+                "re-routed events), counted when Kafka acknowledged them.",
+                ["topic"],
+                registry=r,
+            ),
+            batch_size=Histogram(
+                "pulse_batch_records",
+                "Records per consumed batch.",
+                buckets=BATCH_BUCKETS,
+                registry=r,
+            ),
+            batch_duration=Histogram(
+                "pulse_batch_duration_seconds",
+                "Wall time to process one batch: decode, load, apply, commit, send.",
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            latency=Histogram(
+                "pulse_processing_latency_seconds",
+                "From the record's Kafka timestamp to its state change committed in Redis.",
+                ["topic"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            redis_rtt=Histogram(
+                "pulse_redis_roundtrip_seconds",
+                "Redis round-trip time by operation (load, commit, ack).",
+                ["op"],
+                buckets=RTT_BUCKETS,
+                registry=r,
+            ),
+            consumer_lag=Gauge(
+                "pulse_consumer_lag_records",
+                "Records behind the partition's high watermark, per input topic partition.",
+                ["topic", "partition"],
+                registry=r,
+            ),
+            event_time_lag=Gauge(
+                "pulse_event_time_lag_seconds",
+                "Wall clock minus the newest event time applied on the partition.",
+                ["partition"],
+                registry=r,
+            ),
+            partitions_owned=Gauge(
+                "pulse_partitions_owned",
+                "Partitions (state shards) this worker owns.",
+                registry=r,
+            ),
+            fence_conflicts=Counter(
+                "pulse_fence_conflicts_total",
+                "Batches discarded because another worker had taken the partition over.",
+                registry=r,
+            ),
+            registry=r,
+        )

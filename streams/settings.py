@@ -1,0 +1,145 @@
+"""One settings object, read from the environment (``PULSE_*``).
+
+Every setting is documented in the README ("Settings"). A wrong value stops start-up with
+``SettingsError`` naming the variable, never a traceback from deep inside a client library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """A ``PULSE_*`` variable has a value we cannot use."""
+
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._\-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "pulse"
+    partitions: int = 4
+    replication_factor: int = 1
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    app_id: str = "customer-pulse"
+    group_id: str = "customer-pulse-engine"
+    topic_prefix: str = ""
+    topic_purchases: str = "purchases"
+    topic_tickets: str = "support-tickets"
+    topic_surveys: str = "surveys"
+    topic_redemptions: str = "redemptions"
+    topic_deadletter: str = "deadletter"
+    topic_alerts: str = "churn-alerts"
+    topic_points: str = "points-accruals"
+    rules_file: str = ""  # empty: the documented defaults (processors/default_rules.yaml)
+    batch_max_records: int = 5000
+    batch_timeout_ms: int = 100
+    max_record_bytes: int = 64 * 1024
+    commit_interval_s: float = 1.0
+    clock: str = "live"  # live: the wall clock also advances idle partitions; event: event time only
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    instance_id: str = ""  # static group membership (faster restart after a crash)
+    log_level: str = "INFO"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for one of the ``topic_*`` fields (``purchases``, ``deadletter``...)."""
+        return self.topic_prefix + getattr(self, f"topic_{name}")
+
+    @property
+    def kafka_url(self) -> str:
+        return f"kafka://{self.kafka_bootstrap}"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _env_name(field: str) -> str:
+    return "PULSE_" + field.upper()
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate settings from ``PULSE_*`` variables (unset ones keep defaults)."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        name = _env_name(f.name)
+        if name not in env:
+            continue
+        raw = env[name].strip()
+        default = f.default
+        try:
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        except ValueError:
+            kind = type(default).__name__
+            raise SettingsError(f"{name}={raw!r}: must be a{'n' if kind == 'int' else ''} {kind}")\
+                from None
+    settings = Settings(**values)  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    def bad(field: str, why: str) -> SettingsError:
+        return SettingsError(f"{_env_name(field)}={getattr(s, field)!r}: {why}")
+
+    for hp in s.kafka_bootstrap.split(","):
+        if not _HOSTPORT.match(hp.strip()):
+            raise bad("kafka_bootstrap", "must be host:port (comma-separated for several)")
+    url = urlparse(s.redis_url)
+    if url.scheme not in ("redis", "rediss", "unix") or (url.scheme != "unix" and not url.hostname):
+        raise bad("redis_url", "must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0")
+    if not 1 <= s.partitions <= 10_000:
+        raise bad("partitions", "must be between 1 and 10000")
+    if not 1 <= s.replication_factor <= 32:
+        raise bad("replication_factor", "must be between 1 and 32")
+    if not 0 <= s.web_port <= 65535:
+        raise bad("web_port", "must be a TCP port (0-65535)")
+    for f in fields(Settings):
+        if f.name.startswith("topic_") and f.name != "topic_prefix":
+            if not _TOPIC.match(s.topic_prefix + getattr(s, f.name)):
+                raise bad(f.name, "must be a Kafka topic name (letters, digits, '.', '_', '-')")
+    if not re.match(r"^[A-Za-z0-9_\-.]{1,64}$", s.redis_prefix):
+        raise bad("redis_prefix", "must be 1-64 letters, digits, '_', '-' or '.'")
+    if not 1 <= s.batch_max_records <= 100_000:
+        raise bad("batch_max_records", "must be between 1 and 100000")
+    if not 0 <= s.batch_timeout_ms <= 60_000:
+        raise bad("batch_timeout_ms", "must be between 0 and 60000")
+    if not 1024 <= s.max_record_bytes <= 16 * 1024 * 1024:
+        raise bad("max_record_bytes", "must be between 1024 and 16777216")
+    if not 0.05 <= s.commit_interval_s <= 600:
+        raise bad("commit_interval_s", "must be between 0.05 and 600 seconds")
+    if s.group_id == s.app_id:
+        raise bad("group_id", "must differ from PULSE_APP_ID (Faust's own consumer group)")
+    if s.clock not in ("live", "event"):
+        raise bad("clock", "must be 'live' or 'event'")
+    if not 1.0 <= s.session_timeout_s <= 300:
+        raise bad("session_timeout_s", "must be between 1 and 300 seconds")
+    if not 0.1 <= s.heartbeat_interval_s < s.session_timeout_s:
+        raise bad("heartbeat_interval_s", "must be at least 0.1 s and below the session timeout")
+    if s.rules_file and not Path(s.rules_file).is_file():
+        raise bad("rules_file", "no such file")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+
+
+def to_env(s: Settings) -> dict[str, str]:
+    """The ``PULSE_*`` variables that reproduce ``s`` (for child processes)."""
+    return {_env_name(f.name): str(getattr(s, f.name)) for f in fields(Settings)}

@@ -1,0 +1,175 @@
+"""The Redis adapter: customer states, partition fences, outboxes.
+
+One round trip to load a batch's states (a pipeline of one MGET per partition) and one to
+commit it (a pipeline of one Lua call per partition; each call is atomic and touches only
+the keys of its partition's hash slot, so the same code runs on Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+
+import redis.asyncio as aioredis
+
+from streams.keys import Keys
+
+
+class FenceMoved(RuntimeError):
+    """Another worker committed to this partition since we read its fence."""
+
+    retriable = True
+
+
+def _lua(name: str) -> str:
+    return resources.files("streams").joinpath("lua", name).read_text()
+
+
+@dataclass
+class ShardMeta:
+    """What a worker knows about a partition it owns."""
+
+    partition: int
+    gen: str = ""
+    high: int = 0  # max event time seen on the partition (ms); the watermark adds lateness
+    offsets: dict[str, int] = field(default_factory=dict)  # topic -> last applied offset
+    outbox: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class ShardCommit:
+    partition: int
+    expected_gen: str
+    offsets: dict[str, int]
+    high: int
+    states: dict[str, bytes]  # customer_id -> encoded state
+    outbox: list[bytes]
+    trim: int = 0  # outbox entries acknowledged by Kafka since the last commit
+    increments: list[tuple[str, str, int]] = field(default_factory=list)  # (key, field, delta)
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.redis = client
+        self.keys = keys
+        self._commit = client.register_script(_lua("commit_batch.lua"))
+        self._ack = client.register_script(_lua("ack_outbox.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> Store:
+        client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+        return cls(client, Keys(prefix))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def load_shard(self, partition: int) -> ShardMeta:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.fence(partition))
+            pipe.lrange(self.keys.outbox(partition), 0, -1)
+            fence, outbox = await pipe.execute()
+        meta = ShardMeta(partition=partition, outbox=list(outbox))
+        for k, v in fence.items():
+            name = k.decode()
+            if name == "gen":
+                meta.gen = v.decode()
+            elif name == "high":
+                meta.high = int(v)
+            elif name.startswith("o:"):
+                meta.offsets[name[2:]] = int(v)
+        return meta
+
+    async def load_states(
+        self, wanted: dict[int, list[str]]
+    ) -> dict[int, dict[str, bytes | None]]:
+        """partition -> customer ids  =>  partition -> {customer id: state bytes or None}."""
+        parts = [p for p, ids in wanted.items() if ids]
+        if not parts:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in parts:
+                pipe.mget([self.keys.customer(p, cid) for cid in wanted[p]])
+            results = await pipe.execute()
+        return {p: dict(zip(wanted[p], vals, strict=True)) for p, vals in zip(parts, results,
+                                                                              strict=True)}
+
+    async def commit(self, commits: Iterable[ShardCommit]) -> dict[int, str]:
+        """Apply each partition's commit atomically. Returns partition -> new gen.
+
+        Raises ``FenceMoved`` naming the partitions whose fence moved; the others committed.
+        """
+        commits = list(commits)
+        if not commits:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in commits:
+                keys, args = self._commit_args(c)
+                await self._commit(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        gens: dict[int, str] = {}
+        moved = []
+        for c, r in zip(commits, results, strict=True):
+            if int(r) < 0:
+                moved.append(c.partition)
+            else:
+                gens[c.partition] = str(int(r))
+        if moved:
+            err = FenceMoved(f"fence moved on partitions {moved}")
+            err.partitions = moved  # type: ignore[attr-defined]
+            err.gens = gens  # type: ignore[attr-defined]
+            raise err
+        return gens
+
+    def _commit_args(self, c: ShardCommit) -> tuple[list[str], list[bytes | str | int]]:
+        p = c.partition
+        keys = [self.keys.fence(p), self.keys.outbox(p)]
+        args: list[bytes | str | int] = [c.expected_gen, c.trim]
+        fence_fields: list[bytes | str | int] = ["high", c.high]
+        for topic, off in c.offsets.items():
+            fence_fields += [Keys.offset_field(topic), off]
+        args += [len(fence_fields) // 2, *fence_fields]
+        args += [len(c.outbox), *c.outbox]
+        args.append(len(c.states))
+        for cid, value in c.states.items():
+            keys.append(self.keys.customer(p, cid))
+            args.append(value)
+        extra: dict[str, int] = {}
+        incs: list[bytes | str | int] = []
+        for key, fld, delta in c.increments:
+            if key not in extra:
+                keys.append(key)
+                extra[key] = len(keys)
+            incs += [extra[key], fld, delta]
+        args += [len(c.increments), *incs]
+        return keys, args
+
+    async def ack(self, partition: int, gen: str, count: int) -> bool:
+        if count <= 0:
+            return True
+        r = await self._ack(
+            keys=[self.keys.fence(partition), self.keys.outbox(partition)], args=[gen, count]
+        )
+        return int(r) > 0
+
+    async def get_state(self, partition: int, customer_id: str) -> bytes | None:
+        value: bytes | None = await self.redis.get(self.keys.customer(partition, customer_id))
+        return value
+
+    async def scan_states(
+        self, partition: int | None = None, count: int = 1000
+    ) -> AsyncIterator[list[tuple[str, bytes]]]:
+        """Every stored customer state, in chunks (SCAN + MGET; never blocks Redis)."""
+        pattern = self.keys.customer_pattern(partition)
+        cursor = 0
+        while True:
+            cursor, batch = await self.redis.scan(cursor=cursor, match=pattern, count=count)
+            if batch:
+                values = await self.redis.mget(batch)
+                yield [
+                    (self.keys.customer_id_of(k), v)
+                    for k, v in zip(batch, values, strict=True)
+                    if v is not None
+                ]
+            if cursor == 0:
+                break

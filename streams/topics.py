@@ -1,0 +1,57 @@
+"""Every topic, declared once. Import from here; never spell a topic name elsewhere.
+
+The input topics are co-partitioned (same partition count) and keyed by ``customer_id``:
+partition N of every input topic belongs to the same Redis shard ``{p<N>}`` and is always
+assigned to the same worker (range assignor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import PURCHASE, REDEMPTION, SURVEY, TICKET
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Topics:
+    purchases: str
+    tickets: str
+    surveys: str
+    redemptions: str
+    deadletter: str
+    alerts: str
+    points: str
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Topics:
+        return cls(
+            purchases=s.topic("purchases"),
+            tickets=s.topic("tickets"),
+            surveys=s.topic("surveys"),
+            redemptions=s.topic("redemptions"),
+            deadletter=s.topic("deadletter"),
+            alerts=s.topic("alerts"),
+            points=s.topic("points"),
+        )
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Input topic name -> event kind it carries."""
+        return {
+            self.purchases: PURCHASE,
+            self.tickets: TICKET,
+            self.surveys: SURVEY,
+            self.redemptions: REDEMPTION,
+        }
+
+    def for_kind(self, kind: str) -> str:
+        return {v: k for k, v in self.inputs.items()}[kind]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (self.deadletter, self.alerts, self.points)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (*self.inputs, *self.outputs)
