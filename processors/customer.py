@@ -1,0 +1,257 @@
+"""Customer-state transitions: ``apply(state, event, rules, now) -> Step`` and ``view``.
+
+Theory of operation
+-------------------
+``apply`` is a pure function. In order it
+
+1. starts an empty state for a customer's first event (``state is None``) and rejects an
+   event of another customer (``Rejected("invalid")``: a routing bug must not corrupt state);
+2. recognises a duplicate: the event's key (64-bit blake2b of ``"<kind>:<event_id>"``) is in
+   the dedup window -> ``Step(state, duplicate=True)``, state unchanged. A producer retry
+   or a replay of recent data is a no-op; checked before lateness so that a retry that
+   arrives after the watermark moved is still recognised rather than dead-lettered;
+3. rejects an event that is too late: ``occurred_at < max(now, max_event_at -
+   allowed_lateness)``. ``now`` is the partition watermark; the customer's own bound is
+   never above it when the shell is right, and guarantees the state's invariants (no event
+   lands in an already pruned day bucket, no duplicate outlives its dedup entry) even when
+   it is not, e.g. a watermark not yet rebuilt after a restart;
+4. computes the topic-specific field changes (purchases, tickets, surveys; redemptions
+   only count for dedup and ``max_event_at`` until the loyalty issue) - these raise
+   ``Rejected`` for unknown currencies and invalid content;
+5. advances ``max_event_at``, prunes day buckets and the dedup window against it, and
+   remembers the event's key.
+
+Nothing is built into the returned state before every check passed, so a ``Rejected``
+changes nothing. ``state.py`` explains why the result is confluent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import operator
+from dataclasses import dataclass
+from hashlib import blake2b
+from typing import Any
+
+from processors.errors import INVALID, TOO_LATE, Rejected
+from processors.money import to_reporting_minor
+from processors.rules import Rules
+from processors.state import (
+    WINDOWS_DAYS,
+    Answer,
+    CustomerState,
+    DayBucket,
+    Seen,
+    bucket_horizon_days,
+    window_sums,
+)
+from processors.support import pending_breaches, ticket_changes
+from processors.timeutil import DAY_MS, day_of
+from schemas.codec import format_time
+from schemas.events import SURVEY_SCALES, Event, Purchase, Redemption, SupportTicket, Survey
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: CustomerState
+    outputs: tuple[object, ...] = ()  # later issues: ledger entries, churn alerts
+    duplicate: bool = False  # event_id already seen: state unchanged, nothing emitted
+
+
+def event_key(event: Event) -> int:
+    """Stable 64-bit dedup key of an event (kind-qualified so topics never collide)."""
+    raw = f"{event.event_kind}:{event.event_id}".encode()
+    return int.from_bytes(blake2b(raw, digest_size=8).digest(), "big")
+
+
+def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> Step:
+    if state is None:
+        state = CustomerState(customer_id=event.customer_id)
+    elif event.customer_id != state.customer_id:
+        raise Rejected(
+            INVALID,
+            f"event of customer {event.customer_id!r} applied to the state of "
+            f"{state.customer_id!r}",
+        )
+    key = event_key(event)
+    if any(s.key == key for s in state.seen):
+        return Step(state, duplicate=True)
+
+    t = event.occurred_at
+    lateness = rules.allowed_lateness_ms
+    floor = now if state.max_event_at is None else max(now, state.max_event_at - lateness)
+    if t < floor:
+        raise Rejected(
+            TOO_LATE,
+            f"occurred_at {format_time(t)} is before the watermark {format_time(floor)} "
+            f"(allowed lateness {lateness} ms)",
+        )
+
+    if isinstance(event, Purchase):
+        changes = _purchase_changes(state, event, rules)
+    elif isinstance(event, SupportTicket):
+        changes = ticket_changes(state, event, rules)
+    elif isinstance(event, Survey):
+        changes = _survey_changes(state, event, rules)
+    elif isinstance(event, Redemption):
+        changes = {}  # the loyalty issue turns redemptions into ledger entries
+    else:
+        raise TypeError(f"not an event: {type(event).__name__}")
+
+    max_at = t if state.max_event_at is None else max(state.max_event_at, t)
+    changes["max_event_at"] = max_at
+    days: tuple[DayBucket, ...] = changes.get("days", state.days)
+    cutoff_day = day_of(max_at) - bucket_horizon_days(lateness)
+    if days and days[0].day <= cutoff_day:
+        keep = bisect.bisect_right(days, cutoff_day, key=lambda b: b.day)
+        archived = sum(1 for b in days[:keep] if b.orders > 0)
+        changes["days"] = days[keep:]
+        changes["archived_purchase_days"] = state.archived_purchase_days + archived
+    changes["seen"] = _remember(state.seen, Seen(t, key), max_at - lateness, rules.dedup_window_max)
+    return Step(_evolve(state, changes))
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(CustomerState))
+_values = operator.attrgetter(*_FIELDS)
+
+
+def _evolve(state: CustomerState, changes: dict[str, Any]) -> CustomerState:
+    """``dataclasses.replace`` without its per-call field introspection (hot path)."""
+    kwargs = dict(zip(_FIELDS, _values(state), strict=True))
+    kwargs.update(changes)
+    return CustomerState(**kwargs)
+
+
+def _remember(seen: tuple[Seen, ...], new: Seen, oldest: int, cap: int) -> tuple[Seen, ...]:
+    """Insert, drop entries older than ``oldest``, keep the greatest ``cap`` by (at, key)."""
+    items = list(seen)
+    bisect.insort(items, new)
+    start = bisect.bisect_left(items, oldest, key=lambda s: s.at)
+    start = max(start, len(items) - cap)
+    return tuple(items[start:])
+
+
+def _add_to_day(
+    days: tuple[DayBucket, ...], day: int, orders: int, spend: int, refunds: int
+) -> tuple[DayBucket, ...]:
+    i = bisect.bisect_left(days, day, key=lambda b: b.day)
+    if i < len(days) and days[i].day == day:
+        b = days[i]
+        new = DayBucket(day, b.orders + orders, b.spend_minor + spend, b.refunds_minor + refunds)
+        return (*days[:i], new, *days[i + 1 :])
+    return (*days[:i], DayBucket(day, orders, spend, refunds), *days[i:])
+
+
+def _purchase_changes(state: CustomerState, ev: Purchase, rules: Rules) -> dict[str, Any]:
+    if type(ev.amount_minor) is not int or ev.amount_minor < 0:
+        raise Rejected(INVALID, f"amount_minor {ev.amount_minor!r} must be an integer >= 0")
+    amount = to_reporting_minor(ev.amount_minor, ev.currency, rules)
+    t = ev.occurred_at
+    day = day_of(t)
+    if ev.kind == "purchase":
+        return {
+            "first_purchase_at": t if state.first_purchase_at is None
+            else min(state.first_purchase_at, t),
+            "last_purchase_at": t if state.last_purchase_at is None
+            else max(state.last_purchase_at, t),
+            "purchase_count": state.purchase_count + 1,
+            "gross_spend_minor": state.gross_spend_minor + amount,
+            "days": _add_to_day(state.days, day, 1, amount, 0),
+        }
+    if ev.kind == "refund":
+        if amount > state.total_spend_minor:
+            raise Rejected(
+                INVALID,
+                f"refund of {amount} {rules.reporting_currency} minor units for order "
+                f"{ev.order_id!r} exceeds the customer's net spend {state.total_spend_minor}",
+            )
+        return {
+            "refund_count": state.refund_count + 1,
+            "refunds_minor": state.refunds_minor + amount,
+            "days": _add_to_day(state.days, day, 0, 0, amount),
+        }
+    raise Rejected(INVALID, f"purchase kind {ev.kind!r} is not purchase or refund")
+
+
+def _survey_changes(state: CustomerState, ev: Survey, rules: Rules) -> dict[str, Any]:
+    scale = SURVEY_SCALES.get(ev.kind)
+    if scale is None:
+        raise Rejected(INVALID, f"survey kind {ev.kind!r} is not one of {tuple(SURVEY_SCALES)}")
+    lo, hi = scale
+    if type(ev.score) is not int or not lo <= ev.score <= hi:
+        raise Rejected(INVALID, f"{ev.kind} score {ev.score!r} is not an integer in [{lo}, {hi}]")
+    t = ev.occurred_at
+    changes: dict[str, Any] = {"surveys_answered": state.surveys_answered + 1}
+    if ev.kind == "nps":
+        if state.nps_at is None or t >= state.nps_at:
+            changes.update(nps_score=ev.score, nps_at=t)
+        return changes
+    answers = list(state.csat if ev.kind == "csat" else state.ces)
+    answers.insert(bisect.bisect_right(answers, t, key=lambda a: a.at), Answer(t, ev.score))
+    changes[ev.kind] = tuple(answers[-rules.surveys.rolling_answers :])
+    return changes
+
+
+def _mean(answers: tuple[Answer, ...]) -> float | None:
+    return sum(a.score for a in answers) / len(answers) if answers else None
+
+
+def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
+    """The customer's export row as of event time ``as_of`` (JSON-ready values only).
+
+    Window sums count the day buckets in ``(as_of_day - N, as_of_day]``: days after
+    ``as_of`` are left out, and the sums are exact for any ``as_of >= max_event_at -
+    allowed_lateness`` (the watermark and the time of any accepted event always are; an
+    earlier ``as_of`` may reach past the bucket horizon and undercount the 365-day window).
+    ``sla_breaches`` = settled breaches + breaches of open tickets whose deadline < ``as_of``.
+    """
+    sla = rules.support.sla
+    pending = sum(pending_breaches(o, sla, as_of) for o in state.open_tickets)
+    breaching = sum(1 for o in state.open_tickets if pending_breaches(o, sla, as_of))
+    last = state.last_purchase_at
+    row: dict[str, Any] = {
+        "customer_id": state.customer_id,
+        "as_of": as_of,
+        "max_event_at": state.max_event_at,
+        "reporting_currency": rules.reporting_currency,
+        "first_purchase_at": state.first_purchase_at,
+        "last_purchase_at": last,
+        "days_since_last_purchase": None if last is None else (as_of - last) / DAY_MS,
+        "purchase_count": state.purchase_count,
+        "refund_count": state.refund_count,
+        "purchase_days": state.purchase_days,
+        "gross_spend_minor": state.gross_spend_minor,
+        "refunds_minor": state.refunds_minor,
+        "total_spend_minor": state.total_spend_minor,
+        "average_order_value_minor": state.average_order_value_minor,
+        "mean_interpurchase_gap_days": state.mean_interpurchase_gap_days,
+    }
+    sums = window_sums(state, as_of)
+    for n in WINDOWS_DAYS:
+        w = sums[n]
+        row[f"orders_{n}d"] = w.orders
+        row[f"spend_{n}d_minor"] = w.spend_minor
+        row[f"refunds_{n}d_minor"] = w.refunds_minor
+        row[f"net_spend_{n}d_minor"] = w.spend_minor - w.refunds_minor
+    row.update(
+        open_tickets=len(state.open_tickets),
+        open_ticket_ids=[o.ticket_id for o in state.open_tickets],
+        open_urgent_tickets=sum(1 for o in state.open_tickets if o.priority == "urgent"),
+        tickets_opened=state.tickets_opened,
+        tickets_reopened=state.tickets_reopened,
+        tickets_dropped=state.tickets_dropped,
+        sla_breaches=state.sla_breaches + pending,
+        open_tickets_breaching_sla=breaching,
+        last_sentiment=state.last_sentiment,
+        last_sentiment_at=state.last_sentiment_at,
+        nps_score=state.nps_score,
+        nps_class=state.nps_class,
+        nps_at=state.nps_at,
+        csat_rolling=_mean(state.csat),
+        csat_answers=len(state.csat),
+        ces_rolling=_mean(state.ces),
+        ces_answers=len(state.ces),
+        surveys_answered=state.surveys_answered,
+    )
+    return row

@@ -1,0 +1,356 @@
+"""Rules are data: one validated, immutable configuration for every processor.
+
+Theory of operation
+-------------------
+The rules file (YAML or TOML, read by the shell) is a nested mapping. ``parse_rules`` maps
+it onto the nested frozen dataclasses below, driven only by their type hints:
+
+* supported types: ``int``, ``float``, ``bool``, ``str``, ``Decimal``, ``Literal[...]``,
+  ``X | None``, ``Mapping[K, V]``, ``tuple[X, ...]`` and nested dataclasses;
+* per-value checks ride on the type as ``Annotated[int, ge(0)]`` (also inside mappings and
+  tuples, e.g. on mapping keys); cross-field checks are a ``_problems()`` method yielding
+  ``(relative path, message)``;
+* a section (dataclass) that is given only partly keeps the defaults of the fields it does
+  not name; a mapping or tuple that is given replaces the default entirely;
+* an empty section (``loyalty:`` with nothing under it, i.e. ``None``) means all defaults;
+* unknown keys, wrong types and failed checks raise ``RulesError`` whose message starts
+  with the dotted path of the field: ``support.sla.urgent.first_response_hours: ...``,
+  ``fx.usd: ...``, ``loyalty.tiers[1].min_spend: ...``.
+
+Later sections (loyalty, churn, kpi) only declare dataclasses here; the validator needs no
+change. ``processors/default_rules.yaml`` documents every field; a unit test checks that it
+parses to exactly ``DEFAULT_RULES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from processors.errors import RulesError
+from processors.timeutil import DAY_MS, HOUR_MS
+
+# -- value checks (used inside Annotated[...]) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: Callable[[Any], bool]
+    says: str  # what the value must be, e.g. "must be >= 0"
+
+
+def ge(lo: float) -> Check:
+    return Check(lambda v: v >= lo, f"must be >= {lo}")
+
+
+def gt(lo: float) -> Check:
+    return Check(lambda v: v > lo, f"must be > {lo}")
+
+
+def between(lo: float, hi: float) -> Check:
+    return Check(lambda v: lo <= v <= hi, f"must be between {lo} and {hi}")
+
+
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+CURRENCY = Check(lambda v: bool(_CURRENCY_RE.match(v)), "must be a three-letter ISO-4217 code")
+
+MAX_LATENESS_MS = 30 * DAY_MS  # bounds the dedup window and the day-bucket horizon
+
+
+# -- sections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlaTarget:
+    """Service levels of one ticket priority, in hours from the ticket being opened."""
+
+    first_response_hours: Annotated[float, gt(0)]
+    resolution_hours: Annotated[float, gt(0)]
+
+    @property
+    def first_response_ms(self) -> int:
+        return round(self.first_response_hours * HOUR_MS)
+
+    @property
+    def resolution_ms(self) -> int:
+        return round(self.resolution_hours * HOUR_MS)
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if self.resolution_hours < self.first_response_hours:
+            yield "resolution_hours", "must be >= first_response_hours"
+
+
+@dataclass(frozen=True)
+class SupportSla:
+    urgent: SlaTarget = field(default_factory=lambda: SlaTarget(1.0, 8.0))
+    high: SlaTarget = field(default_factory=lambda: SlaTarget(4.0, 24.0))
+    normal: SlaTarget = field(default_factory=lambda: SlaTarget(24.0, 72.0))
+    low: SlaTarget = field(default_factory=lambda: SlaTarget(72.0, 168.0))
+
+    def of(self, priority: str) -> SlaTarget:
+        target: SlaTarget = getattr(self, priority)
+        return target
+
+
+@dataclass(frozen=True)
+class SupportRules:
+    sla: SupportSla = field(default_factory=SupportSla)
+    # Open tickets remembered per customer; opening one more evicts the oldest open ticket.
+    max_open_tickets: Annotated[int, between(1, 1000)] = 20
+
+
+@dataclass(frozen=True)
+class SurveyRules:
+    # Rolling CSAT and CES = mean of the latest N answers of that kind (by occurred_at).
+    rolling_answers: Annotated[int, between(1, 50)] = 5
+
+
+@dataclass(frozen=True)
+class LoyaltyRules:
+    """Points, tiers, expiry (the loyalty issue fills this section)."""
+
+
+@dataclass(frozen=True)
+class ChurnRules:
+    """Churn weights and thresholds (the churn issue fills this section)."""
+
+
+@dataclass(frozen=True)
+class KpiRules:
+    """KPI gauge settings (the KPI issue fills this section)."""
+
+
+# Illustrative static rates: units of EUR per 1 unit of the currency. Configure real ones.
+_DEFAULT_FX: dict[str, Decimal] = {
+    "EUR": Decimal("1"),
+    "USD": Decimal("0.92"),
+    "GBP": Decimal("1.17"),
+    "CHF": Decimal("1.05"),
+    "SEK": Decimal("0.088"),
+    "NOK": Decimal("0.086"),
+    "DKK": Decimal("0.134"),
+    "PLN": Decimal("0.23"),
+    "JPY": Decimal("0.0061"),
+    "CAD": Decimal("0.68"),
+}
+# ISO-4217 exponents (digits after the decimal point). Wider than _DEFAULT_FX so that adding
+# a rate usually needs no exponent.
+_DEFAULT_MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(
+        ("EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "CAD", "AUD", "NZD", "CZK",
+         "HUF", "RON", "BGN", "TRY", "MXN", "BRL", "CNY", "HKD", "SGD", "INR", "ZAR", "ILS",
+         "AED", "SAR", "THB", "MYR", "PHP"),
+        2,
+    ),
+    **dict.fromkeys(("JPY", "KRW", "ISK", "CLP", "VND", "IDR", "UGX", "XOF", "XAF"), 0),
+    **dict.fromkeys(("BHD", "KWD", "OMR", "JOD", "TND", "IQD", "LYD"), 3),
+}
+
+
+@dataclass(frozen=True)
+class Rules:
+    reporting_currency: Annotated[str, CURRENCY] = "EUR"
+    fx: Mapping[Annotated[str, CURRENCY], Annotated[Decimal, gt(0)]] = field(
+        default_factory=lambda: MappingProxyType(dict(_DEFAULT_FX))
+    )
+    minor_units: Mapping[Annotated[str, CURRENCY], Annotated[int, between(0, 4)]] = field(
+        default_factory=lambda: MappingProxyType(dict(_DEFAULT_MINOR_UNITS))
+    )
+    allowed_lateness_ms: Annotated[int, between(0, MAX_LATENESS_MS)] = 2 * DAY_MS
+    dedup_window_max: Annotated[int, between(1, 10_000)] = 64
+    support: SupportRules = field(default_factory=SupportRules)
+    surveys: SurveyRules = field(default_factory=SurveyRules)
+    loyalty: LoyaltyRules = field(default_factory=LoyaltyRules)
+    churn: ChurnRules = field(default_factory=ChurnRules)
+    kpi: KpiRules = field(default_factory=KpiRules)
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        rate = self.fx.get(self.reporting_currency)
+        if rate != 1:
+            yield "fx", f"must list the reporting currency {self.reporting_currency} at rate 1"
+        for cur in self.fx:
+            if cur not in self.minor_units:
+                yield "minor_units", f"has no exponent for {cur} (listed in fx)"
+
+
+# -- the generic validator ---------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def parse_rules(mapping: Mapping[str, Any] | None) -> Rules:
+    """Validate a parsed rules file. ``None`` or ``{}`` gives the documented defaults."""
+    return parse_section(Rules, mapping)
+
+
+def parse_section(cls: type[T], mapping: Mapping[str, Any] | None, path: str = "") -> T:
+    """The generic validator: map a nested mapping onto the frozen dataclass ``cls``."""
+    value: T = _parse(cls, mapping, path, None)
+    _validate(cls, value, path)
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=True)
+
+
+def _join(path: str, name: object) -> str:
+    return f"{path}.{name}" if path else str(name)
+
+
+def _shown(value: Any) -> str:
+    s = repr(value)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _bad(path: str, what: str, value: Any) -> RulesError:
+    return RulesError(path or "(root)", f"{what}, got {_shown(value)}")
+
+
+def _parse(tp: Any, value: Any, path: str, base: Any) -> Any:
+    """Convert ``value`` to type ``tp``; ``base`` is the default it overrides (sections)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _parse(get_args(tp)[0], value, path, base)
+    if dataclasses.is_dataclass(tp):
+        return _parse_section(tp, value, path, base)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(options) < len(get_args(tp)):
+            return None
+        if len(options) != 1:
+            raise TypeError(f"unsupported rules type {tp!r} at {path}")
+        return _parse(options[0], value, path, base)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed or type(value) is bool:
+            raise _bad(path, f"must be one of {', '.join(map(str, allowed))}", value)
+        return value
+    if origin is Mapping:
+        kt, vt = get_args(tp)
+        if not isinstance(value, Mapping):
+            raise _bad(path, "must be a mapping", value)
+        return MappingProxyType(
+            {
+                _parse(kt, k, _join(path, k), None): _parse(vt, v, _join(path, k), None)
+                for k, v in value.items()
+            }
+        )
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise _bad(path, "must be a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif len(args) != len(value):
+            raise _bad(path, f"must have exactly {len(args)} items", value)
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_parse(a, v, f"{path}[{i}]", None) for i, (a, v) in pairs)
+    return _parse_scalar(tp, value, path)
+
+
+def _parse_scalar(tp: Any, value: Any, path: str) -> Any:
+    if tp is bool:
+        if type(value) is not bool:
+            raise _bad(path, "must be true or false", value)
+        return value
+    if tp is int:
+        if type(value) is not int:
+            raise _bad(path, "must be an integer", value)
+        return value
+    if tp is float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise _bad(path, "must be a finite number", value)
+        return float(value)
+    if tp is Decimal:
+        if type(value) not in (int, float, str, Decimal):
+            raise _bad(path, "must be a decimal number", value)
+        try:
+            d = Decimal(repr(value) if type(value) is float else value)
+        except InvalidOperation:
+            raise _bad(path, "must be a decimal number", value) from None
+        if not d.is_finite():
+            raise _bad(path, "must be a finite decimal number", value)
+        return d
+    if tp is str:
+        if type(value) is not str:
+            raise _bad(path, "must be a string", value)
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported rules type {tp!r} at {path}")
+
+
+def _parse_section(cls: Any, value: Any, path: str, base: Any) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise _bad(path, "must be a mapping (a section)", value)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            known = ", ".join(fields) or "none: this section is not configurable yet"
+            raise RulesError(_join(path, key), f"unknown field (known: {known})")
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if base is not None:
+            default = getattr(base, name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if name in value:
+            kwargs[name] = _parse(hints[name], value[name], _join(path, name), default)
+        elif default is dataclasses.MISSING:
+            raise RulesError(_join(path, name), "required field is missing")
+        else:
+            kwargs[name] = default
+    return cls(**kwargs)
+
+
+def _validate(tp: Any, value: Any, path: str) -> None:
+    """Run every ``Annotated`` check and ``_problems()`` over a parsed value (defaults too)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *checks = get_args(tp)
+        _validate(base, value, path)
+        for c in checks:
+            if isinstance(c, Check) and not c.ok(value):
+                raise _bad(path, c.says, value)
+    elif dataclasses.is_dataclass(tp):
+        hints = _hints(tp)  # type: ignore[arg-type]  # tp is a dataclass type here
+        for f in dataclasses.fields(tp):
+            _validate(hints[f.name], getattr(value, f.name), _join(path, f.name))
+        problems = getattr(value, "_problems", None)
+        for rel, message in problems() if problems else ():
+            raise RulesError(_join(path, rel), message)
+    elif origin in (Union, types.UnionType):
+        if value is not None:
+            (arg,) = [a for a in get_args(tp) if a is not type(None)]
+            _validate(arg, value, path)
+    elif origin is Mapping:
+        kt, vt = get_args(tp)
+        for k, v in value.items():
+            _validate(kt, k, _join(path, k))
+            _validate(vt, v, _join(path, k))
+    elif origin is tuple:
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        for i, (a, v) in enumerate(zip(args, value, strict=True)):
+            _validate(a, v, f"{path}[{i}]")
+
+
+DEFAULT_RULES: Rules = parse_rules({})

@@ -1,0 +1,190 @@
+"""Per-customer state: what is remembered about one customer, bounded whatever its history.
+
+Theory of operation
+-------------------
+``CustomerState`` is an immutable value; ``processors.customer.apply`` builds the next one.
+Every field is chosen so that the final state is CONFLUENT: it does not depend on how a
+history is split into batches, nor on how the input topics interleave, as long as each
+topic keeps its own order and no event is too late. Concretely each field is one of
+
+* a sum or count (order-independent);
+* a min / max (order-independent);
+* a "latest" value that only one topic writes (depends on that topic's order only;
+  latest = greatest ``occurred_at``, ties to the later event of that topic);
+* a bounded set pruned by a rule that depends only on its own content and on
+  ``max_event_at`` (which only grows): an element is dropped once it is older than the
+  horizon, and an accepted event is never older than the horizon (an event is too late
+  when ``occurred_at < max(now, max_event_at - allowed_lateness)``), so nothing is ever
+  added to a part that was already pruned; a capped set keeps the greatest elements by a
+  total order, and "top-K" commutes with inserting.
+
+Field definitions (times are epoch ms UTC, money is minor units of the reporting currency,
+days are UTC day numbers ``occurred_at // 86_400_000``; "purchase" means a purchase event
+with ``kind = purchase``, "refund" one with ``kind = refund``):
+
+* ``max_event_at``: greatest ``occurred_at`` of any accepted event of the customer.
+* ``first_purchase_at`` / ``last_purchase_at``: min / max ``occurred_at`` of purchases.
+* ``purchase_count`` / ``refund_count``: number of purchases / refunds.
+* ``gross_spend_minor``: sum of purchase amounts; ``refunds_minor``: sum of refund amounts;
+  ``total_spend_minor`` = gross - refunds (a refund larger than it is rejected).
+* ``days``: sparse day buckets ``(day, orders, spend_minor, refunds_minor)`` for days
+  ``d > max_day - horizon`` with ``horizon = 365 + ceil(allowed_lateness / 1 day)`` and
+  ``max_day = day(max_event_at)``; ``orders``/``spend_minor`` count purchases,
+  ``refunds_minor`` sums refunds that occurred that day. The extra days beyond 365 make the
+  windows exact for any ``as_of >= max_event_at - allowed_lateness``.
+* ``archived_purchase_days``: distinct purchase days that have left the bucket horizon;
+  ``purchase_days`` = archived + buckets with ``orders > 0``.
+* ``average_order_value_minor`` = round_half_even(gross / purchase_count).
+* ``mean_interpurchase_gap_days`` = (day(last) - day(first)) / (purchase_days - 1), for two
+  or more purchase days (depends on the set of days only, not on arrival order).
+* windows N in (30, 90, 365) as of a time ``as_of``: sums over buckets with
+  ``as_of_day - N < day <= as_of_day``: ``orders_Nd``, ``spend_Nd_minor`` (gross),
+  ``refunds_Nd_minor``, ``net_spend_Nd_minor``.
+* ``tickets_opened``: accepted ``opened`` events; ``tickets_reopened``: ``reopened`` events.
+* ``open_tickets``: tickets opened or reopened and not yet resolved/closed, at most
+  ``support.max_open_tickets`` (opening one more drops the oldest by
+  ``(opened_at, ticket_id)``, counted in ``tickets_dropped``); each keeps ``opened_at`` (the
+  reopen time for a reopened ticket), the latest ``priority`` and whether it was responded.
+* ``sla_breaches``: settled breaches: a first response (``responded``, or ``resolved`` /
+  ``closed`` with no response before) later than ``opened_at + first_response``, and a
+  ``resolved``/``closed`` later than ``opened_at + resolution``; at most one of each kind
+  per opening. ``view`` adds the breaches of still-open tickets whose deadline < ``as_of``.
+* ``last_sentiment`` / ``last_sentiment_at``: latest ticket event carrying a sentiment.
+* ``nps_score`` / ``nps_at``: latest NPS answer; class promoter 9-10, passive 7-8,
+  detractor 0-6.
+* ``csat`` / ``ces``: the latest ``surveys.rolling_answers`` answers ``(at, score)`` of that
+  kind by ``occurred_at``; rolling CSAT/CES = their mean. ``surveys_answered``: all answers.
+* ``seen``: dedup window ``(at, key)``; ``key`` = 64-bit blake2b of ``"<kind>:<event_id>"``;
+  kept while ``at >= max_event_at - allowed_lateness``, at most ``dedup_window_max`` of
+  them (the greatest by ``(at, key)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from processors.money import round_half_even
+from processors.timeutil import DAY_MS, day_of
+
+WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
+NPS_PROMOTER_MIN = 9
+NPS_DETRACTOR_MAX = 6
+
+
+class DayBucket(NamedTuple):
+    day: int
+    orders: int
+    spend_minor: int
+    refunds_minor: int
+
+
+class OpenTicket(NamedTuple):
+    ticket_id: str
+    opened_at: int
+    priority: str
+    responded: bool
+
+
+class Answer(NamedTuple):
+    at: int
+    score: int
+
+
+class Seen(NamedTuple):
+    at: int
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerState:
+    customer_id: str
+    max_event_at: int | None = None
+    # purchases
+    first_purchase_at: int | None = None
+    last_purchase_at: int | None = None
+    purchase_count: int = 0
+    refund_count: int = 0
+    gross_spend_minor: int = 0
+    refunds_minor: int = 0
+    archived_purchase_days: int = 0
+    days: tuple[DayBucket, ...] = ()  # sorted by day
+    # support
+    tickets_opened: int = 0
+    tickets_reopened: int = 0
+    tickets_dropped: int = 0
+    sla_breaches: int = 0
+    open_tickets: tuple[OpenTicket, ...] = ()  # sorted by (opened_at, ticket_id)
+    last_sentiment: float | None = None
+    last_sentiment_at: int | None = None
+    # surveys
+    nps_score: int | None = None
+    nps_at: int | None = None
+    csat: tuple[Answer, ...] = ()  # sorted by at, ties in arrival order
+    ces: tuple[Answer, ...] = ()
+    surveys_answered: int = 0
+    # dedup
+    seen: tuple[Seen, ...] = ()  # sorted
+    # loyalty (balance, lifetime points, tier...) and churn (score, level, last alert)
+    # fields are added here by their issues; bump processors.wire.VERSION when they are.
+
+    @property
+    def total_spend_minor(self) -> int:
+        return self.gross_spend_minor - self.refunds_minor
+
+    @property
+    def purchase_days(self) -> int:
+        return self.archived_purchase_days + sum(1 for b in self.days if b.orders > 0)
+
+    @property
+    def average_order_value_minor(self) -> int | None:
+        if not self.purchase_count:
+            return None
+        return round_half_even(self.gross_spend_minor, self.purchase_count)
+
+    @property
+    def mean_interpurchase_gap_days(self) -> float | None:
+        n = self.purchase_days
+        if n < 2 or self.first_purchase_at is None or self.last_purchase_at is None:
+            return None
+        return (day_of(self.last_purchase_at) - day_of(self.first_purchase_at)) / (n - 1)
+
+    @property
+    def nps_class(self) -> str | None:
+        return None if self.nps_score is None else nps_class(self.nps_score)
+
+
+def nps_class(score: int) -> str:
+    if score >= NPS_PROMOTER_MIN:
+        return "promoter"
+    if score <= NPS_DETRACTOR_MAX:
+        return "detractor"
+    return "passive"
+
+
+def bucket_horizon_days(allowed_lateness_ms: int) -> int:
+    """Buckets are kept for days ``d > max_day - horizon`` (see the module docstring)."""
+    return WINDOWS_DAYS[-1] + -(-allowed_lateness_ms // DAY_MS)
+
+
+class WindowSums(NamedTuple):
+    orders: int
+    spend_minor: int
+    refunds_minor: int
+
+
+def window_sums(state: CustomerState, as_of: int) -> dict[int, WindowSums]:
+    """Rolling sums per window length N over days ``(as_of_day - N, as_of_day]``."""
+    as_of_day = day_of(as_of)
+    acc = {n: [0, 0, 0] for n in WINDOWS_DAYS}
+    for b in state.days:
+        age = as_of_day - b.day
+        if age < 0:
+            continue
+        for n in WINDOWS_DAYS:
+            if age < n:
+                a = acc[n]
+                a[0] += b.orders
+                a[1] += b.spend_minor
+                a[2] += b.refunds_minor
+    return {n: WindowSums(*a) for n, a in acc.items()}

@@ -1,0 +1,145 @@
+"""Compact, versioned byte encoding of ``CustomerState`` (the value stored in Redis).
+
+Theory of operation: one orjson object with short keys; fields at their default (None for
+optional values, 0 for counters, empty for collections) are left out; records are flattened
+into int lists (``d`` = day buckets as ``day, orders, spend, refunds`` quadruples, ``s`` =
+dedup window as ``at, key`` pairs, ``cs``/``ce`` = survey answers as ``at, score`` pairs);
+``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``. ``v`` is the
+format version: ``loads`` refuses any other version and any malformed value with
+``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
+to the state's fields bumps ``VERSION`` (and ``loads`` keeps reading the old one,
+upgrading it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from processors.errors import WireError
+from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
+
+VERSION = 1
+
+# state field -> wire key: optional ints (default None; 0 is a value, e.g. an NPS of 0) ...
+_OPTIONALS: dict[str, str] = {
+    "max_event_at": "m",
+    "first_purchase_at": "fp",
+    "last_purchase_at": "lp",
+    "last_sentiment_at": "la",
+    "nps_score": "ns",
+    "nps_at": "na",
+}
+# ... and counters (default 0)
+_COUNTERS: dict[str, str] = {
+    "purchase_count": "pc",
+    "refund_count": "rc",
+    "gross_spend_minor": "gs",
+    "refunds_minor": "rf",
+    "archived_purchase_days": "ad",
+    "tickets_opened": "to",
+    "tickets_reopened": "tr",
+    "tickets_dropped": "td",
+    "sla_breaches": "sb",
+    "surveys_answered": "sa",
+}
+_SCALARS = {**_OPTIONALS, **_COUNTERS}
+_KNOWN = {"v", "c", "d", "s", "cs", "ce", "ot", "ls", *_SCALARS.values()}
+
+
+def _flat(records: tuple[tuple[int, ...], ...]) -> list[int]:
+    return [x for r in records for x in r]
+
+
+def dumps(state: CustomerState) -> bytes:
+    out: dict[str, Any] = {"v": VERSION, "c": state.customer_id}
+    for name, key in _OPTIONALS.items():
+        value = getattr(state, name)
+        if value is not None:
+            out[key] = value
+    for name, key in _COUNTERS.items():
+        value = getattr(state, name)
+        if value:
+            out[key] = value
+    if state.last_sentiment is not None:
+        out["ls"] = state.last_sentiment
+    if state.days:
+        out["d"] = _flat(state.days)
+    if state.seen:
+        out["s"] = _flat(state.seen)
+    if state.csat:
+        out["cs"] = _flat(state.csat)
+    if state.ces:
+        out["ce"] = _flat(state.ces)
+    if state.open_tickets:
+        out["ot"] = [
+            [o.ticket_id, o.opened_at, o.priority, int(o.responded)] for o in state.open_tickets
+        ]
+    return orjson.dumps(out)
+
+
+def _int(value: Any, key: str) -> int:
+    if type(value) is not int:
+        raise WireError(f"state field {key!r}: expected an integer, got {value!r}")
+    return value
+
+
+def _records(value: Any, key: str, width: int, make: Callable[..., Any]) -> tuple[Any, ...]:
+    if type(value) is not list or len(value) % width:
+        raise WireError(f"state field {key!r}: expected a flat list of {width}-tuples")
+    if not all(type(x) is int for x in value):
+        raise WireError(f"state field {key!r}: expected integers, got {value!r:.80}")
+    it = iter(value)
+    return tuple(map(make, *([it] * width)))
+
+
+def _ticket(value: Any) -> OpenTicket:
+    if (
+        type(value) is not list
+        or len(value) != 4
+        or type(value[0]) is not str
+        or type(value[2]) is not str
+        or value[3] not in (0, 1)
+    ):
+        raise WireError(f"state field 'ot': malformed open ticket {value!r}")
+    return OpenTicket(value[0], _int(value[1], "ot"), value[2], bool(value[3]))
+
+
+def loads(data: bytes) -> CustomerState:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"state is not valid JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise WireError("state must be a JSON object")
+    if obj.get("v") != VERSION:
+        raise WireError(f"state version {obj.get('v')!r} is not supported (expected {VERSION})")
+    unknown = set(obj) - _KNOWN
+    if unknown:
+        raise WireError(f"state has unknown fields {sorted(unknown)}")
+    cid = obj.get("c")
+    if type(cid) is not str:
+        raise WireError("state field 'c' (customer_id) must be a string")
+    kwargs: dict[str, Any] = {"customer_id": cid}
+    for name, key in _SCALARS.items():
+        if key in obj:
+            kwargs[name] = _int(obj[key], key)
+    if "ls" in obj:
+        if type(obj["ls"]) is not float:
+            raise WireError(f"state field 'ls': expected a float, got {obj['ls']!r}")
+        kwargs["last_sentiment"] = obj["ls"]
+    if "d" in obj:
+        kwargs["days"] = _records(obj["d"], "d", 4, DayBucket)
+    if "s" in obj:
+        kwargs["seen"] = _records(obj["s"], "s", 2, Seen)
+    if "cs" in obj:
+        kwargs["csat"] = _records(obj["cs"], "cs", 2, Answer)
+    if "ce" in obj:
+        kwargs["ces"] = _records(obj["ce"], "ce", 2, Answer)
+    if "ot" in obj:
+        if type(obj["ot"]) is not list:
+            raise WireError("state field 'ot': expected a list")
+        kwargs["open_tickets"] = tuple(_ticket(o) for o in obj["ot"])
+    return CustomerState(**kwargs)
