@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from datetime import date as date_type
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -56,6 +58,7 @@ _RFC3339 = re.compile(
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = date_type(1970, 1, 1).toordinal()
 
 # Reasons (dead-letter counter labels). Keep this set small and stable.
 TOO_LARGE = "too_large"
@@ -88,6 +91,8 @@ _MISSING = object()
 
 def _str(obj: dict[str, Any], key: str, path: str, maxlen: int, optional: bool = False) -> Any:
     v = obj.get(key, _MISSING)
+    if type(v) is str and 0 < len(v) <= maxlen and not v.isspace():
+        return v  # the common case, decided without building any message
     if v is _MISSING or (optional and v is None):
         if optional:
             return None
@@ -103,6 +108,8 @@ def _str(obj: dict[str, Any], key: str, path: str, maxlen: int, optional: bool =
 
 def _int(obj: dict[str, Any], key: str, path: str, lo: int, hi: int) -> int:
     v = obj.get(key, _MISSING)
+    if type(v) is int and lo <= v <= hi:
+        return v
     if v is _MISSING:
         raise InvalidEvent(SCHEMA, f"{path}.{key}: required field is missing")
     t = type(v)
@@ -124,10 +131,29 @@ def _enum(obj: dict[str, Any], key: str, path: str, allowed: tuple[str, ...]) ->
     return v
 
 
+@lru_cache(maxsize=8192)
+def _utc_day(date: str) -> int:
+    """'YYYY-MM-DD' -> days since 1970-01-01; -1 when it is not a calendar date."""
+    try:
+        return date_type.fromisoformat(date).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return -1
+
+
 def parse_time(value: Any, path: str = "occurred_at") -> int:
     """RFC 3339 timestamp with an offset -> epoch milliseconds (UTC)."""
     if type(value) is not str or not _RFC3339.fullmatch(value):
         raise _fail(path, "must be an RFC 3339 date-time with an offset", value)
+    n = len(value)
+    if value[-1] == "Z" and value[10] == "T" and (n == 20 or (n == 24 and value[19] == ".")):
+        # Fast path for the common UTC forms (what `encode` writes): the date part through a
+        # cache, the time of day by arithmetic. Anything else takes the general path below.
+        day = _utc_day(value[:10])
+        hh, mm, ss = int(value[11:13]), int(value[14:16]), int(value[17:19])
+        year = int(value[:4])
+        if day >= 0 and hh < 24 and mm < 60 and ss < 60 and MIN_YEAR <= year <= MAX_YEAR:
+            ms = int(value[20:23]) if n == 24 else 0
+            return day * 86_400_000 + ((hh * 60 + mm) * 60 + ss) * 1000 + ms
     text = value
     frac = re.search(r"\.(\d+)", text)
     if frac and len(frac.group(1)) > 6:  # datetime keeps microseconds; drop the rest
@@ -162,6 +188,15 @@ def _purchase(obj: dict[str, Any]) -> Purchase:
         raise _fail(f"{p}.lines", f"must have at most {MAX_LINES} items", len(raw_lines))
     lines = []
     for i, ln in enumerate(raw_lines):
+        if type(ln) is dict:  # the common case first, without building paths
+            sku, cat = ln.get("sku"), ln.get("category")
+            q, u = ln.get("quantity"), ln.get("unit_price_minor")
+            if (type(sku) is str and 0 < len(sku) <= MAX_ID_LEN and not sku.isspace()
+                    and type(cat) is str and 0 < len(cat) <= MAX_NAME_LEN and not cat.isspace()
+                    and type(q) is int and 1 <= q <= MAX_QUANTITY
+                    and type(u) is int and 0 <= u <= MAX_UNIT_PRICE_MINOR):
+                lines.append(PurchaseLine(sku, cat, q, u))
+                continue
         lp = f"{p}.lines[{i}]"
         if type(ln) is not dict:
             raise _fail(lp, "must be an object", ln)
