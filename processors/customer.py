@@ -42,6 +42,8 @@ from processors.state import (
     Answer,
     CustomerState,
     DayBucket,
+    KIND_INDEX,
+    PURCHASE_KIND,
     Seen,
     bucket_horizon_days,
     window_sums,
@@ -80,7 +82,9 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
 
     t = event.occurred_at
     lateness = rules.allowed_lateness_ms
-    floor = now if state.max_event_at is None else max(now, state.max_event_at - lateness)
+    kind = KIND_INDEX[event.event_kind]
+    kmax = state.kind_max[kind]
+    floor = max(now, kmax - lateness) if kmax else now
     if t < floor:
         raise Rejected(
             TOO_LATE,
@@ -101,14 +105,19 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
 
     max_at = t if state.max_event_at is None else max(state.max_event_at, t)
     changes["max_event_at"] = max_at
+    km = state.kind_max
+    if t > kmax:
+        km = (*km[:kind], t, *km[kind + 1 :])
+        changes["kind_max"] = km
     days: tuple[DayBucket, ...] = changes.get("days", state.days)
-    cutoff_day = day_of(max_at) - bucket_horizon_days(lateness)
+    cutoff_day = day_of(km[PURCHASE_KIND]) - bucket_horizon_days(lateness)
     if days and days[0].day <= cutoff_day:
         keep = bisect.bisect_right(days, cutoff_day, key=lambda b: b.day)
         archived = sum(1 for b in days[:keep] if b.orders > 0)
         changes["days"] = days[keep:]
         changes["archived_purchase_days"] = state.archived_purchase_days + archived
-    changes["seen"] = _remember(state.seen, Seen(t, key), max_at - lateness, rules.dedup_window_max)
+    changes["seen"] = _remember(state.seen, Seen(t, key, kind), km, lateness,
+                                rules.dedup_window_max)
     return Step(_evolve(state, changes))
 
 
@@ -123,13 +132,14 @@ def _evolve(state: CustomerState, changes: dict[str, Any]) -> CustomerState:
     return CustomerState(**kwargs)
 
 
-def _remember(seen: tuple[Seen, ...], new: Seen, oldest: int, cap: int) -> tuple[Seen, ...]:
-    """Insert, drop entries older than ``oldest``, keep the greatest ``cap`` by (at, key)."""
+def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
+              cap: int) -> tuple[Seen, ...]:
+    """Insert, drop entries older than their kind's clock minus the lateness, keep the
+    greatest ``cap`` by (at, key, kind)."""
     items = list(seen)
     bisect.insort(items, new)
-    start = bisect.bisect_left(items, oldest, key=lambda s: s.at)
-    start = max(start, len(items) - cap)
-    return tuple(items[start:])
+    items = [s for s in items if s.at >= kind_max[s.kind] - lateness]
+    return tuple(items[-cap:])
 
 
 def _add_to_day(

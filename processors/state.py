@@ -23,15 +23,18 @@ days are UTC day numbers ``occurred_at // 86_400_000``; "purchase" means a purch
 with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 * ``max_event_at``: greatest ``occurred_at`` of any accepted event of the customer.
+* ``kind_max``: greatest ``occurred_at`` per event kind (purchase, ticket, survey,
+  redemption). Lateness, bucket pruning and dedup expiry use the clock of the event's own
+  kind (a per-topic "latest": confluent across topic interleavings).
 * ``first_purchase_at`` / ``last_purchase_at``: min / max ``occurred_at`` of purchases.
 * ``purchase_count`` / ``refund_count``: number of purchases / refunds.
 * ``gross_spend_minor``: sum of purchase amounts; ``refunds_minor``: sum of refund amounts;
   ``total_spend_minor`` = gross - refunds (a refund larger than it is rejected).
 * ``days``: sparse day buckets ``(day, orders, spend_minor, refunds_minor)`` for days
   ``d > max_day - horizon`` with ``horizon = 365 + ceil(allowed_lateness / 1 day)`` and
-  ``max_day = day(max_event_at)``; ``orders``/``spend_minor`` count purchases,
+  ``max_day = day(kind_max[purchase])``; ``orders``/``spend_minor`` count purchases,
   ``refunds_minor`` sums refunds that occurred that day. The extra days beyond 365 make the
-  windows exact for any ``as_of >= max_event_at - allowed_lateness``.
+  windows exact for any ``as_of >= kind_max[purchase] - allowed_lateness``.
 * ``archived_purchase_days``: distinct purchase days that have left the bucket horizon;
   ``purchase_days`` = archived + buckets with ``orders > 0``.
 * ``average_order_value_minor`` = round_half_even(gross / purchase_count).
@@ -54,8 +57,8 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
   detractor 0-6.
 * ``csat`` / ``ces``: the latest ``surveys.rolling_answers`` answers ``(at, score)`` of that
   kind by ``occurred_at``; rolling CSAT/CES = their mean. ``surveys_answered``: all answers.
-* ``seen``: dedup window ``(at, key)``; ``key`` = 64-bit blake2b of ``"<kind>:<event_id>"``;
-  kept while ``at >= max_event_at - allowed_lateness``, at most ``dedup_window_max`` of
+* ``seen``: dedup window ``(at, key, kind)``; ``key`` = 64-bit blake2b of
+  ``"<kind>:<event_id>"``; kept while ``at >= kind_max[kind] - allowed_lateness``, at most ``dedup_window_max`` of
   them (the greatest by ``(at, key)``).
 """
 
@@ -94,12 +97,22 @@ class Answer(NamedTuple):
 class Seen(NamedTuple):
     at: int
     key: int
+    kind: int = 0  # KIND_INDEX of the event's kind: each kind's entries expire on its own clock
+
+
+# Event kinds in the order of ``CustomerState.kind_max``.
+KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3}
+PURCHASE_KIND = 0
 
 
 @dataclass(frozen=True, slots=True)
 class CustomerState:
     customer_id: str
     max_event_at: int | None = None
+    # newest occurred_at per event kind (KIND_INDEX order; 0: none yet). Lateness is judged
+    # per kind, so a backfill of a year of purchases followed by the same year of tickets
+    # (one file per kind) is not "too late" for the tickets.
+    kind_max: tuple[int, int, int, int] = (0, 0, 0, 0)
     # purchases
     first_purchase_at: int | None = None
     last_purchase_at: int | None = None

@@ -2,8 +2,8 @@
 
 Theory of operation: one orjson object with short keys; fields at their default (None for
 optional values, 0 for counters, empty for collections) are left out; records are flattened
-into int lists (``d`` = day buckets as ``day, orders, spend, refunds`` quadruples, ``s`` =
-dedup window as ``at, key`` pairs, ``cs``/``ce`` = survey answers as ``at, score`` pairs);
+into int lists (``km`` = newest event time per kind, ``d`` = day buckets as ``day, orders, spend, refunds`` quadruples, ``s`` =
+dedup window as ``at, key, kind`` triples, ``cs``/``ce`` = survey answers as ``at, score`` pairs);
 ``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``. ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
@@ -46,7 +46,7 @@ _COUNTERS: dict[str, str] = {
     "surveys_answered": "sa",
 }
 _SCALARS = {**_OPTIONALS, **_COUNTERS}
-_KNOWN = {"v", "c", "d", "s", "cs", "ce", "ot", "ls", *_SCALARS.values()}
+_KNOWN = {"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", *_SCALARS.values()}
 
 
 def _flat(records: tuple[tuple[int, ...], ...]) -> list[int]:
@@ -65,6 +65,8 @@ def dumps(state: CustomerState) -> bytes:
             out[key] = value
     if state.last_sentiment is not None:
         out["ls"] = state.last_sentiment
+    if any(state.kind_max):
+        out["km"] = list(state.kind_max)
     if state.days:
         out["d"] = _flat(state.days)
     if state.seen:
@@ -133,7 +135,12 @@ def loads(data: bytes) -> CustomerState:
     if "d" in obj:
         kwargs["days"] = _records(obj["d"], "d", 4, DayBucket)
     if "s" in obj:
-        kwargs["seen"] = _records(obj["s"], "s", 2, Seen)
+        kwargs["seen"] = _records(obj["s"], "s", 3, Seen)
+    if "km" in obj:
+        km = obj["km"]
+        if type(km) is not list or len(km) != 4 or not all(type(x) is int for x in km):
+            raise WireError(f"state field 'km': expected 4 integers, got {km!r:.80}")
+        kwargs["kind_max"] = tuple(km)
     if "cs" in obj:
         kwargs["csat"] = _records(obj["cs"], "cs", 2, Answer)
     if "ce" in obj:

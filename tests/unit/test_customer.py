@@ -349,7 +349,10 @@ def test_rolling_answers_keep_the_latest_by_event_time() -> None:
 def test_redemption_only_counts_for_dedup_and_event_time() -> None:
     state = run([purchase("a", T0)])
     nxt = apply(state, redemption("r", T0 + H), DEFAULT_RULES, 0).state
-    assert dataclasses.replace(nxt, seen=state.seen, max_event_at=state.max_event_at) == state
+    assert dataclasses.replace(
+        nxt, seen=state.seen, max_event_at=state.max_event_at, kind_max=state.kind_max
+    ) == state
+    assert nxt.kind_max[3] == T0 + H
     assert nxt.max_event_at == T0 + H
     assert apply(nxt, redemption("r", T0 + H), DEFAULT_RULES, 0).duplicate
 
@@ -368,3 +371,18 @@ def test_view_is_json_ready_and_pure() -> None:
     assert r["open_ticket_ids"] == ["T1"]
     empty = view(CustomerState("c9"), DEFAULT_RULES, T0)
     assert empty["purchase_count"] == 0 and empty["average_order_value_minor"] is None
+
+
+def test_lateness_is_judged_per_event_kind() -> None:
+    """A backfill of a year of purchases, then the same year of tickets and surveys (one file
+    per kind), loses nothing: each kind's lateness runs on its own clock."""
+    year = [purchase(f"p{i}", T0 + i * 7 * DAY_MS) for i in range(52)]
+    state = run(year)
+    late_ticket = ticket("t1", T0 + DAY_MS, "tk-1", "opened")
+    state = apply(state, late_ticket, DEFAULT_RULES, 0).state
+    state = apply(state, survey("s1", T0 + 2 * DAY_MS, "nps", 3), DEFAULT_RULES, 0).state
+    assert (state.tickets_opened, state.nps_score, state.purchase_count) == (1, 3, 52)
+    # ...but within one kind, a purchase older than its own clock minus the lateness is late
+    with pytest.raises(Rejected) as err:
+        apply(state, purchase("p-old", T0 + DAY_MS), DEFAULT_RULES, 0)
+    assert err.value.reason == "too_late"
