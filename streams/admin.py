@@ -8,6 +8,7 @@ PULSE_PARTITIONS is reported, because the engine's shard ownership depends on it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -53,10 +54,8 @@ async def create_topics(settings: Settings) -> dict[str, str]:
         for t in topics.all:
             result[t] = "exists" if t in existing else "created"
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
         described = await admin.describe_topics(list(topics.inputs))
         for d in described:
             n = len(d.get("partitions", []))
@@ -78,7 +77,8 @@ async def wait_for_topics(settings: Settings, timeout: float = 20.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             described = await admin.describe_topics(list(topics.all))
-            ready = {d["topic"] for d in described if d.get("partitions") and not d.get("error_code")}
+            ready = {d["topic"] for d in described
+                     if d.get("partitions") and not d.get("error_code")}
             if ready >= set(topics.all):
                 return
             if asyncio.get_running_loop().time() > deadline:

@@ -25,7 +25,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,23 +54,24 @@ DEADLETTER_KEEP_BYTES = 900 * 1024  # larger originals are truncated to stay und
 PROCESSING_ERROR = "processing_error"
 
 
+# A buffered input record: (event time, event or None, record, output or None). A record
+# that is not applied here (dead letter, re-route) carries its output and the event time of
+# the record before it in its topic, so it keeps its place in the topic's order.
+_Item = tuple[int, Event | None, ConsumerRecord, OutMsg | None]
+_NEVER = -(2**62)
+_ALWAYS = 2**62
+
+
 @dataclass
 class _Shard:
+    """What this worker holds for one partition it owns."""
+
     meta: ShardMeta
     pending_trim: int = 0  # outbox entries sent and acknowledged, not yet trimmed in Redis
-
-
-@dataclass
-class _Work:
-    """One shard's part of a batch."""
-
-    partition: int
-    offsets: dict[str, int] = field(default_factory=dict)
-    events: dict[str, list[tuple[int, Event, ConsumerRecord]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    out: list[OutMsg] = field(default_factory=list)
-    customers: set[str] = field(default_factory=set)
+    buf: dict[str, deque[_Item]] = field(default_factory=dict)  # fetched, not yet applied
+    high_t: dict[str, int] = field(default_factory=dict)  # newest event time fetched, by topic
+    fetched: dict[str, int] = field(default_factory=dict)  # next offset to fetch, by topic
+    holding_since: dict[str, float] = field(default_factory=dict)
 
 
 class Engine:
@@ -164,67 +165,145 @@ class Engine:
         n = sum(len(v) for v in batch.values())
         async with self._lock:
             if n:
-                await self._process(batch)
+                self._ingest(batch)
+                self.metrics.batch_size.observe(n)
+            if await self._process():
                 self.batches += 1
             else:
                 await self._ack_idle()
+            self._flow_control()
             await self._maybe_commit_kafka()
         return n
 
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        assert self.store is not None
-        started = time.perf_counter()
-        m = self.metrics
+    # Event-time alignment. The input topics of one partition are merged in event time, the
+    # way Kafka Streams synchronises a task's partitions: a record is applied only when no
+    # input topic that still has unread records could deliver an older one. Without this,
+    # a backlog (a replay, a restart after an outage) would be read faster from one topic
+    # than from another, and the lagging topic's events would fall behind the watermark and
+    # be dead-lettered as too late. A topic that is caught up (fetch position at its high
+    # watermark) never holds the others back, and none holds them longer than align_idle_s.
+
+    def _ingest(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         inputs = self.topics.inputs
         max_bytes = self.settings.max_record_bytes
         nparts = self.settings.partitions
-        works: dict[int, _Work] = {}
-        total = 0
+        m = self.metrics
         for tp, records in batch.items():
             shard = self._shards.get(tp.partition)
             if shard is None:  # revoked while the fetch was in flight
                 continue
-            total += len(records)
-            kind = inputs[tp.topic]
-            last = shard.meta.offsets.get(tp.topic, -1)
-            work = works.get(tp.partition)
-            if work is None:
-                work = works[tp.partition] = _Work(tp.partition)
-            queue = work.events[tp.topic]
+            topic = tp.topic
+            kind = inputs[topic]
+            last = max(shard.meta.offsets.get(topic, -1), shard.fetched.get(topic, 0) - 1)
+            buf = shard.buf.get(topic)
+            if buf is None:
+                buf = shard.buf[topic] = deque()
+            t_prev = shard.high_t.get(topic, 0)
+            high = t_prev
             redelivered = 0
             for r in records:
                 if r.offset <= last:
                     redelivered += 1
                     continue
-                work.offsets[tp.topic] = r.offset
                 try:
                     ev = decode(kind, r.value, max_bytes)
                 except InvalidEvent as exc:
-                    work.out.append(self._deadletter(r, exc.reason, exc.message))
+                    buf.append((t_prev, None, r, self._deadletter(r, exc.reason, exc.message)))
                     continue
                 home = owner(ev.customer_id, nparts)
                 if home != tp.partition:
-                    work.out.append(self._reroute(r, ev, home))
+                    buf.append((t_prev, None, r, self._reroute(r, ev, home)))
                     continue
-                queue.append((ev.occurred_at, ev, r))
-                work.customers.add(ev.customer_id)
+                t_prev = ev.occurred_at
+                if t_prev > high:
+                    high = t_prev
+                buf.append((t_prev, ev, r, None))
+            shard.high_t[topic] = high
+            if records:
+                shard.fetched[topic] = records[-1].offset + 1
+            shard.holding_since.pop(topic, None)
             if redelivered:
-                m.events.labels(tp.topic, "redelivered").inc(redelivered)
-        if not works:
-            return
-        m.batch_size.observe(total)
+                m.events.labels(topic, "redelivered").inc(redelivered)
 
+    def _bound(self, p: int, shard: _Shard, now: float) -> int:
+        """Newest event time that may be applied on this partition now."""
+        assert self.consumer is not None
+        bound = _ALWAYS
+        idle = self.settings.align_idle_s
+        for topic in self.topics.inputs:
+            if shard.buf.get(topic):
+                frontier = shard.high_t[topic]
+            else:
+                hw = self.consumer.highwater(TopicPartition(topic, p))
+                nxt = shard.fetched.get(topic, shard.meta.offsets.get(topic, -1) + 1)
+                if hw is not None and nxt >= hw:
+                    continue  # caught up: cannot deliver anything older
+                since = shard.holding_since.setdefault(topic, now)
+                if now - since >= idle:
+                    continue  # waited long enough for it
+                frontier = shard.high_t.get(topic, _NEVER)
+            if frontier < bound:
+                bound = frontier
+        return bound
+
+    def _take(self, p: int, shard: _Shard, now: float) -> list[_Item]:
+        bound = self._bound(p, shard, now)
+        runs = []
+        for buf in shard.buf.values():
+            run = []
+            while buf and buf[0][0] <= bound:
+                run.append(buf.popleft())
+            if run:
+                runs.append(run)
+        if len(runs) <= 1:
+            return runs[0] if runs else []
+        return list(heapq.merge(*runs, key=_time))
+
+    def _flow_control(self) -> None:
+        """Pause topic partitions whose unapplied buffer is large, resume drained ones."""
+        assert self.consumer is not None
+        limit = self.settings.batch_max_records * 4
+        pause, resume = [], []
+        paused = self.consumer.paused()
+        for p, shard in self._shards.items():
+            for topic, buf in shard.buf.items():
+                tp = TopicPartition(topic, p)
+                if len(buf) > limit and tp not in paused:
+                    pause.append(tp)
+                elif len(buf) <= limit // 2 and tp in paused:
+                    resume.append(tp)
+        if pause:
+            self.consumer.pause(*pause)
+        if resume:
+            self.consumer.resume(*resume)
+
+    async def _process(self) -> bool:
+        """Apply what alignment allows, commit, send. Returns whether anything was done."""
+        assert self.store is not None
+        started = time.perf_counter()
+        m = self.metrics
+        now = time.monotonic()
+        works: dict[int, list[_Item]] = {}
+        for p, shard in self._shards.items():
+            items = self._take(p, shard, now)
+            if items:
+                works[p] = items
+        if not works:
+            return False
+
+        wanted = {p: list({it[1].customer_id for it in items if it[1] is not None})
+                  for p, items in works.items()}
         t0 = time.perf_counter()
-        loaded = await self.store.load_states(
-            {p: list(w.customers) for p, w in works.items()}
-        )
+        loaded = await self.store.load_states(wanted)
         m.redis_rtt.labels("load").observe(time.perf_counter() - t0)
 
         commits = []
+        outs: dict[int, list[OutMsg]] = {}
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for p, work in works.items():
-            shard = self._shards[p]
-            commits.append(self._apply_shard(shard, work, loaded.get(p, {}), counts))
+        for p, items in works.items():
+            commit, outs[p] = self._apply_shard(self._shards[p], p, items, loaded.get(p, {}),
+                                                counts)
+            commits.append(commit)
 
         t0 = time.perf_counter()
         try:
@@ -243,47 +322,54 @@ class Engine:
             shard = self._shards[c.partition]
             shard.meta.gen = gens[c.partition]
             shard.meta.offsets.update(c.offsets)
-            shard.meta.high = c.high
+            shard.meta.high.update(c.high)
             shard.pending_trim = 0
-            to_send.extend(works[c.partition].out)
+            to_send.extend(outs[c.partition])
         for (topic, outcome), k in counts.items():
             m.events.labels(topic, outcome).inc(k)
-        self._observe_latency(batch, gens)
+        self._observe_latency({c.partition: works[c.partition] for c in commits})
         await self._send(to_send)
         for c in commits:
             self._shards[c.partition].pending_trim = len(c.outbox)
         m.batch_duration.observe(time.perf_counter() - started)
         self._update_lag()
+        return True
 
     def _apply_shard(
         self,
         shard: _Shard,
-        work: _Work,
+        partition: int,
+        items: list[_Item],
         loaded: dict[str, bytes | None],
         counts: dict[tuple[str, str], int],
-    ) -> ShardCommit:
+    ) -> tuple[ShardCommit, list[OutMsg]]:
         rules = self.rules
         lateness = rules.allowed_lateness_ms
         states: dict[str, Any] = {}
         for cid, raw in loaded.items():
             states[cid] = wire.loads(raw) if raw is not None else None
         changed: set[str] = set()
-        high = shard.meta.high
-        queues = list(work.events.values())
-        merged = iter(queues[0]) if len(queues) == 1 else heapq.merge(*queues, key=_time)
-        for _, ev, r in merged:
+        out: list[OutMsg] = []
+        offsets: dict[str, int] = {}
+        high = dict(shard.meta.high)
+        for t, ev, r, msg in items:
+            topic = r.topic
+            offsets[topic] = r.offset
+            if ev is None:
+                out.append(msg)  # type: ignore[arg-type]
+                continue
             cid = ev.customer_id
-            t = ev.occurred_at
-            if t > high:
-                high = t
+            h = high.get(topic, 0)
+            if t > h:
+                high[topic] = h = t
             try:
-                step = apply(states[cid], ev, rules, high - lateness)
+                step = apply(states[cid], ev, rules, h - lateness)
             except Rejected as exc:
-                work.out.append(self._deadletter(r, exc.reason, exc.message))
+                out.append(self._deadletter(r, exc.reason, exc.message))
                 continue
             except Exception as exc:  # a bug must not stop the pipeline: dead-letter the event
                 log.exception("processing failed for %s offset %d", r.topic, r.offset)
-                work.out.append(self._deadletter(r, PROCESSING_ERROR, repr(exc)))
+                out.append(self._deadletter(r, PROCESSING_ERROR, repr(exc)))
                 continue
             if step.duplicate:
                 counts[(r.topic, "duplicate")] += 1
@@ -292,16 +378,17 @@ class Engine:
             states[cid] = step.state
             changed.add(cid)
             for output in step.outputs:
-                work.out.append(self._output(output))
-        return ShardCommit(
-            partition=work.partition,
+                out.append(self._output(output))
+        commit = ShardCommit(
+            partition=partition,
             expected_gen=shard.meta.gen,
-            offsets=work.offsets,
+            offsets=offsets,
             high=high,
             states={cid: wire.dumps(states[cid]) for cid in changed},
-            outbox=[msg.pack() for msg in work.out],
+            outbox=[msg.pack() for msg in out],
             trim=shard.pending_trim,
         )
+        return commit, out
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -354,18 +441,14 @@ class Engine:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def _observe_latency(
-        self, batch: dict[TopicPartition, list[ConsumerRecord]], gens: dict[int, str]
-    ) -> None:
+    def _observe_latency(self, works: dict[int, list[_Item]]) -> None:
+        """Kafka timestamp to committed, for the oldest and newest record of each batch
+        (observing every record would cost more than the rest of the bookkeeping)."""
         now_ms = self.wall_clock() * 1000
-        for tp, records in batch.items():
-            if tp.partition not in gens or not records:
-                continue
-            hist = self.metrics.latency.labels(tp.topic)
-            # Oldest and newest record bound the batch; observing every record costs more
-            # than the rest of the bookkeeping together at full speed.
-            for r in (records[0], records[-1]):
-                hist.observe(max(0.0, (now_ms - r.timestamp) / 1000))
+        for items in works.values():
+            for _, _, r, _ in (items[0], items[-1]):
+                self.metrics.latency.labels(r.topic).observe(
+                    max(0.0, (now_ms - r.timestamp) / 1000))
 
     def _update_lag(self) -> None:
         if self.consumer is None:
@@ -381,7 +464,7 @@ class Engine:
         for p, shard in self._shards.items():
             if shard.meta.high:
                 self.metrics.event_time_lag.labels(str(p)).set(
-                    max(0.0, now - shard.meta.high / 1000)
+                    max(0.0, now - max(shard.meta.high.values()) / 1000)
                 )
 
     async def _ack_idle(self) -> None:
@@ -462,11 +545,11 @@ class Engine:
         return sorted(self._shards)
 
 
-def _time(item: tuple[int, Event, ConsumerRecord]) -> int:
+def _time(item: _Item) -> int:
     return item[0]
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

@@ -4,8 +4,9 @@ All keys of partition N carry the hash tag ``{p<N>}`` so they live in one Redis 
 and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_REDIS_PREFIX):
 
     <prefix>:{pN}:c:<customer_id>   customer state (processors.wire encoding)
-    <prefix>:{pN}:fence             hash: gen (commit counter), high (max event time, ms),
-                                    o:<topic> (last offset applied from that topic partition)
+    <prefix>:{pN}:fence             hash: gen (commit counter),
+                                    o:<topic> (last offset applied from that topic partition),
+                                    h:<topic> (newest event time applied from it, ms)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
 """
 
@@ -40,3 +41,7 @@ class Keys:
     @staticmethod
     def offset_field(topic: str) -> str:
         return f"o:{topic}"
+
+    @staticmethod
+    def high_field(topic: str) -> str:
+        return f"h:{topic}"

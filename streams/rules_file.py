@@ -20,17 +20,14 @@ def load_rules(path: str | Path | None) -> Rules:
     try:
         text = p.read_text()
     except OSError as exc:
-        raise RulesError(f"cannot read {p}: {exc.strerror}") from None
+        raise RulesError(str(p), f"cannot read: {exc.strerror}") from None
     data: Any
     try:
-        if p.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        data = tomllib.loads(text) if p.suffix.lower() == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise RulesError(f"{p} is not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        raise RulesError(str(p), f"not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RulesError(f"{p}: the top level must be a mapping of sections")
+        raise RulesError(str(p), "the top level must be a mapping of sections")
     return parse_rules(data)

@@ -46,7 +46,8 @@ class Settings:
     batch_timeout_ms: int = 100
     max_record_bytes: int = 64 * 1024
     commit_interval_s: float = 1.0
-    clock: str = "live"  # live: the wall clock also advances idle partitions; event: event time only
+    align_idle_s: float = 2.0  # longest an input topic with unread records holds the others
+    clock: str = "live"  # live: wall clock also advances idle partitions; event: event time only
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     instance_id: str = ""  # static group membership (faster restart after a crash)
@@ -89,8 +90,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
                 values[f.name] = raw
         except ValueError:
             kind = type(default).__name__
-            raise SettingsError(f"{name}={raw!r}: must be a{'n' if kind == 'int' else ''} {kind}")\
-                from None
+            article = "an" if kind == "int" else "a"
+            raise SettingsError(f"{name}={raw!r}: must be {article} {kind}") from None
     settings = Settings(**values)  # type: ignore[arg-type]
     validate(settings)
     return settings
@@ -113,9 +114,9 @@ def validate(s: Settings) -> None:
     if not 0 <= s.web_port <= 65535:
         raise bad("web_port", "must be a TCP port (0-65535)")
     for f in fields(Settings):
-        if f.name.startswith("topic_") and f.name != "topic_prefix":
-            if not _TOPIC.match(s.topic_prefix + getattr(s, f.name)):
-                raise bad(f.name, "must be a Kafka topic name (letters, digits, '.', '_', '-')")
+        is_topic = f.name.startswith("topic_") and f.name != "topic_prefix"
+        if is_topic and not _TOPIC.match(s.topic_prefix + getattr(s, f.name)):
+            raise bad(f.name, "must be a Kafka topic name (letters, digits, '.', '_', '-')")
     if not re.match(r"^[A-Za-z0-9_\-.]{1,64}$", s.redis_prefix):
         raise bad("redis_prefix", "must be 1-64 letters, digits, '_', '-' or '.'")
     if not 1 <= s.batch_max_records <= 100_000:
@@ -128,6 +129,8 @@ def validate(s: Settings) -> None:
         raise bad("commit_interval_s", "must be between 0.05 and 600 seconds")
     if s.group_id == s.app_id:
         raise bad("group_id", "must differ from PULSE_APP_ID (Faust's own consumer group)")
+    if not 0 <= s.align_idle_s <= 600:
+        raise bad("align_idle_s", "must be between 0 and 600 seconds")
     if s.clock not in ("live", "event"):
         raise bad("clock", "must be 'live' or 'event'")
     if not 1.0 <= s.session_timeout_s <= 300:

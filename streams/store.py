@@ -32,7 +32,10 @@ class ShardMeta:
 
     partition: int
     gen: str = ""
-    high: int = 0  # max event time seen on the partition (ms); the watermark adds lateness
+    # newest event time applied per input topic (ms): each topic's watermark is this minus
+    # the allowed lateness, so one topic read far ahead of another (a replay of purchases
+    # before tickets) does not make the other's events late
+    high: dict[str, int] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> last applied offset
     outbox: list[bytes] = field(default_factory=list)
 
@@ -42,7 +45,7 @@ class ShardCommit:
     partition: int
     expected_gen: str
     offsets: dict[str, int]
-    high: int
+    high: dict[str, int]
     states: dict[str, bytes]  # customer_id -> encoded state
     outbox: list[bytes]
     trim: int = 0  # outbox entries acknowledged by Kafka since the last commit
@@ -74,8 +77,8 @@ class Store:
             name = k.decode()
             if name == "gen":
                 meta.gen = v.decode()
-            elif name == "high":
-                meta.high = int(v)
+            elif name.startswith("h:"):
+                meta.high[name[2:]] = int(v)
             elif name.startswith("o:"):
                 meta.offsets[name[2:]] = int(v)
         return meta
@@ -125,7 +128,9 @@ class Store:
         p = c.partition
         keys = [self.keys.fence(p), self.keys.outbox(p)]
         args: list[bytes | str | int] = [c.expected_gen, c.trim]
-        fence_fields: list[bytes | str | int] = ["high", c.high]
+        fence_fields: list[bytes | str | int] = []
+        for topic, t in c.high.items():
+            fence_fields += [Keys.high_field(topic), t]
         for topic, off in c.offsets.items():
             fence_fields += [Keys.offset_field(topic), off]
         args += [len(fence_fields) // 2, *fence_fields]
@@ -153,8 +158,8 @@ class Store:
         return int(r) > 0
 
     async def get_state(self, partition: int, customer_id: str) -> bytes | None:
-        value: bytes | None = await self.redis.get(self.keys.customer(partition, customer_id))
-        return value
+        value = await self.redis.get(self.keys.customer(partition, customer_id))
+        return value if isinstance(value, bytes) else None
 
     async def scan_states(
         self, partition: int | None = None, count: int = 1000
@@ -169,7 +174,7 @@ class Store:
                 yield [
                     (self.keys.customer_id_of(k), v)
                     for k, v in zip(batch, values, strict=True)
-                    if v is not None
+                    if isinstance(v, bytes)
                 ]
             if cursor == 0:
                 break
