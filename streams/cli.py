@@ -138,6 +138,121 @@ def dev(duration: float, no_simulate: bool, customers: int, rate: float, history
     sys.exit(code)
 
 
+def _event_time(value: str | None, option: str) -> int | None:
+    from schemas.codec import InvalidEvent
+    from streams.replay import parse_when
+
+    if value is None:
+        return None
+    try:
+        return parse_when(value, option)
+    except InvalidEvent as exc:
+        raise click.BadParameter(f"{exc.message} (a date YYYY-MM-DD means midnight UTC)",
+                                 param_hint=option) from None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--kind", type=click.Choice(["purchase", "ticket", "survey"]), default="purchase",
+              show_default=True, help="What the file's rows are.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="Default: from the extension (.csv; .jsonl or .ndjson).")
+@click.option("--currency", default=None,
+              help="Currency of purchase rows without one [default: the reporting currency].")
+@click.option("--source", default="replay", show_default=True, help="The events' source.")
+@click.option("--emit", type=click.Choice(["jsonl"]), default=None,
+              help="Write 'customer_id<TAB>json' lines to stdout instead of sending.")
+@click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Events per second (0: as fast as possible).")
+def replay(file: str, kind: str, fmt: str | None, currency: str | None, source: str,
+           emit: str | None, rate: float) -> None:
+    """Backfill history from a CSV or JSONL FILE, oldest event first.
+
+    Exit code 0: every row sent; 1: some rows rejected (the rest were sent);
+    2: usage error (nothing sent); 3: sending failed.
+    """
+    from streams.replay import ReplayError, run
+
+    settings = _settings()
+    rules = _rules(settings)
+    _logging(settings.log_level)
+    # aiokafka logs every reconnect attempt at ERROR; one final message says it better
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        code = run(file, kind=kind, fmt=fmt, rules=rules, settings=settings,
+                   currency=currency, source=source, emit=emit, rate=rate)
+    except ReplayError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(code)
+
+
+@cli.group()
+def customers() -> None:
+    """Customer states in bulk."""
+
+
+@customers.command("export")
+@click.option("--as-of", "as_of", required=True,
+              help="Event time to evaluate at: RFC 3339 with offset, or YYYY-MM-DD (UTC).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write here instead of stdout.")
+def customers_export(as_of: str, fmt: str, output: str | None) -> None:
+    """Every customer's row as of an event time, sorted by customer id."""
+    from streams.export import load_rows, write_csv, write_file, write_jsonl
+
+    settings = _settings()
+    rules = _rules(settings)
+    at = _event_time(as_of, "--as-of")
+    assert at is not None
+    loaded = asyncio.run(load_rows(settings, rules, at))
+    write = write_csv if fmt == "csv" else write_jsonl
+    if output:
+        write_file(output, write, loaded.rows)
+    else:
+        write(loaded.rows, click.get_text_stream("stdout"))
+    if output:
+        click.echo(f"{len(loaded.rows)} customers written to {output}", err=True)
+    if loaded.after_as_of:
+        click.echo(f"note: {loaded.after_as_of} customers have events after --as-of; their "
+                   "totals include those events (the windows do not)", err=True)
+    for bad in loaded.undecodable:
+        click.echo(f"error: state not exported: {bad}", err=True)
+    sys.exit(1 if loaded.undecodable else 0)
+
+
+@cli.command()
+@click.argument("customer_id")
+@click.option("--as-of", "as_of", default=None,
+              help="Event time to evaluate at [default: the customer's latest event].")
+@click.option("--json", "as_json", is_flag=True, help="Print the export row as JSON.")
+def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
+    """One customer's state, readably (or as the JSON export row)."""
+    from processors.errors import WireError
+    from streams.export import json_line, load_state, render, state_row
+
+    settings = _settings()
+    rules = _rules(settings)
+    at = _event_time(as_of, "--as-of")
+    try:
+        state = asyncio.run(load_state(settings, customer_id))
+    except WireError as exc:
+        raise click.ClickException(f"customer {customer_id!r}: stored state unreadable: {exc}")\
+            from None
+    if state is None:
+        raise click.ClickException(
+            f"unknown customer {customer_id!r}: no state in Redis "
+            f"(PULSE_REDIS_PREFIX={settings.redis_prefix}, PULSE_PARTITIONS={settings.partitions})"
+        )
+    note = ""
+    if at is None:
+        at = state.max_event_at if state.max_event_at is not None else 0
+        note = "the customer's latest event; --as-of to change"
+    row = state_row(state, rules, at)
+    click.echo(json_line(row) if as_json else render(row, note))
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="pulse")

@@ -1,0 +1,532 @@
+"""``pulse replay``: backfill history from CSV or JSONL exports (POS, helpdesk, survey tool).
+
+Theory of operation
+-------------------
+Pure part (no I/O, unit-tested without services):
+
+* ``read_csv`` / ``read_jsonl`` turn lines of text into ``(line number, row)`` pairs, where a
+  row maps column names to cells (CSV: strings; JSONL: JSON values, non-integral numbers
+  read as ``Decimal`` so that ``42.50`` stays exact). A CSV header without a required column
+  is a ``ReplayError`` (a usage error: no row could be replayed); a JSONL line that is not a
+  JSON object becomes a ``Rejection``.
+* ``RowParser.parse(row)`` builds the wire dict of one event and hands it to the same
+  codec the engine uses (``schemas.codec.decode_obj``), so a bad row is rejected with the
+  codec's reason and message. Amounts are major units converted to minor units exactly
+  (``Fraction``; an amount that would need rounding is rejected); a negative amount is a
+  refund of its absolute value. A row without an ``event_id`` gets a deterministic one:
+  ``replay-`` + the first 20 hex digits of ``sha1("<kind>|<normalized row>|<n>")``, where
+  the normalized row is the row's known, non-empty cells (event_id excluded), sorted by
+  column, and ``n`` counts earlier identical rows in the file. Two identical rows are two
+  events; replaying the same file again produces the same ids, which the engine drops
+  (duplicates within its dedup window, ``too_late`` dead letters beyond it).
+* ``parse_rows`` collects events and rejections and sorts the events by ``occurred_at``
+  (stable: rows with the same time keep the file's order, e.g. a refund after its
+  purchase). Why: the engine rejects an event older than its partition's watermark (the
+  newest event time seen on that partition minus ``allowed_lateness``) as ``too_late``, so
+  a file in any order must be sent oldest first.
+
+I/O part: ``send`` produces the events with ``BatchProducer`` (key = customer id, murmur2
+owner partition, like the engine), ``emit`` writes ``customer_id<TAB>json`` lines,
+``Progress`` draws a bar on stderr, ``run`` ties them together for the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import json
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import IO, Any
+
+from processors.errors import UNKNOWN_CURRENCY
+from processors.rules import Rules
+from schemas.codec import (
+    MALFORMED_JSON,
+    MAX_NAME_LEN,
+    NOT_AN_OBJECT,
+    SCHEMA,
+    InvalidEvent,
+    decode_obj,
+    encode,
+    parse_time,
+)
+from schemas.events import PURCHASE, SURVEY, TICKET, Event
+from streams.settings import Settings
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_SEND_FAILED = 0, 1, 2, 3
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+SHOW_REJECTED = 5  # rejected lines quoted in the summary
+UNSPECIFIED = "unspecified"  # ticket channel/category and survey touchpoint when not given
+MAX_AMOUNT_DIGITS = 20  # |amount| < 10**20 major units before we even try to convert
+
+
+class ReplayError(ValueError):
+    """The file or an option cannot be replayed at all (exit 2), as opposed to a bad row."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    line: int
+    reason: str  # the codec's (or processors') reason, e.g. schema_violation
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The columns of one file kind."""
+
+    kind: str  # the codec's event kind
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+SPECS: dict[str, Spec] = {
+    PURCHASE: Spec(PURCHASE, ("customer_id", "occurred_at", "amount"),
+                   ("event_id", "order_id", "channel", "store_id", "currency")),
+    TICKET: Spec(TICKET, ("customer_id", "occurred_at", "ticket_id", "status", "priority"),
+                 ("event_id", "channel", "category", "sentiment")),
+    SURVEY: Spec(SURVEY, ("customer_id", "occurred_at", "kind", "score"),
+                 ("event_id", "survey_id", "touchpoint", "comment")),
+}
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_INTEGER = re.compile(r"[+-]?\d+")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+# -- pure: cells -> wire values ----------------------------------------------------------------
+
+
+def to_rfc3339(value: Any) -> Any:
+    """A date ``YYYY-MM-DD`` -> midnight UTC; anything else unchanged (the codec judges it)."""
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        return value + "T00:00:00Z"
+    return value
+
+
+def parse_when(text: str, path: str = "time") -> int:
+    """A date (midnight UTC) or an RFC 3339 timestamp with offset -> epoch ms.
+    Raises ``InvalidEvent`` with the codec's message."""
+    return parse_time(to_rfc3339(text.strip()), path)
+
+
+def _bad(path: str, what: str, value: Any) -> InvalidEvent:
+    shown = repr(str(value) if isinstance(value, Decimal) else value)
+    return InvalidEvent(SCHEMA, f"{path}: {what}, got {shown[:60]}")
+
+
+def to_minor(value: Any, exponent: int, currency: str, path: str = "purchase.amount") -> int:
+    """Major units (``"42.50"``, ``42.5``, ``-3``) -> signed integer minor units, exactly.
+
+    An amount with more significant decimals than the currency has is rejected, never
+    rounded (``"42.505"`` EUR); trailing zeros lose nothing and are accepted (``"1000.00"``
+    JPY = 1000)."""
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.fullmatch(value):
+            raise _bad(path, "must be a plain decimal number such as 42.50", value)
+        whole, _, frac = value.lstrip("+-").partition(".")
+        frac = frac.rstrip("0")
+        if len(frac) <= exponent and len(whole) <= MAX_AMOUNT_DIGITS:  # the common case
+            minor = int((whole or "0") + frac.ljust(exponent, "0"))
+            return -minor if value.startswith("-") else minor
+        d = Decimal(value)
+    elif type(value) in (int, Decimal):
+        d = Decimal(value)
+    else:
+        raise _bad(path, "must be a decimal number", value)
+    if not d.is_finite() or (d and d.adjusted() >= MAX_AMOUNT_DIGITS):
+        raise _bad(path, "must be a finite decimal number of sensible size", value)
+    exact = Fraction(d) * 10**exponent
+    if exact.denominator != 1:
+        raise InvalidEvent(SCHEMA, f"{path}: {str(value)!r} has more decimals than {currency} "
+                                   f"allows ({exponent}); amounts are never rounded")
+    return int(exact)
+
+
+def _text(value: Any) -> Any:
+    """Cell -> string for a text field; a JSON integer id becomes its digits; anything
+    else is left for the codec to reject with its own message."""
+    if type(value) is int or type(value) is Decimal:
+        return str(value)
+    return value
+
+
+def _integer(value: Any) -> Any:
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    if type(value) is Decimal:
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str) and _PLAIN_DECIMAL.fullmatch(value):
+        return float(value)
+    if type(value) is Decimal:
+        return float(value)
+    return value
+
+
+def _cell(row: Mapping[str, Any], name: str) -> Any:
+    """A cell, stripped; ``None`` when absent, null or blank."""
+    v = row.get(name)
+    if isinstance(v, str):
+        v = v.strip()
+        return v or None
+    return v
+
+
+def derive_event_id(kind: str, normalized: str, nth: int) -> str:
+    digest = hashlib.sha1(f"{kind}|{normalized}|{nth}".encode()).hexdigest()
+    return f"replay-{digest[:20]}"
+
+
+class RowParser:
+    """One file's rows -> typed events. Stateful only in counting identical rows."""
+
+    def __init__(self, kind: str, rules: Rules, *, currency: str | None = None,
+                 source: str = "replay") -> None:
+        if kind not in SPECS:
+            raise ReplayError(f"unknown kind {kind!r} (known: {', '.join(SPECS)})")
+        self.spec = SPECS[kind]
+        self.rules = rules
+        self.currency = currency or rules.reporting_currency
+        if self.currency not in rules.fx:
+            raise ReplayError(f"--currency {self.currency}: no rate in the rules "
+                              f"(known: {', '.join(sorted(rules.fx))})")
+        if not source.strip() or len(source) > MAX_NAME_LEN:
+            raise ReplayError(f"--source {source!r}: must be 1-{MAX_NAME_LEN} characters")
+        self.source = source
+        self._identical: Counter[str] = Counter()
+
+    def parse(self, row: Mapping[str, Any]) -> Event:
+        """Raises ``InvalidEvent`` (reason + message) for a row that cannot be an event."""
+        kind = self.spec.kind
+        cells = {c: v for c in self.spec.columns if (v := _cell(row, c)) is not None}
+        event_id = cells.pop("event_id", None)
+        if event_id is None:
+            normalized = "\x1f".join(f"{k}={cells[k]}" for k in sorted(cells))
+            nth = self._identical[normalized]
+            self._identical[normalized] += 1
+            event_id = derive_event_id(kind, normalized, nth)
+        obj: dict[str, Any] = {"event_id": _text(event_id), "source": self.source}
+        for name in ("customer_id", "occurred_at"):
+            if name in cells:
+                obj[name] = _text(cells[name])
+        if "occurred_at" in obj:
+            obj["occurred_at"] = to_rfc3339(obj["occurred_at"])
+        if kind == PURCHASE:
+            self._purchase(cells, obj)
+        elif kind == TICKET:
+            self._ticket(cells, obj)
+        else:
+            self._survey(cells, obj)
+        return decode_obj(kind, obj)
+
+    def _purchase(self, cells: dict[str, Any], obj: dict[str, Any]) -> None:
+        if "amount" not in cells:
+            raise InvalidEvent(SCHEMA, "purchase.amount: required field is missing")
+        currency = _text(cells.get("currency", self.currency))
+        if type(currency) is not str or not _CURRENCY.fullmatch(currency):
+            raise _bad("purchase.currency", "must be a three-letter ISO-4217 code", currency)
+        if currency not in self.rules.fx:
+            known = ", ".join(sorted(self.rules.fx))
+            raise InvalidEvent(UNKNOWN_CURRENCY, f"purchase.currency: {currency!r} has no rate "
+                                                 f"in the rules (known: {known})")
+        signed = to_minor(cells["amount"], self.rules.minor_units[currency], currency)
+        obj.update(
+            order_id=_text(cells.get("order_id", obj["event_id"])),
+            channel=_text(cells.get("channel", "store")),
+            kind="refund" if signed < 0 else "purchase",
+            amount_minor=abs(signed),
+            currency=currency,
+        )
+        if "store_id" in cells:
+            obj["store_id"] = _text(cells["store_id"])
+
+    def _ticket(self, cells: dict[str, Any], obj: dict[str, Any]) -> None:
+        for name in ("ticket_id", "status", "priority"):
+            if name in cells:
+                obj[name] = _text(cells[name])
+        obj["channel"] = _text(cells.get("channel", UNSPECIFIED))
+        obj["category"] = _text(cells.get("category", UNSPECIFIED))
+        if "sentiment" in cells:
+            obj["sentiment"] = _number(cells["sentiment"])
+
+    def _survey(self, cells: dict[str, Any], obj: dict[str, Any]) -> None:
+        if "kind" in cells:
+            obj["kind"] = _text(cells["kind"])
+        if "score" in cells:
+            obj["score"] = _integer(cells["score"])
+        obj["survey_id"] = _text(cells.get("survey_id", obj["event_id"]))
+        obj["touchpoint"] = _text(cells.get("touchpoint", UNSPECIFIED))
+        if "comment" in cells:
+            obj["comment"] = _text(cells["comment"])
+
+
+# -- pure: text -> rows ------------------------------------------------------------------------
+
+
+def detect_format(path: str, given: str | None) -> str:
+    if given:
+        return given
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ReplayError(f"cannot tell the format of {path!r} from its extension "
+                          f"({', '.join(FORMATS)}); pass --format csv or --format jsonl")
+    return fmt
+
+
+def read_csv(lines: Iterable[str], spec: Spec) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file with a header line. Line numbers are where each row starts."""
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ReplayError("the file is empty (a CSV file needs a header line)") from None
+    except csv.Error as exc:
+        raise ReplayError(f"line 1 (header): {exc}") from None
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in spec.required if c not in names]
+    if missing:
+        raise ReplayError(
+            f"line {reader.line_num} (header): missing required column"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} for --kind {spec.kind} "
+            f"(found: {', '.join(n for n in names if n) or 'none'})"
+        )
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ReplayError(f"line {start}: not valid CSV: {exc}") from None
+        end = reader.line_num
+        if any(c.strip() for c in cells):
+            yield start, dict(zip(names, cells, strict=False))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Rejection]]:
+    """One JSON object a line; blank lines are skipped."""
+    for n, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            yield n, Rejection(n, MALFORMED_JSON, f"line is not valid JSON: {exc}")
+            continue
+        if type(obj) is not dict:
+            yield n, Rejection(n, NOT_AN_OBJECT,
+                               f"line must be a JSON object, got {type(obj).__name__}")
+            continue
+        yield n, obj
+
+
+@dataclass
+class Parsed:
+    events: list[Event] = field(default_factory=list)  # sorted by occurred_at (stable)
+    rejected: list[Rejection] = field(default_factory=list)  # in line order, maybe capped
+    by_reason: Counter[str] = field(default_factory=Counter)
+    rows: int = 0
+
+    @property
+    def rejected_count(self) -> int:
+        return sum(self.by_reason.values())
+
+
+def parse_rows(rows: Iterable[tuple[int, Mapping[str, Any] | Rejection]], parser: RowParser,
+               tick: Callable[[], None] = lambda: None, keep: int | None = None) -> Parsed:
+    """Parse every row; keep the first ``keep`` rejections (all when ``None``), count all."""
+    out = Parsed()
+    for line, row in rows:
+        out.rows += 1
+        tick()
+        if not isinstance(row, Rejection):
+            try:
+                out.events.append(parser.parse(row))
+                continue
+            except InvalidEvent as exc:
+                row = Rejection(line, exc.reason, exc.message)
+        out.by_reason[row.reason] += 1
+        if keep is None or len(out.rejected) < keep:
+            out.rejected.append(row)
+    out.events.sort(key=_occurred_at)
+    return out
+
+
+def _occurred_at(event: Event) -> int:
+    return event.occurred_at
+
+
+def emit_line(event: Event) -> bytes:
+    """``customer_id<TAB>wire json`` (the JSON never contains a raw tab: split on the last)."""
+    return event.customer_id.encode() + b"\t" + encode(event) + b"\n"
+
+
+def summary(path: str, kind: str, parsed: Parsed, done: int, where: str) -> str:
+    lines = [f"{path} ({kind}): {parsed.rows} rows read, {done} {where}, "
+             f"{parsed.rejected_count} rejected"]
+    if parsed.rejected:
+        lines.append("rejected by reason:")
+        lines += [f"  {reason:<20s} {n}" for reason, n in sorted(parsed.by_reason.items())]
+        shown = parsed.rejected[:SHOW_REJECTED]
+        lines.append(f"first rejected line{'s' if len(shown) > 1 else ''}:")
+        lines += [f"  {r}" for r in shown]
+    return "\n".join(lines)
+
+
+# -- I/O -----------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on a terminal, redrawn at most ``hz`` times a second."""
+
+    def __init__(self, stream: IO[str], label: str, total: int | None = None, *,
+                 enabled: bool | None = None, hz: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.label = label
+        self.total = total
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.interval = 1.0 / hz
+        self.clock = clock
+        self.count = 0
+        self.started = clock()
+        self._drawn = float("-inf")
+        self.draws = 0
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        if self.enabled:
+            now = self.clock()
+            if now - self._drawn >= self.interval:
+                self._draw(now)
+
+    def render(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.count / elapsed
+        if self.total:
+            frac = min(self.count / self.total, 1.0)
+            bar = "#" * int(frac * 24)
+            return (f"{self.label} [{bar:<24s}] {self.count:,}/{self.total:,} "
+                    f"{frac:6.1%} {rate:,.0f} rows/s")
+        return f"{self.label} {self.count:,} rows {rate:,.0f} rows/s"
+
+    def _draw(self, now: float) -> None:
+        self._drawn = now
+        self.draws += 1
+        self.stream.write("\r" + self.render(now) + "\x1b[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(self.clock())
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def send(settings: Settings, kind: str, events: Iterable[Event], *, rate: float = 0.0,
+               tick: Callable[[], None] = lambda: None) -> int:
+    """Produce ``events`` (in order) to the kind's input topic; ``rate`` events/s (0: no
+    limit). Creates the topics first, so a replay before any worker started still gets
+    co-partitioned topics rather than broker-default ones."""
+    from streams.admin import create_topics
+    from streams.producer import BatchProducer
+    from streams.topics import Topics
+
+    await create_topics(settings)
+    topic = Topics.from_settings(settings).for_kind(kind)
+    async with BatchProducer(settings.kafka_bootstrap, settings.partitions,
+                             client_id="pulse-replay") as out:
+        started = time.monotonic()
+        for i, ev in enumerate(events, 1):
+            await out.send(topic, ev.customer_id.encode(), encode(ev))
+            tick()
+            if rate > 0:
+                ahead = i / rate - (time.monotonic() - started)
+                if ahead > 0.02:
+                    await out.flush()
+                    await asyncio.sleep(ahead)
+        await out.flush()
+        return out.sent
+
+
+def run(path: str, *, kind: str, fmt: str | None, rules: Rules, settings: Settings,
+        currency: str | None = None, source: str = "replay", emit: str | None = None,
+        rate: float = 0.0, stdout: IO[bytes] | None = None, stderr: IO[str] | None = None
+        ) -> int:
+    """The whole command; returns the exit code. Raises ``ReplayError`` for usage errors."""
+    from streams.topics import Topics
+
+    stdout = stdout or sys.stdout.buffer
+    stderr = stderr or sys.stderr
+    fmt = detect_format(path, fmt)
+    parser = RowParser(kind, rules, currency=currency, source=source)
+    reading = Progress(stderr, "reading")
+    if path == "-":
+        handle: IO[str] = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    else:
+        handle = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed below)
+    try:
+        rows = read_csv(handle, parser.spec) if fmt == "csv" else read_jsonl(handle)
+        parsed = parse_rows(rows, parser, reading.update, keep=SHOW_REJECTED)
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"{path} is not UTF-8 text: {exc}") from None
+    finally:
+        reading.close()
+        if path != "-":
+            handle.close()
+    sending = Progress(stderr, "emitting" if emit else "sending", len(parsed.events))
+    if emit:
+        try:
+            for ev in parsed.events:
+                stdout.write(emit_line(ev))
+                sending.update()
+            stdout.flush()
+        except BrokenPipeError:  # `pulse replay --emit jsonl f.csv | head`: not an error
+            sending.close()
+            return EXIT_OK
+        sending.close()
+        stderr.write(summary(path, kind, parsed, len(parsed.events), "emitted") + "\n")
+    else:
+        topic = Topics.from_settings(settings).for_kind(kind)
+        sent = 0
+        try:
+            if parsed.events:
+                sent = asyncio.run(send(settings, kind, parsed.events, rate=rate,
+                                        tick=sending.update))
+        except Exception as exc:  # broker unreachable, topic mismatch: nothing to retry here
+            sending.close()
+            stderr.write(f"error: sending to {topic} at {settings.kafka_bootstrap} failed after "
+                         f"queuing {sending.count} of {len(parsed.events)} events: {exc!r}\n"
+                         "(re-running is safe: the event ids are the same every time)\n")
+            return EXIT_SEND_FAILED
+        sending.close()
+        stdout.write((summary(path, kind, parsed, sent, f"sent to {topic}") + "\n").encode())
+        stdout.flush()
+    return EXIT_REJECTED if parsed.rejected_count else EXIT_OK
