@@ -1,0 +1,210 @@
+"""Throughput, latency and state size of the pipeline, measured in one run on one broker.
+
+    .venv/bin/python bench/pipeline.py [--customers 20000] [--days 365] [--rate 5000]
+
+Prints:
+  (a) the raw ceiling: aiokafka getmany + our decoder, nothing else
+  (b) the full pipeline: the engine (decode, align, load, apply, commit, send) in one process
+  (c) b / a
+  (d) p50 / p99 latency from produce to state committed, at a fixed produce rate
+  (e) Redis bytes per customer (MEMORY USAGE) and the encoded state size
+
+Starts its own Tansu broker and redis-server on free ports. Numbers, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.rules import DEFAULT_RULES
+from schemas.codec import decode
+from streams.admin import create_topics
+from streams.devstack import running_stack
+from streams.engine import Engine, _Item
+from streams.keys import Keys
+from streams.producer import BatchProducer
+from streams.settings import Settings
+from streams.simulator import SimConfig, Simulator
+from streams.topics import Topics
+
+DAY_MS = 86_400_000
+
+
+class TimedEngine(Engine):
+    """The engine, recording produce-to-commit latency of every record."""
+
+    latencies: list[float]
+
+    def _observe_latency(self, works: dict[int, list[_Item]]) -> None:
+        now_ms = time.time() * 1000
+        lat = self.__dict__.setdefault("latencies", [])
+        for items in works.values():
+            lat.extend((now_ms - r.timestamp) / 1000 for _, _, r, _ in items)
+
+
+def records(customers: int, days: int, start_ms: int) -> list[tuple[str, bytes, bytes]]:
+    sim = Simulator(SimConfig(customers=customers, seed=42, start_ms=start_ms))
+    return [(r.kind, r.key, r.value) for r in sim.events_until(start_ms + days * DAY_MS)]
+
+
+async def produce_all(s: Settings, recs: list[tuple[str, bytes, bytes]]) -> float:
+    topics = Topics.from_settings(s)
+    t0 = time.perf_counter()
+    async with BatchProducer(s.kafka_bootstrap, s.partitions) as out:
+        for kind, key, value in recs:
+            await out.send(topics.for_kind(kind), key, value)
+    return time.perf_counter() - t0
+
+
+async def raw_ceiling(s: Settings, n: int) -> float:
+    topics = Topics.from_settings(s)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_poll_records=5000,
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    tps = [TopicPartition(t, p) for t in topics.inputs for p in range(s.partitions)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    kinds = topics.inputs
+    seen = 0
+    t0 = time.perf_counter()
+    while seen < n:
+        batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+        for tp, recs in batch.items():
+            kind = kinds[tp.topic]
+            for r in recs:
+                decode(kind, r.value)
+            seen += len(recs)
+    dt = time.perf_counter() - t0
+    await consumer.stop()
+    return seen / dt
+
+
+async def applied(s: Settings, redis: aioredis.Redis) -> int:
+    keys = Keys(s.redis_prefix)
+    total = 0
+    for p in range(s.partitions):
+        for k, v in (await redis.hgetall(keys.fence(p))).items():
+            if k.startswith(b"o:"):
+                total += int(v) + 1
+    return total
+
+
+async def full_pipeline(s: Settings, n: int) -> float:
+    engine = TimedEngine(s, DEFAULT_RULES)
+    await engine.start()
+    redis = aioredis.Redis.from_url(s.redis_url)
+    task = asyncio.create_task(engine.run())
+    # time from the first batch applied to the last, so the group join is not counted
+    while await applied(s, redis) == 0:
+        await asyncio.sleep(0.01)
+    t0 = time.perf_counter()
+    first = await applied(s, redis)
+    while (done := await applied(s, redis)) < n:
+        await asyncio.sleep(0.05)
+    dt = time.perf_counter() - t0
+    engine.request_stop()
+    await task
+    await engine.stop()
+    await redis.aclose()
+    return (done - first) / dt
+
+
+async def latency(s: Settings, rate: float, seconds: float, customers: int) -> list[float]:
+    topics = Topics.from_settings(s)
+    sim = Simulator(SimConfig(customers=customers, seed=7, start_ms=int(time.time() * 1000)
+                              - 30 * DAY_MS))
+    engine = TimedEngine(s, DEFAULT_RULES)
+    await engine.start()
+    task = asyncio.create_task(engine.run())
+    while not engine.owned_partitions:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    engine.__dict__["latencies"] = []
+    tick = 0.02
+    per_tick = max(1, int(rate * tick))
+    async with BatchProducer(s.kafka_bootstrap, s.partitions) as out:
+        t0 = time.perf_counter()
+        k = 0
+        while time.perf_counter() - t0 < seconds:
+            for r in sim.sample_events(per_tick, int(time.time() * 1000)):
+                await out.send(topics.for_kind(r.kind), r.key, r.value)
+            await out.flush()
+            k += 1
+            delay = t0 + k * tick - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    await asyncio.sleep(2.0)
+    engine.request_stop()
+    await task
+    await engine.stop()
+    return engine.__dict__["latencies"]
+
+
+async def state_size(s: Settings) -> tuple[float, float, float, int]:
+    redis = aioredis.Redis.from_url(s.redis_url)
+    keys = Keys(s.redis_prefix)
+    mem, enc = [], []
+    async for key in redis.scan_iter(match=keys.customer_pattern(), count=2000):
+        mem.append(await redis.memory_usage(key, samples=0))
+        enc.append(await redis.strlen(key))
+    await redis.aclose()
+    return (statistics.median(mem), statistics.mean(mem), statistics.median(enc), max(enc))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp, running_stack(workdir=Path(tmp)) as stack:
+        base = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
+                        partitions=args.partitions, clock="event", log_level="WARNING")
+        s = base.with_(topic_prefix="bench-", group_id="bench-throughput")
+        await create_topics(s)
+        start_ms = int(time.time() * 1000) - args.days * DAY_MS
+        t0 = time.perf_counter()
+        recs = records(args.customers, args.days, start_ms)
+        print(f"generated {len(recs):,} simulated events for {args.customers:,} customers "
+              f"over {args.days} days in {time.perf_counter() - t0:.1f} s")
+        dt = await produce_all(s, recs)
+        print(f"produced them in {dt:.1f} s ({len(recs) / dt:,.0f} events/s)")
+
+        a = await raw_ceiling(s, len(recs))
+        print(f"(a) raw ceiling, aiokafka getmany + decode:   {a:>10,.0f} events/s")
+        b = await full_pipeline(s, len(recs))
+        print(f"(b) full pipeline, one worker process:        {b:>10,.0f} events/s")
+        print(f"(c) b / a:                                    {b / a:>10.2f}")
+        med, mean, enc_med, enc_max = await state_size(s)
+        print(f"(e) Redis MEMORY USAGE per customer: median {med:.0f} B, mean {mean:.0f} B; "
+              f"encoded state median {enc_med:.0f} B, max {enc_max} B")
+
+        s2 = base.with_(topic_prefix="bench-lat-", group_id="bench-latency")
+        await create_topics(s2)
+        lat = await latency(s2, args.rate, args.seconds, args.customers)
+        print(f"(d) latency produce -> committed at {args.rate:,.0f} events/s for "
+              f"{args.seconds:.0f} s ({len(lat):,} events): p50 {pct(lat, 0.5) * 1000:.1f} ms, "
+              f"p99 {pct(lat, 0.99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--customers", type=int, default=20_000)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=5_000)
+    ap.add_argument("--seconds", type=float, default=10)
+    asyncio.run(main(ap.parse_args()))

@@ -1,0 +1,199 @@
+"""``pulse dev``: the whole pipeline on one machine, with a live summary.
+
+Starts a Tansu broker and a redis-server on free loopback ports, creates the topics,
+launches ``pulse worker`` as a child process, runs the simulator in this process, and every
+few seconds prints what the worker's own ``/metrics`` says (so the summary shows events
+that went all the way through: consumed, applied, committed). Ctrl-C or ``--duration``
+stops everything; children die with us even on SIGKILL (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.admin import create_topics
+from streams.devstack import Child, _die_with_parent, free_port, running_stack, wait_port
+from streams.settings import Settings, to_env
+from streams.simulate import SimulationRun
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Prometheus text from ``url`` -> sample name -> labels -> value."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[s.name][tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def total(samples: dict[tuple[tuple[str, str], ...], float], **match: str) -> float:
+    return sum(v for labels, v in samples.items()
+               if all(dict(labels).get(k) == want for k, want in match.items()))
+
+
+def start_worker(settings: Settings, workdir: Path, name: str = "worker",
+                 extra_env: dict[str, str] | None = None) -> Child:
+    env = dict(os.environ)
+    env.update(to_env(settings))
+    env.update(extra_env or {})
+    log_path = workdir / f"{name}.log"
+    logf = open(log_path, "wb")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent, cwd=workdir)
+    logf.close()
+    child = Child(name, settings.web_port, proc, log_path)
+    try:
+        wait_port(settings.web_port, timeout=60, proc=proc)
+    except Exception as exc:
+        child.stop()
+        raise RuntimeError(f"worker did not start: {exc}\n{child.log_tail()}") from exc
+    return child
+
+
+class DevRun:
+    def __init__(self, base: Settings, *, simulate: bool, customers: int, rate: float,
+                 history_days: int, malformed_rate: float, interval: float) -> None:
+        self.base = base
+        self.simulate = simulate
+        self.customers = customers
+        self.rate = rate
+        self.history_days = history_days
+        self.malformed_rate = malformed_rate
+        self.interval = interval
+
+    def main(self, duration: float | None) -> int:
+        interrupted = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal interrupted
+            interrupted = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_signal)
+        workdir = Path(".pulse/dev").resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        print(f"pulse dev: starting Tansu and redis-server (logs in {workdir})", flush=True)
+        with running_stack(workdir=workdir) as stack:
+            settings = self.base.with_(kafka_bootstrap=stack.kafka_bootstrap,
+                                       redis_url=stack.redis_url, web_port=free_port(),
+                                       clock="event" if self.simulate else self.base.clock)
+            asyncio.run(create_topics(settings))
+            worker = start_worker(settings, workdir)
+            try:
+                self._banner(settings)
+                try:
+                    asyncio.run(self._loop(settings, worker, duration))
+                except KeyboardInterrupt:
+                    print("\ninterrupted; stopping", flush=True)
+                final = self._summary(settings, None)
+                print(f"final: {final}", flush=True)
+            finally:
+                worker.stop(timeout=15)
+                print(f"worker stopped (exit {worker.proc.returncode}); stopping the stack",
+                      flush=True)
+        return 0
+
+    def _banner(self, s: Settings) -> None:
+        print("stack ready:", flush=True)
+        print(f"  PULSE_KAFKA_BOOTSTRAP={s.kafka_bootstrap}")
+        print(f"  PULSE_REDIS_URL={s.redis_url}")
+        print(f"  PULSE_PARTITIONS={s.partitions}")
+        print(f"  metrics:  http://{s.web_host}:{s.web_port}/metrics")
+        print(f"  customer: http://{s.web_host}:{s.web_port}/customers/<id>", flush=True)
+
+    async def _loop(self, settings: Settings, worker: Child, duration: float | None) -> None:
+        sim = None
+        task = None
+        if self.simulate:
+            sim = SimulationRun(settings, customers=self.customers, rate=self.rate,
+                                history_days=self.history_days,
+                                malformed_rate=self.malformed_rate)
+            task = asyncio.create_task(sim.run(None))
+        started = time.monotonic()
+        prev: dict[str, float] | None = None
+        try:
+            while duration is None or time.monotonic() - started < duration:
+                await asyncio.sleep(min(self.interval, max(0.1, (duration or 1e9)
+                                                            - (time.monotonic() - started))))
+                if not worker.alive():
+                    raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+                if task is not None and task.done() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+                prev = self._print(settings, prev, sim)
+        finally:
+            if sim is not None and task is not None:
+                sim.stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 10)
+                print(f"simulator: {sim.summary()}", flush=True)
+            # let the worker drain what was produced before the final summary
+            await asyncio.sleep(min(3.0, self.interval))
+
+    def _print(self, settings: Settings, prev: dict[str, float] | None,
+               sim: SimulationRun | None) -> dict[str, float]:
+        try:
+            now = self._counts(settings)
+        except OSError as exc:
+            print(f"(metrics not reachable yet: {exc})", flush=True)
+            return prev or {}
+        line = self._summary(settings, now, prev)
+        if sim is not None:
+            day = time.strftime("%Y-%m-%d", time.gmtime(sim.sim_time_ms / 1000))
+            line += f" | sim {sim.phase} {day}"
+        print(line, flush=True)
+        return now
+
+    def _counts(self, settings: Settings) -> dict[str, float]:
+        m = scrape(f"http://{settings.web_host}:{settings.web_port}/metrics")
+        ev = m.get("pulse_events_total", {})
+        c: dict[str, float] = {"t": time.monotonic()}
+        for short, topic in (("purchases", settings.topic("purchases")),
+                             ("tickets", settings.topic("tickets")),
+                             ("surveys", settings.topic("surveys")),
+                             ("redemptions", settings.topic("redemptions"))):
+            c[short] = total(ev, topic=topic, outcome="processed")
+        c["dead"] = total(m.get("pulse_deadletter_total", {}))
+        out = m.get("pulse_outputs_total", {})
+        c["alerts"] = total(out, topic=settings.topic("alerts"))
+        c["ledger"] = total(out, topic=settings.topic("points"))
+        c["dup"] = total(ev, outcome="duplicate")
+        c["lag"] = total(m.get("pulse_consumer_lag_records", {}))
+        for name, samples in m.items():
+            if name.startswith("pulse_kpi_") or name.startswith("pulse_points_"):
+                c[name] = total(samples)
+        return c
+
+    def _summary(self, settings: Settings, now: dict[str, float] | None,
+                 prev: dict[str, float] | None = None) -> str:
+        if now is None:
+            try:
+                now = self._counts(settings)
+            except OSError as exc:
+                return f"metrics unavailable: {exc}"
+        parts = []
+        dt = (now["t"] - prev["t"]) if prev else 0.0
+        for k in ("purchases", "tickets", "surveys", "redemptions"):
+            rate = f" ({(now[k] - prev.get(k, 0)) / dt:,.0f}/s)" if prev and dt > 0 else ""
+            parts.append(f"{k} {now[k]:,.0f}{rate}")
+        parts.append(f"dead letters {now['dead']:,.0f}")
+        parts.append(f"duplicates {now['dup']:,.0f}")
+        parts.append(f"alerts {now['alerts']:,.0f}")
+        parts.append(f"ledger entries {now['ledger']:,.0f}")
+        parts.append(f"lag {now['lag']:,.0f}")
+        if "pulse_kpi_nps" in now:
+            parts.append(f"NPS {now['pulse_kpi_nps']:+.1f}")
+        return " | ".join(parts)
