@@ -38,12 +38,12 @@ from processors.errors import INVALID, TOO_LATE, Rejected
 from processors.money import to_reporting_minor
 from processors.rules import Rules
 from processors.state import (
+    KIND_INDEX,
+    PURCHASE_KIND,
     WINDOWS_DAYS,
     Answer,
     CustomerState,
     DayBucket,
-    KIND_INDEX,
-    PURCHASE_KIND,
     Seen,
     bucket_horizon_days,
     window_sums,
@@ -107,7 +107,9 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
     changes["max_event_at"] = max_at
     km = state.kind_max
     if t > kmax:
-        km = (*km[:kind], t, *km[kind + 1 :])
+        new_km = list(km)
+        new_km[kind] = t
+        km = (new_km[0], new_km[1], new_km[2], new_km[3])
         changes["kind_max"] = km
     days: tuple[DayBucket, ...] = changes.get("days", state.days)
     cutoff_day = day_of(km[PURCHASE_KIND]) - bucket_horizon_days(lateness)

@@ -58,8 +58,8 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 * ``csat`` / ``ces``: the latest ``surveys.rolling_answers`` answers ``(at, score)`` of that
   kind by ``occurred_at``; rolling CSAT/CES = their mean. ``surveys_answered``: all answers.
 * ``seen``: dedup window ``(at, key, kind)``; ``key`` = 64-bit blake2b of
-  ``"<kind>:<event_id>"``; kept while ``at >= kind_max[kind] - allowed_lateness``, at most ``dedup_window_max`` of
-  them (the greatest by ``(at, key)``).
+  ``"<kind>:<event_id>"``; kept while ``at >= kind_max[kind] - allowed_lateness``, at most
+  ``dedup_window_max`` of them (the greatest by ``(at, key, kind)``).
 """
 
 from __future__ import annotations

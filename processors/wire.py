@@ -2,8 +2,9 @@
 
 Theory of operation: one orjson object with short keys; fields at their default (None for
 optional values, 0 for counters, empty for collections) are left out; records are flattened
-into int lists (``km`` = newest event time per kind, ``d`` = day buckets as ``day, orders, spend, refunds`` quadruples, ``s`` =
-dedup window as ``at, key, kind`` triples, ``cs``/``ce`` = survey answers as ``at, score`` pairs);
+into int lists (``km`` = newest event time per kind, ``d`` = day buckets as ``day, orders,
+spend, refunds`` quadruples, ``s`` = dedup window as ``at, key, kind`` triples, ``cs``/``ce``
+= survey answers as ``at, score`` pairs);
 ``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``. ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
