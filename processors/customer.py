@@ -36,6 +36,7 @@ from typing import Any
 
 from processors.errors import INVALID, TOO_LATE, Rejected
 from processors.money import to_reporting_minor
+from processors.outputs import KpiDelta, Output
 from processors.rules import Rules
 from processors.state import (
     KIND_INDEX,
@@ -57,8 +58,9 @@ from schemas.events import SURVEY_SCALES, Event, Purchase, Redemption, SupportTi
 @dataclass(frozen=True, slots=True)
 class Step:
     state: CustomerState
-    outputs: tuple[object, ...] = ()  # later issues: ledger entries, churn alerts
+    outputs: tuple[Output, ...] = ()  # ledger entries, churn alerts (processors.outputs)
     duplicate: bool = False  # event_id already seen: state unchanged, nothing emitted
+    kpi: tuple[KpiDelta, ...] = ()  # increments of KPI aggregates, committed with the state
 
 
 def event_key(event: Event) -> int:

@@ -350,6 +350,8 @@ class Engine:
             states[cid] = wire.loads(raw) if raw is not None else None
         changed: set[str] = set()
         out: list[OutMsg] = []
+        incs: list[tuple[str, str, int]] = []
+        kpi_prefix = self.store.keys.kpi_prefix(partition)  # type: ignore[union-attr]
         offsets: dict[str, int] = {}
         high = dict(shard.meta.high)
         for t, ev, r, msg in items:
@@ -379,6 +381,8 @@ class Engine:
             changed.add(cid)
             for output in step.outputs:
                 out.append(self._output(output))
+            for d in step.kpi:
+                incs.append((kpi_prefix + d.bucket, d.field, d.delta))
         commit = ShardCommit(
             partition=partition,
             expected_gen=shard.meta.gen,
@@ -387,6 +391,7 @@ class Engine:
             states={cid: wire.dumps(states[cid]) for cid in changed},
             outbox=[msg.pack() for msg in out],
             trim=shard.pending_trim,
+            increments=incs,
         )
         return commit, out
 

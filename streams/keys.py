@@ -8,6 +8,7 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
                                     o:<topic> (last offset applied from that topic partition),
                                     h:<topic> (newest event time applied from it, ms)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
+    <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class Keys:
 
     def outbox(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:outbox"
+
+    def kpi_prefix(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:kpi:"
 
     @staticmethod
     def offset_field(topic: str) -> str:
