@@ -50,7 +50,7 @@ class TimedEngine(Engine):
         now_ms = time.time() * 1000
         lat = self.__dict__.setdefault("latencies", [])
         for items in works.values():
-            lat.extend((now_ms - r.timestamp) / 1000 for _, _, r, _ in items)
+            lat.extend((now_ms - r.timestamp) / 1000 for _, _, r, _, _ in items)
 
 
 def records(customers: int, days: int, start_ms: int) -> list[tuple[str, bytes, bytes]]:

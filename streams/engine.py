@@ -54,10 +54,14 @@ DEADLETTER_KEEP_BYTES = 900 * 1024  # larger originals are truncated to stay und
 PROCESSING_ERROR = "processing_error"
 
 
-# A buffered input record: (event time, event or None, record, output or None). A record
-# that is not applied here (dead letter, re-route) carries its output and the event time of
-# the record before it in its topic, so it keeps its place in the topic's order.
-_Item = tuple[int, Event | None, ConsumerRecord, OutMsg | None]
+# A buffered input record: (event time, event or None, record, output or None, origin
+# watermark). A record that is not applied here (dead letter, re-route) carries its output
+# and the event time of the record before it in its topic, so it keeps its place in the
+# topic's order. A record re-routed here from another partition carries the watermark of the
+# stream it was produced into (0 otherwise): it is late only if it was late there, not
+# because the re-route took it behind this partition's own traffic.
+_Item = tuple[int, Event | None, ConsumerRecord, OutMsg | None, int]
+ORIGIN_HIGH = "pulse.origin_high_ms"
 _NEVER = -(2**62)
 _ALWAYS = 2**62
 
@@ -208,16 +212,18 @@ class Engine:
                 try:
                     ev = decode(kind, r.value, max_bytes)
                 except InvalidEvent as exc:
-                    buf.append((t_prev, None, r, self._deadletter(r, exc.reason, exc.message)))
+                    buf.append((t_prev, None, r, self._deadletter(r, exc.reason, exc.message),
+                                0))
                     continue
                 home = owner(ev.customer_id, nparts)
                 if home != tp.partition:
-                    buf.append((t_prev, None, r, self._reroute(r, ev, home)))
+                    origin = max(high, ev.occurred_at, _origin_high(r))
+                    buf.append((t_prev, None, r, self._reroute(r, ev, home, origin), 0))
                     continue
                 t_prev = ev.occurred_at
                 if t_prev > high:
                     high = t_prev
-                buf.append((t_prev, ev, r, None))
+                buf.append((t_prev, ev, r, None, _origin_high(r) if r.headers else 0))
             shard.high_t[topic] = high
             if records:
                 shard.fetched[topic] = records[-1].offset + 1
@@ -354,7 +360,7 @@ class Engine:
         kpi_prefix = self.store.keys.kpi_prefix(partition)  # type: ignore[union-attr]
         offsets: dict[str, int] = {}
         high = dict(shard.meta.high)
-        for t, ev, r, msg in items:
+        for t, ev, r, msg, origin in items:
             topic = r.topic
             offsets[topic] = r.offset
             if ev is None:
@@ -365,7 +371,7 @@ class Engine:
             if t > h:
                 high[topic] = h = t
             try:
-                step = apply(states[cid], ev, rules, h - lateness)
+                step = apply(states[cid], ev, rules, (origin or h) - lateness)
             except Rejected as exc:
                 out.append(self._deadletter(r, exc.reason, exc.message))
                 continue
@@ -414,9 +420,10 @@ class Engine:
             value = value[:DEADLETTER_KEEP_BYTES]
         return OutMsg(self.topics.deadletter, r.key, value, None, tuple(headers))
 
-    def _reroute(self, r: ConsumerRecord, ev: Event, home: int) -> OutMsg:
+    def _reroute(self, r: ConsumerRecord, ev: Event, home: int, origin_high: int) -> OutMsg:
         self.metrics.events.labels(r.topic, "rerouted").inc()
-        headers = (("pulse.rerouted_from", f"{r.topic}/{r.partition}/{r.offset}".encode()),)
+        headers = (("pulse.rerouted_from", f"{r.topic}/{r.partition}/{r.offset}".encode()),
+                   (ORIGIN_HIGH, str(origin_high).encode()))
         return OutMsg(r.topic, ev.customer_id.encode(), r.value, home, headers)
 
     def _output(self, output: Any) -> OutMsg:
@@ -451,7 +458,7 @@ class Engine:
         (observing every record would cost more than the rest of the bookkeeping)."""
         now_ms = self.wall_clock() * 1000
         for items in works.values():
-            for _, _, r, _ in (items[0], items[-1]):
+            for _, _, r, _, _ in (items[0], items[-1]):
                 self.metrics.latency.labels(r.topic).observe(
                     max(0.0, (now_ms - r.timestamp) / 1000))
 
@@ -548,6 +555,16 @@ class Engine:
     @property
     def owned_partitions(self) -> list[int]:
         return sorted(self._shards)
+
+
+def _origin_high(r: ConsumerRecord) -> int:
+    for k, v in r.headers or ():
+        if k == ORIGIN_HIGH:
+            try:
+                return int(v)
+            except ValueError:
+                return 0
+    return 0
 
 
 def _time(item: _Item) -> int:
