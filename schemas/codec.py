@@ -169,6 +169,12 @@ def parse_time(value: Any, path: str = "occurred_at") -> int:
 
 
 def _envelope(obj: dict[str, Any], kind: str) -> tuple[str, str, int, str]:
+    e, c, s = obj.get("event_id"), obj.get("customer_id"), obj.get("source")
+    if (type(e) is str and 0 < len(e) <= MAX_ID_LEN and not e.isspace()
+            and type(c) is str and 0 < len(c) <= MAX_ID_LEN and not c.isspace()
+            and type(s) is str and 0 < len(s) <= MAX_NAME_LEN and not s.isspace()
+            and "occurred_at" in obj):
+        return e, c, parse_time(obj["occurred_at"], f"{kind}.occurred_at"), s
     event_id = _str(obj, "event_id", kind, MAX_ID_LEN)
     customer_id = _str(obj, "customer_id", kind, MAX_ID_LEN)
     if "occurred_at" not in obj:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from processors import wire
 from processors.customer import view
 from processors.rules import Rules
+from schemas.codec import InvalidEvent, parse_time
 from streams.engine import Engine
 from streams.metrics import Metrics
 from streams.partitioning import owner
@@ -99,17 +100,12 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         if raw is None:
             return self.error(404, f"no customer {customer_id}")
         state = wire.loads(raw)
-        as_of = _as_of(request, engine)
+        q = request.query.get("as_of")
+        try:
+            as_of = parse_time(q, "as_of") if q else engine.clock(
+                owner(customer_id, settings.partitions))
+        except InvalidEvent as exc:
+            return self.error(400, exc.message)
         return self.json(view(state, rules, as_of))
 
     return app
-
-
-def _as_of(request: web.Request, engine: Engine) -> int:
-    q = request.query.get("as_of")
-    if q:
-        from schemas.codec import parse_time
-
-        return parse_time(q, "as_of")
-    highs = [max(s.meta.high.values()) for s in engine._shards.values() if s.meta.high]
-    return max(highs) if highs else int(engine.wall_clock() * 1000)

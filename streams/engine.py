@@ -552,6 +552,18 @@ class Engine:
         self.metrics.partitions_owned.set(len(self._shards))
         log.info("partitions assigned: %s", parts)
 
+    def clock(self, partition: int) -> int:
+        """The partition's clock (epoch ms) for time-driven work: windows "as of now",
+        inactivity. Event mode: the newest event time applied on the partition (replays
+        give the same answers as living it). Live mode: also the wall clock, so a partition
+        with no traffic still moves on and silent customers become overdue. Lateness is
+        always judged in event time (per topic), never against the wall clock."""
+        shard = self._shards.get(partition)
+        t = max(shard.meta.high.values(), default=0) if shard is not None else 0
+        if self.settings.clock == "live":
+            t = max(t, int(self.wall_clock() * 1000))
+        return t
+
     @property
     def owned_partitions(self) -> list[int]:
         return sorted(self._shards)

@@ -1,0 +1,47 @@
+"""Settings come from PULSE_* variables; a wrong value names the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings, SettingsError, from_env, to_env
+
+
+def test_defaults_without_environment() -> None:
+    s = from_env({})
+    assert s == Settings()
+    assert s.topic("purchases") == "purchases"
+
+
+def test_values_are_parsed_by_type() -> None:
+    s = from_env({"PULSE_KAFKA_BOOTSTRAP": "k1:9092,k2:9093", "PULSE_PARTITIONS": "12",
+                  "PULSE_COMMIT_INTERVAL_S": "0.5", "PULSE_TOPIC_PREFIX": "prod.",
+                  "PULSE_CLOCK": "event"})
+    assert (s.kafka_bootstrap, s.partitions, s.commit_interval_s, s.clock) == (
+        "k1:9092,k2:9093", 12, 0.5, "event")
+    assert s.topic("deadletter") == "prod.deadletter"
+
+
+@pytest.mark.parametrize(("var", "value", "says"), [
+    ("PULSE_PARTITIONS", "four", "must be an int"),
+    ("PULSE_PARTITIONS", "0", "between 1 and 10000"),
+    ("PULSE_KAFKA_BOOTSTRAP", "localhost", "host:port"),
+    ("PULSE_REDIS_URL", "http://x:1", "redis://"),
+    ("PULSE_WEB_PORT", "70000", "TCP port"),
+    ("PULSE_TOPIC_PURCHASES", "bad topic!", "Kafka topic name"),
+    ("PULSE_CLOCK", "wall", "'live' or 'event'"),
+    ("PULSE_COMMIT_INTERVAL_S", "soon", "must be a float"),
+    ("PULSE_GROUP_ID", "customer-pulse", "must differ from PULSE_APP_ID"),
+    ("PULSE_RULES_FILE", "/nonexistent/rules.yaml", "no such file"),
+    ("PULSE_HEARTBEAT_INTERVAL_S", "30", "below the session timeout"),
+])
+def test_a_wrong_value_names_the_variable(var: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        from_env({var: value})
+    assert str(err.value).startswith(f"{var}=")
+    assert says in str(err.value)
+
+
+def test_to_env_round_trips() -> None:
+    s = Settings(partitions=7, topic_prefix="x-", clock="event", align_idle_s=0.5)
+    assert from_env(to_env(s)) == s
