@@ -269,3 +269,23 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
         surveys_answered=state.surveys_answered,
     )
     return row
+
+
+# -- time-driven transitions ----------------------------------------------------------------
+# Some changes happen because time passes, not because an event arrives: a silent customer
+# becomes overdue (churn), points expire after inactivity (loyalty). ``next_due`` says when
+# the next such change is due, in event time; the shell calls ``tick`` at that time, before
+# any later event of the customer and for customers with no events at all (an inactivity
+# scanner over a sorted set), so a replay fires them at the event time they fired live.
+
+
+def next_due(state: CustomerState, rules: Rules) -> int | None:
+    """Event time of the customer's next time-driven change, or None."""
+    due: list[int] = []
+    return min(due) if due else None
+
+
+def tick(state: CustomerState, rules: Rules, at: int) -> Step:
+    """The time-driven changes due at ``at`` (idempotent: ticking twice at the same time
+    changes nothing more)."""
+    return Step(state)

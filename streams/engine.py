@@ -36,7 +36,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from processors import wire
-from processors.customer import apply
+from processors.customer import apply, next_due, tick
 from processors.errors import Rejected
 from processors.rules import Rules
 from schemas.codec import InvalidEvent, decode
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_KEEP_BYTES = 900 * 1024  # larger originals are truncated to stay under Kafka's 1 MB
 PROCESSING_ERROR = "processing_error"
+SCAN_INTERVAL_S = 1.0  # how often every owned partition is scanned for due changes
 
 
 # A buffered input record: (event time, event or None, record, output or None, origin
@@ -99,6 +100,7 @@ class Engine:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._last_kafka_commit = 0.0
+        self._last_scan = 0.0
         self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -294,21 +296,35 @@ class Engine:
             items = self._take(p, shard, now)
             if items:
                 works[p] = items
-        if not works:
+        # Time-driven changes (inactivity, expiry) are due up to the partition's clock: the
+        # newest event time this batch reaches (and the wall clock in live mode). Partitions
+        # with events are scanned every batch, all of them every scan interval.
+        scan_all = now - self._last_scan >= SCAN_INTERVAL_S
+        if scan_all:
+            self._last_scan = now
+        upto: dict[int, int] = {}
+        for p in self._shards:
+            if p in works or scan_all:
+                newest = max((it[0] for it in works.get(p, ()) if it[1] is not None), default=0)
+                upto[p] = max(self.clock(p), newest)
+        if not works and not scan_all:
             return False
 
         wanted = {p: list({it[1].customer_id for it in items if it[1] is not None})
                   for p, items in works.items()}
         t0 = time.perf_counter()
-        loaded = await self.store.load_states(wanted)
+        loaded, due = await self.store.load(wanted, upto)
         m.redis_rtt.labels("load").observe(time.perf_counter() - t0)
+        if not works and not due:
+            return False
 
         commits = []
         outs: dict[int, list[OutMsg]] = {}
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for p, items in works.items():
-            commit, outs[p] = self._apply_shard(self._shards[p], p, items, loaded.get(p, {}),
-                                                counts)
+        for p in set(works) | set(due):
+            commit, outs[p] = self._apply_shard(self._shards[p], p, works.get(p, []),
+                                                loaded.get(p, {}), counts, due.get(p, []),
+                                                upto.get(p, 0))
             commits.append(commit)
 
         t0 = time.perf_counter()
@@ -333,7 +349,8 @@ class Engine:
             to_send.extend(outs[c.partition])
         for (topic, outcome), k in counts.items():
             m.events.labels(topic, outcome).inc(k)
-        self._observe_latency({c.partition: works[c.partition] for c in commits})
+        self._observe_latency({c.partition: works[c.partition] for c in commits
+                               if works.get(c.partition)})
         await self._send(to_send)
         for c in commits:
             self._shards[c.partition].pending_trim = len(c.outbox)
@@ -348,6 +365,8 @@ class Engine:
         items: list[_Item],
         loaded: dict[str, bytes | None],
         counts: dict[tuple[str, str], int],
+        due: list[str] = (),  # type: ignore[assignment]
+        upto: int = 0,
     ) -> tuple[ShardCommit, list[OutMsg]]:
         rules = self.rules
         lateness = rules.allowed_lateness_ms
@@ -358,6 +377,35 @@ class Engine:
         out: list[OutMsg] = []
         incs: list[tuple[str, str, int]] = []
         kpi_prefix = self.store.keys.kpi_prefix(partition)  # type: ignore[union-attr]
+
+        def emit(step: Any) -> None:
+            for output in step.outputs:
+                out.append(self._output(output))
+            for d in step.kpi:
+                incs.append((kpi_prefix + d.bucket, d.field, d.delta))
+
+        def catch_up(cid: str, until: int) -> None:
+            """Run the customer's time-driven changes due at or before ``until``."""
+            state = states.get(cid)
+            if state is None:
+                return
+            at = next_due(state, rules)
+            for _ in range(16):  # each tick moves the next due time on; bound it anyway
+                if at is None or at > until:
+                    return
+                try:
+                    step = tick(state, rules, at)
+                except Exception:  # a bug must not stop the pipeline
+                    log.exception("time-driven change failed for %s at %d", cid, at)
+                    return
+                state = states[cid] = step.state
+                changed.add(cid)
+                emit(step)
+                nxt = next_due(state, rules)
+                if nxt is not None and nxt <= at:
+                    return
+                at = nxt
+
         offsets: dict[str, int] = {}
         high = dict(shard.meta.high)
         for t, ev, r, msg, origin in items:
@@ -370,6 +418,7 @@ class Engine:
             h = high.get(topic, 0)
             if t > h:
                 high[topic] = h = t
+            catch_up(cid, t)  # what silence did before this event happened
             try:
                 step = apply(states[cid], ev, rules, (origin or h) - lateness)
             except Rejected as exc:
@@ -385,10 +434,13 @@ class Engine:
             counts[(r.topic, "processed")] += 1
             states[cid] = step.state
             changed.add(cid)
-            for output in step.outputs:
-                out.append(self._output(output))
-            for d in step.kpi:
-                incs.append((kpi_prefix + d.bucket, d.field, d.delta))
+            emit(step)
+        for cid in list(states):
+            catch_up(cid, upto)
+        due_now: dict[str, int | None] = {}
+        for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
+            state = states.get(cid)
+            due_now[cid] = None if state is None else next_due(state, rules)
         commit = ShardCommit(
             partition=partition,
             expected_gen=shard.meta.gen,
@@ -398,6 +450,7 @@ class Engine:
             outbox=[msg.pack() for msg in out],
             trim=shard.pending_trim,
             increments=incs,
+            due=due_now,
         )
         return commit, out
 

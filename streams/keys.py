@@ -9,6 +9,8 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
                                     h:<topic> (newest event time applied from it, ms)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
+    <prefix>:{pN}:due               sorted set: customer -> event time of its next
+                                    time-driven change (inactivity, expiry)
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Keys:
 
     def outbox(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:outbox"
+
+    def due(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:due"
 
     def kpi_prefix(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:kpi:"

@@ -50,6 +50,7 @@ class ShardCommit:
     outbox: list[bytes]
     trim: int = 0  # outbox entries acknowledged by Kafka since the last commit
     increments: list[tuple[str, str, int]] = field(default_factory=list)  # (key, field, delta)
+    due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time
 
 
 class Store:
@@ -97,6 +98,43 @@ class Store:
         return {p: dict(zip(wanted[p], vals, strict=True)) for p, vals in zip(parts, results,
                                                                               strict=True)}
 
+    async def load(
+        self, wanted: dict[int, list[str]], due_upto: dict[int, int], limit: int = 2000
+    ) -> tuple[dict[int, dict[str, bytes | None]], dict[int, list[str]]]:
+        """States of the wanted customers, plus the customers of ``due_upto``'s partitions
+        whose time-driven change is due by then (with their states). One round trip, two
+        when due customers outside ``wanted`` must be fetched."""
+        parts = [p for p, ids in wanted.items() if ids]
+        scan = list(due_upto)
+        if not parts and not scan:
+            return {}, {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in parts:
+                pipe.mget([self.keys.customer(p, cid) for cid in wanted[p]])
+            for p in scan:
+                pipe.zrangebyscore(self.keys.due(p), "-inf", due_upto[p], start=0, num=limit)
+            results = await pipe.execute()
+        states = {p: dict(zip(wanted[p], vals, strict=True))
+                  for p, vals in zip(parts, results[: len(parts)], strict=True)}
+        due: dict[int, list[str]] = {}
+        extra: dict[int, list[str]] = {}
+        for p, members in zip(scan, results[len(parts):], strict=True):
+            if not members:
+                continue
+            due[p] = [m.decode() for m in members]
+            have = states.setdefault(p, {})
+            missing = [cid for cid in due[p] if cid not in have]
+            if missing:
+                extra[p] = missing
+        if extra:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p, ids in extra.items():
+                    pipe.mget([self.keys.customer(p, cid) for cid in ids])
+                more = await pipe.execute()
+            for (p, ids), vals in zip(extra.items(), more, strict=True):
+                states[p].update(zip(ids, vals, strict=True))
+        return states, due
+
     async def commit(self, commits: Iterable[ShardCommit]) -> dict[int, str]:
         """Apply each partition's commit atomically. Returns partition -> new gen.
 
@@ -126,7 +164,7 @@ class Store:
 
     def _commit_args(self, c: ShardCommit) -> tuple[list[str], list[bytes | str | int]]:
         p = c.partition
-        keys = [self.keys.fence(p), self.keys.outbox(p)]
+        keys = [self.keys.fence(p), self.keys.outbox(p), self.keys.due(p)]
         args: list[bytes | str | int] = [c.expected_gen, c.trim]
         fence_fields: list[bytes | str | int] = []
         for topic, t in c.high.items():
@@ -147,6 +185,9 @@ class Store:
                 extra[key] = len(keys)
             incs += [extra[key], fld, delta]
         args += [len(c.increments), *incs]
+        args.append(len(c.due))
+        for cid, at in c.due.items():
+            args += [cid, "" if at is None else at]
         return keys, args
 
     async def ack(self, partition: int, gen: str, count: int) -> bool:

@@ -4,14 +4,15 @@
 -- `gen` is still the value it read (or last wrote); a worker that lost the partition in a
 -- rebalance (a zombie) therefore fails here and writes nothing.
 --
--- KEYS[1]  fence hash          KEYS[2]  outbox list
--- KEYS[3..2+S]  customer state keys, then any hashes named by the increments
+-- KEYS[1]  fence hash          KEYS[2]  outbox list          KEYS[3]  due sorted set
+-- KEYS[4..3+S]  customer state keys, then any hashes named by the increments
 -- ARGV: expected_gen, outbox_trim, F, F x (field, value),  -- fence fields (offsets, high)
 --       O, O x entry,                                      -- outputs to append to the outbox
---       S, S x state,                                      -- values for KEYS[3..2+S]
---       I, I x (key_index, field, delta)                   -- HINCRBY on KEYS[key_index]
+--       S, S x state,                                      -- values for KEYS[4..3+S]
+--       I, I x (key_index, field, delta),                  -- HINCRBY on KEYS[key_index]
+--       Z, Z x (customer_id, due_ms or "")                 -- ZADD to (or ZREM from) due
 -- Returns the new gen, or -1 when the fence moved (nothing written).
-local fence, outbox = KEYS[1], KEYS[2]
+local fence, outbox, due = KEYS[1], KEYS[2], KEYS[3]
 local current = redis.call('HGET', fence, 'gen') or ''
 if current ~= ARGV[1] then
   return -1
@@ -31,10 +32,19 @@ for _ = 1, no do
 end
 local ns = tonumber(ARGV[i]); i = i + 1
 for k = 1, ns do
-  redis.call('SET', KEYS[2 + k], ARGV[i]); i = i + 1
+  redis.call('SET', KEYS[3 + k], ARGV[i]); i = i + 1
 end
 local ni = tonumber(ARGV[i]); i = i + 1
 for _ = 1, ni do
   redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]); i = i + 3
+end
+local nz = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nz do
+  if ARGV[i + 1] == '' then
+    redis.call('ZREM', due, ARGV[i])
+  else
+    redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
+  end
+  i = i + 2
 end
 return redis.call('HINCRBY', fence, 'gen', 1)
