@@ -16,7 +16,7 @@ Theory of operation
    lands in an already pruned day bucket, no duplicate outlives its dedup entry) even when
    it is not, e.g. a watermark not yet rebuilt after a restart;
 4. computes the topic-specific field changes (purchases, tickets, surveys; redemptions
-   only count for dedup and ``max_event_at`` until the loyalty issue) - these raise
+   change only dedup and ``max_event_at`` here: ``loyalty.on_event`` answers them) - these raise
    ``Rejected`` for unknown currencies and invalid content;
 5. advances ``max_event_at``, prunes day buckets and the dedup window against it, and
    remembers the event's key.
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
 
+from processors import churn, kpi, loyalty
 from processors.errors import INVALID, TOO_LATE, Rejected
 from processors.money import to_reporting_minor
 from processors.outputs import KpiDelta, Output
@@ -101,7 +102,7 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
     elif isinstance(event, Survey):
         changes = _survey_changes(state, event, rules)
     elif isinstance(event, Redemption):
-        changes = {}  # the loyalty issue turns redemptions into ledger entries
+        changes = {}  # points: loyalty.on_event below answers it with a ledger entry
     else:
         raise TypeError(f"not an event: {type(event).__name__}")
 
@@ -122,7 +123,17 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
         changes["archived_purchase_days"] = state.archived_purchase_days + archived
     changes["seen"] = _remember(state.seen, Seen(t, key, kind), km, lateness,
                                 rules.dedup_window_max)
-    return Step(_evolve(state, changes))
+    # loyalty: ledger entries from the event and from what was due by its time
+    ly, entries = loyalty.on_event(
+        state, event, rules, days=changes.get("days", state.days), kind_max=km,
+        sla_breaches=changes.get("sla_breaches", state.sla_breaches))
+    if ly is not state.loyalty:
+        changes["loyalty"] = ly
+    new_state = _evolve(state, changes)
+    # churn: alerts when the risk level rises, by silence up to the event or by the event
+    ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
+    new_state = _evolve(new_state, {"churn": ch})
+    return Step(new_state, (*entries, *alerts), kpi=kpi.deltas(state, new_state, event, rules))
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(CustomerState))
@@ -138,12 +149,19 @@ def _evolve(state: CustomerState, changes: dict[str, Any]) -> CustomerState:
 
 def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
               cap: int) -> tuple[Seen, ...]:
-    """Insert, drop entries older than their kind's clock minus the lateness, keep the
-    greatest ``cap`` by (at, key, kind)."""
+    """Insert, then per event kind: drop entries older than that kind's clock minus the
+    lateness and keep that kind's greatest ``cap`` by (at, key). Per kind, because the
+    clocks differ: a cap across kinds would not commute with the kinds' own expiry."""
     items = list(seen)
     bisect.insort(items, new)
-    items = [s for s in items if s.at >= kind_max[s.kind] - lateness]
-    return tuple(items[-cap:])
+    kept: list[Seen] = []
+    counts = [0, 0, 0, 0]
+    for s in reversed(items):  # newest first, so the cap keeps the greatest
+        if s.at >= kind_max[s.kind] - lateness and counts[s.kind] < cap:
+            counts[s.kind] += 1
+            kept.append(s)
+    kept.reverse()
+    return tuple(kept)
 
 
 def _add_to_day(
@@ -268,6 +286,8 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
         ces_answers=len(state.ces),
         surveys_answered=state.surveys_answered,
     )
+    row.update(loyalty.view_fields(state, rules, as_of))
+    row.update(churn.view_fields(state, rules, as_of))
     return row
 
 
@@ -281,11 +301,19 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
 
 def next_due(state: CustomerState, rules: Rules) -> int | None:
     """Event time of the customer's next time-driven change, or None."""
-    due: list[int] = []
+    due = [d for d in (churn.next_check_at(state.churn, state, rules),
+                       loyalty.next_due(state, rules)) if d is not None]
     return min(due) if due else None
 
 
 def tick(state: CustomerState, rules: Rules, at: int) -> Step:
-    """The time-driven changes due at ``at`` (idempotent: ticking twice at the same time
-    changes nothing more)."""
-    return Step(state)
+    """The time-driven changes due at or before ``at``: loyalty downgrades, expiry notices
+    and expiries; churn levels rising (or falling) with silence. Idempotent: ticking again
+    at the same time changes nothing more. KPI gauges (tiers, risk levels, outstanding
+    points) follow the change."""
+    mid, entries = loyalty.on_tick(state, rules, at)
+    ch, alerts = churn.on_tick(mid.churn, mid, rules, at)
+    new = mid if ch is mid.churn else _evolve(mid, {"churn": ch})
+    if new is state:
+        return Step(state)
+    return Step(new, (*entries, *alerts), kpi=kpi.deltas(state, new, None, rules, at=at))

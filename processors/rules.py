@@ -113,19 +113,187 @@ class SurveyRules:
     rolling_answers: Annotated[int, between(1, 50)] = 5
 
 
+NAME = Check(lambda v: bool(v.strip()), "must not be empty")
+
+
+@dataclass(frozen=True)
+class LoyaltyTier:
+    """One tier: reached when the rolling 12-month net spend (reporting-currency units, the
+    365-day window of the customer state) is at least ``min_spend``."""
+
+    name: Annotated[str, NAME]
+    min_spend: Annotated[Decimal, ge(0)]
+    multiplier: Annotated[Decimal, gt(0)] = Decimal(1)
+
+
+@dataclass(frozen=True)
+class GoodwillPoints:
+    """Service-recovery points per SLA breach, by the priority of the ticket event."""
+
+    urgent: Annotated[int, between(0, 1_000_000)] = 200
+    high: Annotated[int, between(0, 1_000_000)] = 100
+    normal: Annotated[int, between(0, 1_000_000)] = 50
+    low: Annotated[int, between(0, 1_000_000)] = 25
+
+    def of(self, priority: str) -> int:
+        points: int = getattr(self, priority)
+        return points
+
+
+def _default_tiers() -> tuple[LoyaltyTier, ...]:
+    return (LoyaltyTier("bronze", Decimal(0), Decimal(1)),
+            LoyaltyTier("silver", Decimal(500), Decimal("1.25")),
+            LoyaltyTier("gold", Decimal(1500), Decimal("1.5")),
+            LoyaltyTier("platinum", Decimal(5000), Decimal(2)))
+
+
 @dataclass(frozen=True)
 class LoyaltyRules:
-    """Points, tiers, expiry (the loyalty issue fills this section)."""
+    """Points, tiers, bonuses, refunds, expiry (processors/loyalty.py; documented field by
+    field in default_rules.yaml)."""
+
+    points_per_unit: Annotated[Decimal, ge(0)] = Decimal(1)
+    category_multipliers: Mapping[Annotated[str, NAME], Annotated[Decimal, ge(0)]] = field(
+        default_factory=lambda: MappingProxyType({"beauty": Decimal(2),
+                                                  "electronics": Decimal("0.5")}))
+    tiers: tuple[LoyaltyTier, ...] = field(default_factory=_default_tiers)
+    downgrade_grace_days: Annotated[int, between(0, 3650)] = 90
+    max_points_per_event: Annotated[int, between(1, 10**9)] = 10_000
+    survey_bonus_points: Annotated[int, between(0, 1_000_000)] = 25
+    survey_memory_days: Annotated[int, between(1, 3650)] = 90
+    survey_memory_max: Annotated[int, between(1, 100)] = 8
+    service_recovery_points: GoodwillPoints = field(default_factory=GoodwillPoints)
+    refund_window_days: Annotated[int, between(1, 3650)] = 90
+    max_remembered_orders: Annotated[int, between(0, 1000)] = 16
+    max_remembered_lines: Annotated[int, between(0, 500)] = 20
+    allow_negative_balance: bool = False
+    expiry_months: Annotated[int, between(0, 120)] = 12
+    expiry_notice_days: Annotated[int, between(0, 365)] = 30
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if not self.tiers:
+            yield "tiers", "must list at least one tier"
+            return
+        if self.tiers[0].min_spend != 0:
+            yield "tiers[0].min_spend", "must be 0 (the first tier is where every member starts)"
+        for i in range(1, len(self.tiers)):
+            if self.tiers[i].min_spend <= self.tiers[i - 1].min_spend:
+                yield f"tiers[{i}].min_spend", f"must be greater than tiers[{i - 1}].min_spend"
+        names = [t.name for t in self.tiers]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                yield f"tiers[{i}].name", f"{name!r} is used by an earlier tier"
+        if self.expiry_months and self.expiry_notice_days >= 28 * self.expiry_months:
+            yield "expiry_notice_days", "must be shorter than expiry_months"
+
+
+@dataclass(frozen=True)
+class ChurnModel:
+    """The purchase model (MBG/NBD, processors/churn.py): P(no purchase within horizon_days).
+    Purchase rates are gamma(rate_shape, rate_scale_days) across customers; after each
+    purchase a customer drops out with a probability that is beta(dropout_a, dropout_b)."""
+
+    horizon_days: Annotated[float, between(1, 3650)] = 90.0
+    rate_shape: Annotated[float, between(0.01, 100)] = 0.25
+    rate_scale_days: Annotated[float, between(0.1, 3650)] = 60.0
+    dropout_a: Annotated[float, between(0.01, 100)] = 0.8
+    dropout_b: Annotated[float, between(0.01, 100)] = 2.5
+
+
+@dataclass(frozen=True)
+class ChurnWeights:
+    """Log-odds added to the purchase model by each signal at full strength (0 turns it off)."""
+
+    overdue: Annotated[float, between(0, 10)] = 0.25
+    frequency_down: Annotated[float, between(0, 10)] = 0.5
+    spend_down: Annotated[float, between(0, 10)] = 0.25
+    urgent_ticket: Annotated[float, between(0, 10)] = 1.5
+    reopened_ticket: Annotated[float, between(0, 10)] = 1.0
+    sla_breach: Annotated[float, between(0, 10)] = 1.0
+    negative_sentiment: Annotated[float, between(0, 10)] = 0.5
+    nps_detractor: Annotated[float, between(0, 10)] = 2.0
+    low_csat: Annotated[float, between(0, 10)] = 0.75
+    high_effort: Annotated[float, between(0, 10)] = 1.0
+
+
+@dataclass(frozen=True)
+class ChurnLevel:
+    """A risk level is entered when the score reaches ``enter`` and left below ``exit``."""
+
+    enter: Annotated[float, between(0, 1)]
+    exit: Annotated[float, between(0, 1)]
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if self.exit > self.enter:
+            yield "exit", "must be <= enter"
 
 
 @dataclass(frozen=True)
 class ChurnRules:
-    """Churn weights and thresholds (the churn issue fills this section)."""
+    """Churn score, levels and alerts (processors/churn.py; every field documented in
+    default_rules.yaml)."""
+
+    model: ChurnModel = field(default_factory=ChurnModel)
+    weights: ChurnWeights = field(default_factory=ChurnWeights)
+    overdue_from: Annotated[float, between(0, 100)] = 1.5
+    overdue_full: Annotated[float, between(0, 100)] = 4.0
+    overdue_min_purchase_days: Annotated[int, between(2, 1000)] = 5
+    trend_min_orders: Annotated[int, between(1, 1000)] = 3
+    trend_min_drop: Annotated[float, between(0, 0.99)] = 0.2
+    urgent_priorities: tuple[Literal["low", "normal", "high", "urgent"], ...] = ("urgent",)
+    service_memory_days: Annotated[int, between(1, 3650)] = 90
+    survey_memory_days: Annotated[int, between(1, 3650)] = 180
+    negative_sentiment_below: Annotated[float, between(-0.99, 1)] = -0.2
+    low_csat_below: Annotated[float, between(1.01, 5)] = 3.0
+    high_effort_ces_below: Annotated[float, between(1.01, 7)] = 4.0
+    medium: ChurnLevel = field(default_factory=lambda: ChurnLevel(0.7, 0.6))
+    high: ChurnLevel = field(default_factory=lambda: ChurnLevel(0.9, 0.8))
+    cooldown_days: Annotated[int, between(1, 3650)] = 30
+    recovered_messages: bool = True
+    max_reasons: Annotated[int, between(1, 20)] = 3
+    min_reason_weight: Annotated[float, between(0, 1)] = 0.01
+    check_horizon_days: Annotated[int, between(1, 3650)] = 730
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if self.overdue_full <= self.overdue_from:
+            yield "overdue_full", "must be greater than overdue_from"
+        if self.high.enter <= self.medium.enter:
+            yield "high.enter", "must be greater than medium.enter"
+        if self.high.exit < self.medium.exit:
+            yield "high.exit", "must be >= medium.exit"
+
+
+# A channel or touchpoint name as a KPI label: also part of Redis field names (':'-separated)
+KPI_LABEL = Check(lambda v: bool(re.match(r"^[a-z0-9][a-z0-9_.-]{0,39}$", v)),
+                  "must be 1-40 lower-case letters, digits, '_', '.' or '-'")
 
 
 @dataclass(frozen=True)
 class KpiRules:
-    """KPI gauge settings (the KPI issue fills this section)."""
+    """KPI gauges (processors/kpi.py): the rolling window, the CLTV lifespan cap, and the
+    channel and touchpoint names reported by name (any other is reported as "other", which
+    keeps Prometheus label cardinality bounded whatever producers send)."""
+
+    window_days: Annotated[int, between(1, 180)] = 30
+    lifespan_cap_days: Annotated[int, between(1, 36500)] = 3650
+    channels: tuple[Annotated[str, KPI_LABEL], ...] = (
+        "store", "web", "app", "phone", "email", "chat")
+    touchpoints: tuple[Annotated[str, KPI_LABEL], ...] = (
+        "checkout", "web_checkout", "app_checkout", "store_visit", "delivery", "support",
+        "relationship")
+
+    def channel(self, name: str) -> str:
+        return name if name in self.channels else "other"
+
+    def touchpoint(self, name: str) -> str:
+        return name if name in self.touchpoints else "other"
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        for what, names in (("channels", self.channels), ("touchpoints", self.touchpoints)):
+            if len(set(names)) != len(names):
+                yield what, "must not list a name twice"
+            if "other" in names:
+                yield what, "must not list 'other' (it stands for every unlisted name)"
 
 
 # Illustrative static rates: units of EUR per 1 unit of the currency. Configure real ones.

@@ -59,16 +59,21 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
   kind by ``occurred_at``; rolling CSAT/CES = their mean. ``surveys_answered``: all answers.
 * ``seen``: dedup window ``(at, key, kind)``; ``key`` = 64-bit blake2b of
   ``"<kind>:<event_id>"``; kept while ``at >= kind_max[kind] - allowed_lateness``, at most
-  ``dedup_window_max`` of them (the greatest by ``(at, key, kind)``).
+  ``dedup_window_max`` of each kind (the greatest by ``(at, key)``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from processors.money import round_half_even
 from processors.timeutil import DAY_MS, day_of
+
+if TYPE_CHECKING:  # loyalty.py imports this module
+    from processors.loyalty import LoyaltyState
+if TYPE_CHECKING:  # churn.py imports this module
+    from processors.churn import ChurnState
 
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
 NPS_PROMOTER_MIN = 9
@@ -140,6 +145,12 @@ class CustomerState:
     seen: tuple[Seen, ...] = ()  # sorted
     # loyalty (balance, lifetime points, tier...) and churn (score, level, last alert)
     # fields are added here by their issues; bump processors.wire.VERSION when they are.
+    # loyalty: the points account (processors/loyalty.py; None until the first points)
+    loyalty: LoyaltyState | None = None
+    # churn: score, level with hysteresis, alert bookkeeping (processors/churn.py; None
+    # until the first evaluation). Order-dependent, unlike the fields above: it records what
+    # was alerted when.
+    churn: ChurnState | None = None
 
     @property
     def total_spend_minor(self) -> int:

@@ -5,7 +5,8 @@ optional values, 0 for counters, empty for collections) are left out; records ar
 into int lists (``km`` = newest event time per kind, ``d`` = day buckets as ``day, orders,
 spend, refunds`` quadruples, ``s`` = dedup window as ``at, key, kind`` triples, ``cs``/``ce``
 = survey answers as ``at, score`` pairs);
-``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``. ``v`` is the
+``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``; ``ly`` = the
+points account (``processors.loyalty.to_wire``). ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
 to the state's fields bumps ``VERSION`` (and ``loads`` keeps reading the old one,
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from processors import churn, loyalty
 from processors.errors import WireError
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
 
@@ -47,7 +49,7 @@ _COUNTERS: dict[str, str] = {
     "surveys_answered": "sa",
 }
 _SCALARS = {**_OPTIONALS, **_COUNTERS}
-_KNOWN = {"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", *_SCALARS.values()}
+_KNOWN = {"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "ly", "ch", *_SCALARS.values()}
 
 
 def _flat(records: tuple[tuple[int, ...], ...]) -> list[int]:
@@ -80,6 +82,10 @@ def dumps(state: CustomerState) -> bytes:
         out["ot"] = [
             [o.ticket_id, o.opened_at, o.priority, int(o.responded)] for o in state.open_tickets
         ]
+    if state.loyalty is not None:  # the points account, processors.loyalty.to_wire
+        out["ly"] = loyalty.to_wire(state.loyalty)
+    if state.churn is not None:  # the churn record, processors.churn.to_wire
+        out["ch"] = churn.to_wire(state.churn, state.max_event_at)
     return orjson.dumps(out)
 
 
@@ -150,4 +156,8 @@ def loads(data: bytes) -> CustomerState:
         if type(obj["ot"]) is not list:
             raise WireError("state field 'ot': expected a list")
         kwargs["open_tickets"] = tuple(_ticket(o) for o in obj["ot"])
+    if "ly" in obj:
+        kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
+    if "ch" in obj:
+        kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
     return CustomerState(**kwargs)

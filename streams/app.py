@@ -22,6 +22,7 @@ from processors.customer import view
 from processors.rules import Rules
 from schemas.codec import InvalidEvent, parse_time
 from streams.engine import Engine
+from streams.kpis import KpiCollector
 from streams.metrics import Metrics
 from streams.partitioning import owner
 from streams.settings import Settings
@@ -74,6 +75,10 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
     engine = Engine(settings, rules, metrics)
     app.pulse_engine = engine  # type: ignore[attr-defined]
     app.pulse_metrics = metrics  # type: ignore[attr-defined]
+    # KPI gauges: this worker's partitions' KPI counters, read from Redis at each scrape
+    kpis = KpiCollector(engine, rules, metrics)
+    metrics.registry.register(kpis)
+    app.pulse_kpis = kpis  # type: ignore[attr-defined]
 
     class BoundEngineService(EngineService):
         def __init__(self, **kwargs: Any) -> None:
@@ -83,6 +88,7 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
 
     @app.page("/metrics")  # type: ignore[arg-type]
     async def metrics_view(self: Any, request: web.Request) -> web.Response:
+        await kpis.refresh()
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -253,6 +253,47 @@ def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
     click.echo(json_line(row) if as_json else render(row, note))
 
 
+@cli.group()
+def evaluate() -> None:
+    """Measure models against history."""
+
+
+@evaluate.command("churn")
+@click.option("--history", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Purchases, CSV or JSONL in the 'pulse replay' format (customer_id, "
+                   "occurred_at, amount, ...).")
+@click.option("--cutoff", required=True,
+              help="Score as of this event time: RFC 3339 with offset, or YYYY-MM-DD (UTC).")
+@click.option("--horizon", required=True, type=click.FloatRange(min=0, min_open=True),
+              help="Days after the cutoff in which a purchase means 'not churned'.")
+@click.option("--tickets", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Support tickets in the replay format (optional).")
+@click.option("--surveys", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Survey answers in the replay format (optional).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="Default: from each file's extension.")
+@click.option("--currency", default=None,
+              help="Currency of purchase rows without one [default: the reporting currency].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def evaluate_churn(history: str, cutoff: str, horizon: float, tickets: str | None,
+                   surveys: str | None, fmt: str | None, currency: str | None,
+                   as_json: bool) -> None:
+    """ROC AUC of the churn score for 'no purchase within --horizon days after --cutoff',
+    next to the recency and purchase-count baselines. Replays the history before the cutoff
+    through the same processors as the engine (PULSE_RULES_FILE applies)."""
+    from streams.evaluate import ReplayError, run
+
+    rules = _rules(_settings())
+    at = _event_time(cutoff, "--cutoff")
+    assert at is not None
+    try:
+        code = run(history, cutoff=at, horizon_days=horizon, rules=rules, tickets=tickets,
+                   surveys=surveys, fmt=fmt, currency=currency, as_json=as_json)
+    except ReplayError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(code)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="pulse")

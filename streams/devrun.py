@@ -22,8 +22,12 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from processors import kpi
+from processors.rules import Rules
 from streams.admin import create_topics
 from streams.devstack import Child, _die_with_parent, free_port, running_stack, wait_port
+from streams.kpis import counts_from_scrape
+from streams.rules_file import load_rules
 from streams.settings import Settings, to_env
 from streams.simulate import SimulationRun
 
@@ -172,10 +176,22 @@ class DevRun:
         c["ledger"] = total(out, topic=settings.topic("points"))
         c["dup"] = total(ev, outcome="duplicate")
         c["lag"] = total(m.get("pulse_consumer_lag_records", {}))
-        for name, samples in m.items():
-            if name.startswith("pulse_kpi_") or name.startswith("pulse_points_"):
-                c[name] = total(samples)
+        try:
+            report = kpi.report(counts_from_scrape(m, self._rules(settings)),
+                                self._rules(settings))
+        except Exception:  # KPIs not reported yet (no events in the window)
+            report = {}
+        for name in ("nps", "csat", "ces", "active_customers"):
+            if report.get(name) is not None:
+                c[f"kpi:{name}"] = float(report[name])  # type: ignore[arg-type]
+        c["at_risk"] = total(m.get("pulse_kpi_at_risk_customers", {}), level="high")
+        c["points_outstanding"] = total(m.get("pulse_kpi_points_outstanding", {}))
         return c
+
+    def _rules(self, settings: Settings) -> Rules:
+        if not hasattr(self, "_rules_cache"):
+            self._rules_cache = load_rules(settings.rules_file or None)
+        return self._rules_cache
 
     def _summary(self, settings: Settings, now: dict[str, float] | None,
                  prev: dict[str, float] | None = None) -> str:
@@ -194,6 +210,12 @@ class DevRun:
         parts.append(f"alerts {now['alerts']:,.0f}")
         parts.append(f"ledger entries {now['ledger']:,.0f}")
         parts.append(f"lag {now['lag']:,.0f}")
-        if "pulse_kpi_nps" in now:
-            parts.append(f"NPS {now['pulse_kpi_nps']:+.1f}")
+        if "kpi:nps" in now:
+            parts.append(f"NPS {now['kpi:nps']:+.1f}")
+        if "kpi:csat" in now:
+            parts.append(f"CSAT {now['kpi:csat']:.2f}")
+        if now.get("at_risk"):
+            parts.append(f"high-risk customers {now['at_risk']:,.0f}")
+        if now.get("points_outstanding"):
+            parts.append(f"points outstanding {now['points_outstanding']:,.0f}")
         return " | ".join(parts)

@@ -22,6 +22,7 @@ Theory of operation (DESIGN.md "Hot path" and "Guarantees"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -375,14 +376,14 @@ class Engine:
             states[cid] = wire.loads(raw) if raw is not None else None
         changed: set[str] = set()
         out: list[OutMsg] = []
-        incs: list[tuple[str, str, int]] = []
+        incs: dict[tuple[str, str], int] = defaultdict(int)  # summed: one HINCRBY a field
         kpi_prefix = self.store.keys.kpi_prefix(partition)  # type: ignore[union-attr]
 
         def emit(step: Any) -> None:
             for output in step.outputs:
                 out.append(self._output(output))
             for d in step.kpi:
-                incs.append((kpi_prefix + d.bucket, d.field, d.delta))
+                incs[(kpi_prefix + d.bucket, d.field)] += d.delta
 
         def catch_up(cid: str, until: int) -> None:
             """Run the customer's time-driven changes due at or before ``until``."""
@@ -449,7 +450,7 @@ class Engine:
             states={cid: wire.dumps(states[cid]) for cid in changed},
             outbox=[msg.pack() for msg in out],
             trim=shard.pending_trim,
-            increments=incs,
+            increments=[(k, f, d) for (k, f), d in incs.items() if d],
             due=due_now,
         )
         return commit, out
@@ -583,6 +584,12 @@ class Engine:
             await self._flush(parts)
             for p in parts:
                 self._shards.pop(p, None)
+                # the new owner reports these now; a stale series would outlive us
+                for topic in self.topics.inputs:
+                    with contextlib.suppress(KeyError):
+                        self.metrics.consumer_lag.remove(topic, str(p))
+                with contextlib.suppress(KeyError):
+                    self.metrics.event_time_lag.remove(str(p))
         self.metrics.partitions_owned.set(len(self._shards))
         log.info("partitions revoked: %s", parts)
 

@@ -42,6 +42,7 @@ CUSTOMER, PURCHASES, WINDOWS, SUPPORT, SURVEYS = (
     "customer", "purchases", "windows", "support", "surveys")
 NUMBER_DECIMALS = 4
 LIST_SEPARATOR = ";"  # list cells in CSV (JSON keeps lists)
+LOYALTY = "loyalty"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,17 @@ COLUMNS: tuple[Column, ...] = (
     _c("ces_rolling", NUMBER, SURVEYS),
     _c("ces_answers", INT, SURVEYS),
     _c("surveys_answered", INT, SURVEYS),
+    _c("points_balance", INT, LOYALTY),
+    _c("lifetime_points", INT, LOYALTY),
+    _c("tier", TEXT, LOYALTY),
+    _c("tier_since", TIME, LOYALTY),
+    _c("next_tier", TEXT, LOYALTY),
+    _c("spend_to_next_tier_minor", MONEY, LOYALTY),
+    _c("points_expiring", INT, LOYALTY),
+    _c("expires_at", TIME, LOYALTY),
+    _c("churn_score", NUMBER, "churn"),
+    _c("churn_level", TEXT, "churn"),
+    _c("churn_reasons", LIST, "churn"),
 )
 HEADER: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 

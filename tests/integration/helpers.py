@@ -72,14 +72,18 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
 
 @contextlib.asynccontextmanager
 async def running_engine(settings: Settings, rules: Rules = DEFAULT_RULES,
-                         metrics: Metrics | None = None) -> AsyncIterator[Engine]:
+                         metrics: Metrics | None = None, *, wait_assignment: bool = True
+                         ) -> AsyncIterator[Engine]:
+    """An engine running in this process. ``wait_assignment=False`` for a second member of
+    a group: its join waits for a slow Tansu rebalance, the caller waits for the split."""
     await create_topics(settings)
     engine = Engine(settings, rules, metrics or Metrics.create())
     await engine.start()
     task = asyncio.create_task(engine.run())
     try:
-        await wait_until(lambda: bool(engine.owned_partitions), timeout=30,
-                         what="partition assignment")
+        if wait_assignment:
+            await wait_until(lambda: bool(engine.owned_partitions), timeout=30,
+                             what="partition assignment")
         yield engine
     finally:
         engine.request_stop()

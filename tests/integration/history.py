@@ -7,8 +7,10 @@ is too late and the final state is defined whatever the arrival order.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
+from processors import churn
 from processors.customer import apply
 from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules
@@ -85,3 +87,20 @@ def one_pass(events: list[Event], rules: Rules = DEFAULT_RULES) -> dict[str, Cus
             continue
         states[ev.customer_id] = step.state
     return states
+
+
+def comparable(state: CustomerState, rules: Rules = DEFAULT_RULES, as_of: int | None = None,
+               *, loyalty: bool = True) -> tuple[CustomerState, float]:
+    """The state without its churn record, plus the churn score as of ``as_of``.
+
+    The churn record keeps when each level was reached and alerted, which depends on the
+    order the topics' events met (the engine merges them in event time; a one-pass reference
+    in production order differs within the lateness). Everything else is confluent, and the
+    score is a function of it, so both are compared exactly. Loyalty depends on the order
+    of the purchase topic itself (the purchase that crosses a tier earns at it): leave it out
+    (``loyalty=False``) where that order is undefined, as with a random partitioner."""
+    at = as_of if as_of is not None else (state.max_event_at or 0)
+    kept = dataclasses.replace(state, churn=None)
+    if not loyalty:
+        kept = dataclasses.replace(kept, loyalty=None)
+    return kept, churn.score(state, rules, at).score

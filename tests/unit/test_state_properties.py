@@ -10,6 +10,7 @@ true order always qualifies, so every such merge exists and nothing in it is too
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -126,10 +127,15 @@ def process(events: list[Event], rules: Rules, cuts: set[int] = frozenset(),  # 
         except Rejected as exc:
             run.rejected[ev.event_id] = exc.reason
             continue
-        assert not step.duplicate and step.outputs == ()
+        assert not step.duplicate  # outputs (ledger entries): test_loyalty_properties.py
         run.state = step.state
         run.accepted.append(ev)
     return run
+
+
+def _core(state: CustomerState | None) -> CustomerState | None:
+    # churn records what was alerted when: order-dependent by design (test_churn*.py)
+    return None if state is None else dataclasses.replace(state, loyalty=None, churn=None)
 
 
 @SETTINGS
@@ -142,7 +148,9 @@ def test_confluence_any_interleaving_and_batch_split(
     assert "too_late" not in ref.rejected.values()
     other = process(interleave(h, random.Random(seed)), h.rules, cuts, per_batch)
     assert other.rejected == ref.rejected  # rejections depend on their own topic only
-    assert other.state == ref.state
+    # the points balance depends on the interleaving (a redemption is judged against the
+    # balance when it is applied): tests/unit/test_loyalty_properties.py checks loyalty
+    assert _core(other.state) == _core(ref.state)
     if ref.state is not None:
         assert wire.loads(wire.dumps(ref.state)) == ref.state
 
@@ -215,6 +223,7 @@ def test_windows_are_exact_and_never_exceed_totals(h: History, after: int, befor
         assert 0 <= r[f"refunds_{n}d_minor"] <= s.refunds_minor
     assert r["orders_30d"] <= r["orders_90d"] <= r["orders_365d"]
     assert s.total_spend_minor >= 0
-    assert len(s.seen) <= h.rules.dedup_window_max
+    for kind in range(4):  # the dedup window is bounded per event kind
+        assert sum(1 for x in s.seen if x.kind == kind) <= h.rules.dedup_window_max
     assert len(s.open_tickets) <= h.rules.support.max_open_tickets
     assert len(s.csat) <= h.rules.surveys.rolling_answers >= len(s.ces)

@@ -1,0 +1,772 @@
+"""Churn risk: an explainable score, levels with hysteresis, alerts on events and on silence.
+
+Theory of operation
+-------------------
+**The score** is the probability that the customer makes no purchase within
+``churn.model.horizon_days`` (90 by default) after ``as_of``, from a purchase model, nudged
+by service and survey signals in log-odds::
+
+    z     = logit(P_buy) + sum_k  w_k * s_k        score = 1 / (1 + e^-z)
+
+``P_buy`` is the MBG/NBD model ("buy till you die", Batislam et al. 2007, with fixed
+population parameters in the rules). With ``x`` = repeat purchase days (purchase days - 1),
+``T`` = days from the first purchase to ``as_of``, ``t_x`` = days from the first to the last
+purchase and ``(r, alpha, a, b)`` = ``churn.model``::
+
+    odds(dropped out) = a / (b + x) * ((alpha + T) / (alpha + t_x)) ** (r + x)
+    P(no purchase in H | still active) = ((alpha + T) / (alpha + T + H)) ** (r + x)
+    P_buy = 1 - P(active) * (1 - P(no purchase in H | active))
+
+So silence counts against the customer's *own* pace (``x / t_x`` purchases a day, shrunk to
+the population's ``r / alpha``), one-time buyers become likelier lost the longer ago their
+only purchase was, and each purchase that the customer came back for lowers the chance of
+dropping out. ``s_k`` in [0, 1] are the other signals (``churn.weights`` gives ``w_k``):
+overdue (silence past ``overdue_from`` times the usual gap, customers with
+``overdue_min_purchase_days``), frequency and basket trends (the 90 days up to the last
+purchase against the 275 before, from the day buckets: silence since is the overdue
+signal's business, so a silent customer is not counted twice), unresolved urgent tickets,
+reopened tickets, SLA breaches, negative ticket sentiment (within ``service_memory_days``),
+NPS detractors, low rolling CSAT and high-effort CES (within ``survey_memory_days``; CES is
+the 1-7 agreement scale, 7 = very easy).
+
+**Reasons.** Every signal that raises the risk is a ``Reason(code, text, figure, weight)``;
+the purchase model's log-odds are split into "infrequent" (the risk of a customer like
+this one who has just bought, above even odds) and "overdue" / "one_time" (what the silence
+since the last purchase added). ``weight`` is the reason's share of the risk it explains:
+``(score - score without any reason) * c_k / sum(c)``, with ``c_k`` its log-odds; reasons
+are sorted by weight, largest first.
+
+**Levels.** low / medium / high with hysteresis: a level is entered when the score reaches
+its ``enter`` threshold and left when it falls below its ``exit`` threshold. ``ChurnState``
+keeps the level, when it was entered, the last alert time per level and the next time
+silence alone would change the level (``due``). The first evaluation of a customer sets its
+starting level without an alert (a new customer is not "slipping away"; a one-time buyer
+who stays away rises later and is alerted then).
+
+**Alerts** (stream "alerts") go out when the level rises, at most one per level per
+``cooldown_days`` (a rise inside the cooldown still raises the level, silently). A
+"recovered" message closes an alerted episode when the level falls back to low
+(``recovered_messages``). Ids are deterministic: blake2b of the customer, the level, the
+kind and the cause: the causing ``event_id``, or ``inactivity:<YYYY-MM-DD>`` for silence,
+with the day the change became due. ``occurred_at`` is the event time of the change: the
+event's time, or the due time for silence, whenever the scanner got round to it.
+
+**Silence.** Between events the score moves only with time: the purchase model and the
+overdue ramp rise continuously; pending SLA deadlines step it up; memories expiring
+(survey, sentiment, breach) step it down. ``next_check_at`` is the first event time after
+the last evaluation at which the level would change; the shell's scanner calls ``on_tick``
+once its partition clock passes it, and ``on_tick`` evaluates *at that due time*, so a
+replay alerts at the same event time as live operation did, whatever the tick cadence.
+``on_event`` catches up first as well (given the state before the event), so an alert that
+silence made due before the customer's own next event is never skipped.
+
+The score is a pure function of the customer state and ``as_of`` (the churn section
+contributes only the times of the latest SLA breach and reopen), so ``view``'s
+``churn_score`` and ``pulse evaluate churn`` agree for the same history. The level and the
+alert bookkeeping depend on the order in which the customer's events arrived: unlike the
+rest of the state they are a record of what was alerted, not a confluent summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from hashlib import blake2b
+from typing import Any
+
+from processors.errors import WireError
+from processors.rules import ChurnRules, Rules
+from processors.state import CustomerState, OpenTicket
+from processors.support import pending_breaches
+from processors.timeutil import DAY_MS, HOUR_MS
+from schemas.codec import format_time
+from schemas.events import REDEMPTION, Event, SupportTicket
+
+LOW, MEDIUM, HIGH = "low", "medium", "high"
+LEVELS: tuple[str, ...] = (LOW, MEDIUM, HIGH)
+INACTIVITY = "inactivity"
+ALERT, RECOVERED = "alert", "recovered"
+
+# Reason codes. The wire format stores their index here: append, never reorder.
+REASON_CODES: tuple[str, ...] = (
+    "no_purchase", "one_time", "overdue", "infrequent", "frequency_down", "spend_down",
+    "urgent_ticket", "reopened_ticket", "sla_breach", "negative_sentiment",
+    "nps_detractor", "low_csat", "high_effort",
+)
+_CODE_INDEX = {c: i for i, c in enumerate(REASON_CODES)}
+SERVICE_REASONS = frozenset({"urgent_ticket", "reopened_ticket", "sla_breach",
+                             "negative_sentiment"})
+SURVEY_REASONS = frozenset({"nps_detractor", "low_csat", "high_effort"})
+# Suggested action: the first of these groups that the alert's reasons touch.
+ACTIONS: dict[str, str] = {
+    "service_recovery_call": "call the customer about their support issue and put it right",
+    "feedback_follow_up": "follow up personally on their negative feedback",
+    "second_purchase_offer": "send a second-purchase offer",
+    "win_back_offer": "send a win-back offer",
+}
+
+_FAR = 2**62
+_MAX_TICK_STEPS = 8  # transitions one on_tick may walk through (each changes the level)
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: str  # one of REASON_CODES
+    text: str  # readable, with the figure, e.g. "overdue 3.1x the usual gap (62 days ...)"
+    figure: float  # the reason's number (ratio, days, score, ...), see the text
+    weight: float  # its share of the risk, in [0, 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "text": self.text, "figure": self.figure,
+                "weight": self.weight}
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnScore:
+    score: float  # in [0, 1], 4 decimals
+    level: str  # the level the score alone gives (enter thresholds, no hysteresis)
+    reasons: tuple[Reason, ...]  # weight >= churn.min_reason_weight, by weight
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnState:
+    """One customer's churn record (``CustomerState.churn``). Times are epoch ms, 0 = never."""
+
+    score: float = 0.0  # as of ``at``
+    level: str = LOW
+    reasons: tuple[str, ...] = ()  # reason codes as of ``at``, by weight
+    at: int = 0  # event time of the latest evaluation (never decreases)
+    level_since: int = 0
+    alerted_medium: int = 0  # last alert at medium (for the cooldown)
+    alerted_high: int = 0  # last alert at high
+    alert_open: bool = False  # alerted since the level was last low ("recovered" closes it)
+    breach_at: int = 0  # latest event that settled an SLA breach
+    reopened_at: int = 0  # latest ticket reopen
+    due: int = 0  # next_check_at: when silence alone would change the level (0: never)
+
+    @property
+    def last_alert_at(self) -> int:
+        return max(self.alerted_medium, self.alerted_high)
+
+    @property
+    def last_alert_level(self) -> str | None:
+        if not self.last_alert_at:
+            return None
+        return HIGH if self.alerted_high >= self.alerted_medium else MEDIUM
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnAlert:
+    """A churn-alerts record (``kind`` "alert" on a rise, "recovered" back at low)."""
+
+    alert_id: str
+    customer_id: str
+    kind: str
+    level: str
+    previous_level: str
+    score: float
+    reasons: tuple[Reason, ...]
+    suggested_action: str | None  # a key of ACTIONS (None for "recovered")
+    cause_event_id: str  # the event that caused it, or "inactivity"
+    occurred_at: int  # ms
+
+    @property
+    def stream(self) -> str:
+        return "alerts"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "kind": self.kind,
+            "customer_id": self.customer_id,
+            "level": self.level,
+            "previous_level": self.previous_level,
+            "score": self.score,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "suggested_action": self.suggested_action,
+            "suggested_action_text": ACTIONS.get(self.suggested_action or ""),
+            "cause_event_id": self.cause_event_id,
+            "occurred_at": format_time(self.occurred_at),
+        }
+
+
+# -- the score -----------------------------------------------------------------------------
+
+
+_log, _log1p, _exp, _expm1 = math.log, math.log1p, math.exp, math.expm1
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def _clamp01(v: float) -> float:
+    return 0.0 if v < 0.0 else 1.0 if v > 1.0 else v
+
+
+# A signal that is on during ``[start, end)``: (code, log-odds, start, end, strength).
+_Step = tuple[str, float, int, int, float]
+
+
+class _Profile:
+    """What the score needs, read once from the state; ``z(t)`` is then cheap to evaluate at
+    many times (``next_check_at`` searches with it). Between the times in ``breakpoints``
+    ``z`` only grows with ``t``."""
+
+    def __init__(self, core: CustomerState, ch: ChurnState | None, rules: Rules) -> None:
+        cr = rules.churn
+        m = cr.model
+        self.core, self.rules, self.cr = core, rules, cr
+        self.H, self.r, self.alpha = m.horizon_days, m.rate_shape, m.rate_scale_days
+        self.la, self.b = math.log(m.dropout_a), m.dropout_b
+        first, last = core.first_purchase_at, core.last_purchase_at
+        self.bought = first is not None and last is not None
+        self.first = first or 0
+        self.last = last or 0
+        # one pass over the day buckets: purchase days, and the trend windows (the 90 and
+        # the 365 days up to the last purchase's day): [orders, spend] each
+        lp_day = self.last // DAY_MS
+        n_days = core.archived_purchase_days
+        sums = [0, 0, 0, 0]
+        for day, orders, spend, _ in core.days:
+            if orders:
+                n_days += 1
+                age = lp_day - day
+                if 0 <= age < 365:
+                    sums[0] += orders
+                    sums[1] += spend
+                    if age < 90:
+                        sums[2] += orders
+                        sums[3] += spend
+        self.x = x = max(n_days - 1, 0)
+        self.tx = tx = (self.last - self.first) / DAY_MS
+        self.gap = (lp_day - self.first // DAY_MS) / x if x else None
+        self.rx = self.r + x
+        self.lod0 = self.la - math.log(self.b + x) - self.rx * math.log(self.alpha + tx)
+        self.ch = ch or ChurnState()
+        self.ramp = (cr.weights.overdue > 0 and self.gap is not None
+                     and n_days >= cr.overdue_min_purchase_days)
+        self.constant: list[tuple[str, float, float]] = []  # (code, log-odds, strength)
+        self.steps: list[_Step] = []
+        # (orders in the 90 days up to the last purchase, orders expected at the earlier
+        # pace, average order then, average order before), when there is a trend to report
+        self.trend: tuple[int, float, float, float] | None = None
+        self._signals(core, self.ch, rules, sums)
+        self.c_const = sum(c for _, c, _ in self.constant)
+        self.w_overdue = cr.weights.overdue
+        self.ramp_from, self.ramp_len = cr.overdue_from, cr.overdue_full - cr.overdue_from
+
+    # purchase model ---------------------------------------------------------------------
+
+    def purchase_logit(self, t: int, silence: bool = True) -> float:
+        """logit(P_buy) as of ``t``; ``silence=False``: as if they had just bought."""
+        tx = self.tx
+        big_t = (t - self.first) / DAY_MS if silence and self.bought else tx
+        if big_t < tx:
+            big_t = tx
+        a_t = self.alpha + big_t
+        la_t = _log(a_t)
+        lod = self.lod0 + self.rx * la_t  # log-odds of having dropped out
+        ln_q = self.rx * (la_t - _log(a_t + self.H))
+        # ln(1 - P_buy) = ln P(active) + ln(1 - q); P(active) = 1 / (1 + e^lod)
+        soft = lod + _log1p(_exp(-lod)) if lod > 0 else _log1p(_exp(lod))
+        ln_keep = _log(-_expm1(ln_q)) - soft
+        if ln_keep > -1e-300:
+            return -40.0
+        v = _log(-_expm1(ln_keep)) - ln_keep
+        return -40.0 if v < -40.0 else 40.0 if v > 40.0 else v
+
+    def silence_days(self, t: int) -> float:
+        return max(0.0, (t - self.last) / DAY_MS)
+
+    def overdue_strength(self, t: int) -> float:
+        if not self.ramp or not self.gap:
+            return 0.0
+        return _clamp01(((t - self.last) / DAY_MS / self.gap - self.ramp_from) / self.ramp_len)
+
+    # other signals ----------------------------------------------------------------------
+
+    def _signals(self, core: CustomerState, ch: ChurnState, rules: Rules,
+                 sums: list[int]) -> None:
+        cr, w = self.cr, self.cr.weights
+        svc, srv = cr.service_memory_days * DAY_MS, cr.survey_memory_days * DAY_MS
+        if self.bought and (w.frequency_down or w.spend_down):
+            self._trends(cr, *sums)
+        if w.urgent_ticket and any(o.priority in cr.urgent_priorities for o in core.open_tickets):
+            self.constant.append(("urgent_ticket", w.urgent_ticket, 1.0))
+        if w.reopened_ticket and ch.reopened_at:
+            if any(o.opened_at == ch.reopened_at and o.responded for o in core.open_tickets):
+                self.constant.append(("reopened_ticket", w.reopened_ticket, 1.0))
+            else:
+                self._step("reopened_ticket", w.reopened_ticket, 0.5, ch.reopened_at, svc)
+        if w.sla_breach:
+            if ch.breach_at:
+                self._step("sla_breach", w.sla_breach, 1.0, ch.breach_at, svc)
+            sla = rules.support.sla
+            for o in core.open_tickets:
+                target = sla.of(o.priority)
+                deadline = o.opened_at + (target.resolution_ms if o.responded
+                                          else target.first_response_ms)
+                self.steps.append(("sla_breach", w.sla_breach, deadline + 1, _FAR, 1.0))
+        if w.negative_sentiment and core.last_sentiment is not None \
+                and core.last_sentiment_at is not None:
+            lo = cr.negative_sentiment_below
+            s = _clamp01((lo - core.last_sentiment) / (lo + 1.0))
+            self._step("negative_sentiment", w.negative_sentiment, s, core.last_sentiment_at, svc)
+        if w.nps_detractor and core.nps_score is not None and core.nps_at is not None \
+                and core.nps_score <= 6:
+            s = 0.5 + 0.5 * (6 - core.nps_score) / 6
+            self._step("nps_detractor", w.nps_detractor, s, core.nps_at, srv)
+        if w.low_csat and core.csat:
+            lo = cr.low_csat_below
+            s = _clamp01((lo - _mean(core.csat)) / (lo - 1.0))
+            self._step("low_csat", w.low_csat, s, core.csat[-1].at, srv)
+        if w.high_effort and core.ces:
+            lo = cr.high_effort_ces_below
+            s = _clamp01((lo - _mean(core.ces)) / (lo - 1.0))
+            self._step("high_effort", w.high_effort, s, core.ces[-1].at, srv)
+
+    def _step(self, code: str, weight: float, s: float, start: int, memory: int) -> None:
+        if s > 0:
+            self.steps.append((code, weight * s, start, start + memory, s))
+
+    def _trends(self, cr: ChurnRules, year_orders: int, year_spend: int, orders: int,
+                spend: int) -> None:
+        """Frequency and basket of the 90 days up to the last purchase against the 275 before
+        (fewer when the first purchase is more recent)."""
+        w = cr.weights
+        prev_days = min(365, self.last // DAY_MS - self.first // DAY_MS + 1) - 90
+        prev_orders = year_orders - orders
+        if prev_days < 30 or prev_orders < cr.trend_min_orders or not orders:
+            return
+        pace = prev_orders / prev_days * 90  # orders expected in 90 days at the earlier pace
+        least = cr.trend_min_drop
+        drop = _clamp01((1 - orders / pace - least) / (1 - least))
+        if w.frequency_down and drop > 0:
+            self.constant.append(("frequency_down", w.frequency_down, drop))
+        aov, prev_aov = spend / orders, (year_spend - spend) / prev_orders
+        if w.spend_down and prev_aov > 0:
+            shrink = _clamp01((1 - aov / prev_aov - least) / (1 - least))
+            if shrink > 0:
+                self.constant.append(("spend_down", w.spend_down, shrink))
+        self.trend = (orders, pace, aov, prev_aov)
+
+    # evaluation -------------------------------------------------------------------------
+
+    def z(self, t: int) -> float:
+        z = self.purchase_logit(t) + self.c_const
+        if self.ramp:
+            z += self.w_overdue * self.overdue_strength(t)
+        if self.steps:
+            on = set()
+            for code, c, start, end, _ in self.steps:
+                if start <= t < end and code not in on:
+                    on.add(code)
+                    z += c
+        return z
+
+    def breakpoints(self, after: int, until: int) -> list[int]:
+        """Times in ``(after, until]`` at which a step signal switches on or off."""
+        out = {b for code, c, start, end, _ in self.steps for b in (start, end)
+               if after < b <= until}
+        return sorted(out)
+
+    def contributions(self, t: int) -> tuple[float, list[tuple[str, float, float]]]:
+        """``(z, [(code, log-odds, strength)])`` with the purchase part split into reasons."""
+        lz = self.purchase_logit(t)
+        parts: list[tuple[str, float, float]] = []
+        if not self.bought:
+            z = lz
+            if lz > 0:
+                parts.append(("no_purchase", lz, 1.0))
+        else:
+            lz0 = self.purchase_logit(t, silence=False)
+            z = lz
+            rhythm, silence = max(lz0, 0.0), max(lz - lz0, 0.0)
+            od = self.overdue_strength(t)
+            if od:
+                w = self.w_overdue * od
+                z += w
+                silence += w
+            if self.x == 0:
+                parts.append(("one_time", rhythm + silence, 1.0))
+            else:
+                parts.append(("infrequent", rhythm, 1.0))
+                parts.append(("overdue", silence, 1.0))
+        for code, c, s in self.constant:
+            z += c
+            parts.append((code, c, s))
+        on: set[str] = set()
+        for code, c, start, end, s in self.steps:
+            if start <= t < end and code not in on:
+                on.add(code)
+                z += c
+                parts.append((code, c, s))
+        return z, [p for p in parts if p[1] > 0]
+
+
+def _mean(answers: Iterable[Any]) -> float:
+    xs = [a.score for a in answers]
+    return sum(xs) / len(xs)
+
+
+def _score_value(z: float) -> float:
+    return round(_sigmoid(z), 4)
+
+
+def score(state: CustomerState, rules: Rules, as_of: int) -> ChurnScore:
+    """The churn-risk score of ``state`` as of event time ``as_of`` (see the module doc)."""
+    return _score(_Profile(state, state.churn, rules), as_of)
+
+
+def _ranked(p: _Profile, as_of: int) -> tuple[float, list[tuple[float, str, float]]]:
+    """``(score, [(weight, code, strength)])``, reasons by weight (largest first)."""
+    z, parts = p.contributions(as_of)
+    value = _score_value(z)
+    total = sum(c for _, c, _ in parts)
+    explained = max(value - _sigmoid(z - total), 0.0) if total > 0 else 0.0
+    least = p.cr.min_reason_weight
+    ranked = [(w, code, s) for code, c, s in parts
+              if (w := round(explained * c / total, 4)) >= least]
+    ranked.sort(key=lambda r: (-r[0], r[1]))
+    return value, ranked
+
+
+def _score(p: _Profile, as_of: int, limit: int | None = None) -> ChurnScore:
+    value, ranked = _ranked(p, as_of)
+    reasons = tuple(Reason(code, *_describe(p, code, s, as_of), w)
+                    for w, code, s in ranked[:limit])
+    return ChurnScore(value, _plain_level(value, p.cr), reasons)
+
+
+def _days(ms: float) -> str:
+    d = ms / DAY_MS
+    if d < 1:
+        h = ms / HOUR_MS
+        return f"{h:.0f} h" if h >= 1 else "under 1 h"
+    return f"{d:.0f} day{'' if round(d) == 1 else 's'}"
+
+
+def _describe(p: _Profile, code: str, s: float, t: int) -> tuple[str, float]:
+    core, cr = p.core, p.cr
+    if code == "no_purchase":
+        return "no purchase on record", 0.0
+    if code == "one_time":
+        d = p.silence_days(t)
+        return f"one purchase only, {_days(t - p.last)} ago", round(d, 1)
+    if code == "overdue":
+        gap = p.gap or 0.0
+        ratio = p.silence_days(t) / gap if gap else 0.0
+        days = _days(t - p.last)
+        if ratio >= 1:
+            return (f"overdue {ratio:.1f}x the usual gap ({days} since the last purchase, "
+                    f"usually every {gap:.0f})"), round(ratio, 1)
+        return f"no purchase for {days} ({ratio:.1f}x the usual gap of {gap:.0f})", \
+            round(ratio, 1)
+    if code == "infrequent":
+        gap = p.gap or 0.0
+        return f"buys rarely: about every {gap:.0f} days", round(gap, 1)
+    if code == "frequency_down":
+        orders, pace, _, _ = p.trend or (0, 0.0, None, 0.0)
+        return (f"buying less often: {orders} order{'s' if orders != 1 else ''} in the 90 days "
+                f"up to the last purchase, {pace:.1f} at the earlier pace"), round(s, 2)
+    if code == "spend_down":
+        _, _, aov, prev = p.trend or (0, 0.0, 0.0, 0.0)
+        cur = p.rules.reporting_currency
+        scale = 10 ** p.rules.minor_units[cur]
+        return (f"smaller baskets: {aov / scale:.2f} {cur} an order in the 90 days up to "
+                f"the last purchase, {prev / scale:.2f} before"), round(s, 2)
+    if code == "urgent_ticket":
+        urgent = [o for o in core.open_tickets if o.priority in cr.urgent_priorities]
+        o = urgent[0]
+        return (f"unresolved {o.priority} ticket {o.ticket_id}, open "
+                f"{_days(max(0, t - o.opened_at))}"), round(max(0, t - o.opened_at) / HOUR_MS, 1)
+    if code == "reopened_ticket":
+        ch = p.ch
+        ago = max(0, t - ch.reopened_at)
+        still = [o for o in core.open_tickets if o.opened_at == ch.reopened_at]
+        if still and s >= 1:
+            return (f"ticket {still[0].ticket_id} reopened {_days(ago)} ago, still open",
+                    round(ago / DAY_MS, 1))
+        return f"a ticket was reopened {_days(ago)} ago", round(ago / DAY_MS, 1)
+    if code == "sla_breach":
+        return _describe_breach(p, t)
+    if code == "negative_sentiment":
+        ago = t - (core.last_sentiment_at or t)
+        return (f"negative sentiment {core.last_sentiment:+.2f} in the latest ticket "
+                f"message, {_days(max(0, ago))} ago"), round(core.last_sentiment or 0.0, 2)
+    if code == "nps_detractor":
+        ago = max(0, t - (core.nps_at or t))
+        return f"NPS detractor: {core.nps_score}/10, {_days(ago)} ago", float(core.nps_score or 0)
+    if code == "low_csat":
+        m = _mean(core.csat)
+        return (f"low CSAT: {m:.1f}/5 over the latest {len(core.csat)} "
+                f"answer{'s' if len(core.csat) != 1 else ''}"), round(m, 2)
+    m = _mean(core.ces)
+    return (f"high effort: CES {m:.1f}/7 (7 = very easy) over the latest {len(core.ces)} "
+            f"answer{'s' if len(core.ces) != 1 else ''}"), round(m, 2)
+
+
+def _describe_breach(p: _Profile, t: int) -> tuple[str, float]:
+    sla = p.rules.support.sla
+    late: list[OpenTicket] = [o for o in p.core.open_tickets if pending_breaches(o, sla, t)]
+    if late:
+        o = late[0]
+        return (f"SLA breached: {o.priority} ticket {o.ticket_id} open "
+                f"{_days(t - o.opened_at)}{'' if o.responded else ' without a response'}"), \
+            float(len(late))
+    return f"SLA breach {_days(max(0, t - p.ch.breach_at))} ago", 1.0
+
+
+# -- levels ------------------------------------------------------------------------------------
+
+
+def _plain_level(s: float, cr: ChurnRules) -> str:
+    return HIGH if s >= cr.high.enter else MEDIUM if s >= cr.medium.enter else LOW
+
+
+def level_after(level: str, s: float, cr: ChurnRules) -> str:
+    """The level after a score of ``s`` when the customer was at ``level`` (hysteresis)."""
+    if s >= cr.high.enter:
+        return HIGH
+    if level == LOW:
+        return MEDIUM if s >= cr.medium.enter else LOW
+    if level == HIGH and s < cr.high.exit:
+        level = MEDIUM
+    if level == MEDIUM and s < cr.medium.exit:
+        return LOW
+    return level
+
+
+def _next_change(p: _Profile, level: str, after: int) -> int:
+    """First time in ``(after, after + check_horizon]`` at which silence changes the level
+    (0: none). Between breakpoints ``z`` only grows, so a rise is found by a root search
+    inside the first segment whose end has risen, and a fall happens only at a breakpoint."""
+    cr = p.cr
+    until = after + cr.check_horizon_days * DAY_MS
+
+    def changes(z: float) -> bool:
+        return level_after(level, _score_value(z), cr) != level
+
+    lo = after + 1
+    for b in (*p.breakpoints(after + 1, until), until + 1):
+        hi = b - 1  # the segment [lo, hi] has no breakpoint inside
+        if lo <= hi and level != HIGH:
+            z_hi = p.z(hi)
+            if changes(z_hi):
+                z_lo = p.z(lo)
+                if changes(z_lo):
+                    return lo
+                # the score rounds up to the next level's threshold from this z on
+                x = (cr.medium.enter if level == LOW else cr.high.enter) - 0.00005
+                target = math.log(x / (1 - x)) if 0 < x < 1 else (z_lo + z_hi) / 2
+                return _first_true(p, changes, lo, hi, z_lo - target, z_hi - target, target)
+        if b <= until and changes(p.z(b)):
+            return b
+        lo = b
+    return 0
+
+
+def _first_true(p: _Profile, changes: Any, lo: int, hi: int, f_lo: float, f_hi: float,
+                target: float) -> int:
+    """Smallest t in (lo, hi] with ``changes(z(t))``, given it is false at lo and true at hi
+    and ``z`` grows: regula falsi (Illinois) on ``z - target``, ``target`` being the z where
+    ``changes`` flips (the bracket is kept by ``changes`` itself, so it is exact)."""
+    side = 0
+    # interpolate in u = ln(alpha + days since the first purchase), where the purchase
+    # model's log-odds are nearly straight
+    a0 = p.alpha * DAY_MS - p.first
+    u_lo, u_hi = math.log(a0 + lo), math.log(a0 + hi)
+    for _ in range(100):
+        if hi - lo <= 1:
+            break
+        if f_hi > f_lo:
+            u = u_lo + (u_hi - u_lo) * (-f_lo / (f_hi - f_lo))
+            t = min(max(int(math.exp(u) - a0), lo + 1), hi - 1)
+        else:
+            t = (lo + hi) // 2
+        z = p.z(t)
+        if changes(z):
+            hi, f_hi, u_hi = t, z - target, math.log(a0 + t)
+            if side == 1:
+                f_lo /= 2
+            side = 1
+        else:
+            lo, f_lo, u_lo = t, z - target, math.log(a0 + t)
+            if side == -1:
+                f_hi /= 2
+            side = -1
+    return hi
+
+
+def next_check_at(churn_state: ChurnState | None, core_state: CustomerState,
+                  rules: Rules) -> int | None:
+    """Event time at which silence alone would next change the customer's level (a rise:
+    alert; a fall: the level drops), or ``None``. The value is kept in the state (``due``,
+    recomputed by every ``on_event`` / ``on_tick``); for a state without a churn record it
+    is computed afresh."""
+    if churn_state is None:
+        p = _Profile(core_state, None, rules)
+        at = core_state.max_event_at or 0
+        due = _next_change(p, level_after(LOW, _score_value(p.z(at)), rules.churn), at)
+        return due or None
+    return churn_state.due or None
+
+
+# -- transitions -------------------------------------------------------------------------------
+
+
+def _alert_id(customer_id: str, level: str, kind: str, cause: str) -> str:
+    raw = f"{customer_id}|{level}|{kind}|{cause}".encode()
+    return "churn-" + blake2b(raw, digest_size=10).hexdigest()
+
+
+def _action(reasons: Iterable[Reason]) -> str:
+    codes = {r.code for r in reasons}
+    if codes & SERVICE_REASONS:
+        return "service_recovery_call"
+    if codes & SURVEY_REASONS:
+        return "feedback_follow_up"
+    if codes & {"one_time", "no_purchase"}:
+        return "second_purchase_offer"
+    return "win_back_offer"
+
+
+def _cause_key(cause: str, at: int) -> str:
+    return cause if cause != INACTIVITY else f"{INACTIVITY}:{format_time(at)[:10]}"
+
+
+def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause: str,
+              *, first: bool = False) -> tuple[ChurnState, list[ChurnAlert]]:
+    """Score at ``at``, move the level, emit what the move calls for, find the next due."""
+    cr = rules.churn
+    p = _Profile(core, ch, rules)
+    value, ranked = _ranked(p, at)
+    old = ch.level
+    new = level_after(LOW if first else old, value, cr)
+    since = at if first or new != old else ch.level_since
+    medium_at, high_at, alert_open = ch.alerted_medium, ch.alerted_high, ch.alert_open
+    out: list[ChurnAlert] = []
+    cid = core.customer_id
+    if not first and LEVELS.index(new) > LEVELS.index(old):
+        last = high_at if new == HIGH else medium_at
+        if not last or at - last >= cr.cooldown_days * DAY_MS:
+            top = _score(p, at, cr.max_reasons).reasons
+            out.append(ChurnAlert(_alert_id(cid, new, ALERT, _cause_key(cause, at)), cid,
+                                  ALERT, new, old, value, top, _action(top), cause, at))
+            if new == HIGH:
+                high_at = at
+            else:
+                medium_at = at
+            alert_open = True
+    elif not first and new == LOW and old != LOW:
+        if alert_open and cr.recovered_messages:
+            top = _score(p, at, cr.max_reasons).reasons
+            out.append(ChurnAlert(_alert_id(cid, new, RECOVERED, _cause_key(cause, at)), cid,
+                                  RECOVERED, new, old, value, top, None, cause, at))
+        alert_open = False
+    due = _next_change(p, new, at)
+    return ChurnState(value, new, tuple(code for _, code, _ in ranked), at, since, medium_at,
+                      high_at, alert_open, ch.breach_at, ch.reopened_at, due), out
+
+
+def on_tick(churn_state: ChurnState | None, core_state: CustomerState, rules: Rules,
+            now: int) -> tuple[ChurnState | None, tuple[ChurnAlert, ...]]:
+    """Silence up to event time ``now``: every level change that became due by ``now``,
+    each evaluated at its due time (so the result does not depend on how often ticks come;
+    calling again with the same ``now`` changes nothing)."""
+    if churn_state is None:
+        return None, ()
+    ch = churn_state
+    out: list[ChurnAlert] = []
+    for _ in range(_MAX_TICK_STEPS):
+        if not ch.due or ch.due > now:
+            break
+        ch, alerts = _evaluate(ch, core_state, rules, ch.due, INACTIVITY)
+        out += alerts
+    return ch, tuple(out)
+
+
+def on_event(churn_state: ChurnState | None, core_state: CustomerState, event: Event,
+             rules: Rules, now: int, *, before: CustomerState | None = None
+             ) -> tuple[ChurnState, tuple[ChurnAlert, ...]]:
+    """The churn record after ``event`` was applied to the core state (``core_state`` is the
+    state after it, ``before`` the one before, if any). First whatever silence made due
+    before the event (evaluated on ``before``), then the event's own evaluation at its event
+    time (never earlier than the previous evaluation); a redemption carries no churn signal
+    and only catches up. ``now`` (the partition clock) is not
+    needed: an accepted event is never older than it."""
+    del now
+    t = event.occurred_at
+    out: list[ChurnAlert] = []
+    ch = churn_state
+    if ch is not None and before is not None and ch.due and ch.due <= t:
+        caught, alerts = on_tick(ch, before, rules, t)
+        assert caught is not None
+        ch, out = caught, list(alerts)
+    first = ch is None
+    if ch is not None and event.event_kind == REDEMPTION:  # no churn signal in it
+        return ch, tuple(out)
+    base = ch or ChurnState()
+    breach_at, reopened_at = base.breach_at, base.reopened_at
+    if core_state.sla_breaches > (before.sla_breaches if before is not None else 0):
+        breach_at = max(breach_at, t)
+    if isinstance(event, SupportTicket) and event.status == "reopened":
+        reopened_at = max(reopened_at, t)
+    if (breach_at, reopened_at) != (base.breach_at, base.reopened_at):
+        base = replace(base, breach_at=breach_at, reopened_at=reopened_at)
+    at = max(t, base.at)
+    ch, alerts2 = _evaluate(base, core_state, rules, at, event.event_id, first=first)
+    return ch, tuple(out + alerts2)
+
+
+# -- view and wire -----------------------------------------------------------------------------
+
+
+def view_fields(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
+    """``churn_score`` and ``churn_reasons`` as of ``as_of`` (the same ``score`` that ``pulse
+    evaluate churn`` computes), ``churn_level``: the level that score gives from the
+    customer's recorded level (hysteresis)."""
+    sc = score(state, rules, as_of)
+    ch = state.churn
+    level = sc.level if ch is None else level_after(ch.level, sc.score, rules.churn)
+    return {"churn_score": sc.score, "churn_level": level,
+            "churn_reasons": [r.text for r in sc.reasons[:rules.churn.max_reasons]]}
+
+
+def to_wire(ch: ChurnState, max_event_at: int | None) -> list[Any]:
+    """``[score * 10^4, level + 3 * alert_open, max_event_at - at, at - level_since,
+    alerted_medium, alerted_high, breach_at, reopened_at, due - at (0: none), reason
+    indexes]``: ``at`` is nearly always the customer's newest event time, so it costs a 0."""
+    base = max_event_at or 0
+    return [round(ch.score * 10_000), LEVELS.index(ch.level) + 3 * ch.alert_open,
+            base - ch.at, ch.at - ch.level_since, ch.alerted_medium, ch.alerted_high,
+            ch.breach_at, ch.reopened_at, ch.due - ch.at if ch.due else 0,
+            [_CODE_INDEX[c] for c in ch.reasons]]
+
+
+def from_wire(value: Any, max_event_at: int | None) -> ChurnState:
+    def bad(what: str) -> WireError:
+        return WireError(f"state field 'ch': {what}, got {value!r:.80}")
+
+    if type(value) is not list or len(value) != 10:
+        raise bad("expected a list of 10 items")
+    *ints, codes = value
+    if not all(type(v) is int for v in ints):
+        raise bad("expected integers")
+    sc, lv, back, since, med, high, breach, reopen, due = ints
+    if not 0 <= sc <= 10_000 or not 0 <= lv < 6 or since < 0 or due < 0:
+        raise bad("value out of range")
+    if type(codes) is not list or not all(type(c) is int and 0 <= c < len(REASON_CODES)
+                                          for c in codes):
+        raise bad("expected reason indexes")
+    at = (max_event_at or 0) - back
+    return ChurnState(sc / 10_000, LEVELS[lv % 3], tuple(REASON_CODES[c] for c in codes), at,
+                      at - since, med, high, lv >= 3, breach, reopen, at + due if due else 0)
