@@ -91,3 +91,58 @@ async def test_a_detractor_with_an_unresolved_urgent_ticket_is_alerted_with_both
     assert got == expected_alerts()  # same id, reasons, figures as the pure processors
     assert state is not None and state.churn is not None
     assert state.churn.level == "high" and state.churn.alerted_high == T + 3 * D + H
+
+
+SILENT = "C-SILENT"
+
+
+def fillers(partition: int, partitions: int, start: int, days: int) -> list[Event]:
+    """One purchase a day by customers of ``partition``: they move its clock on."""
+    from streams.partitioning import owner
+
+    ids = [f"F{i}" for i in range(500) if owner(f"F{i}", partitions) == partition][:5]
+    return [Purchase(f"fill-{d}", ids[d % len(ids)], start + d * D + 7 * H, "pos", f"fo-{d}",
+                     "store", "purchase", 2_500, "EUR") for d in range(days)]
+
+
+def expected_silence(events: list[Event], end: int) -> list[dict[str, object]]:
+    """The pure processors: the customer's events, then every time-driven change due up to
+    ``end`` at its own due time (what the engine's scanner must reproduce)."""
+    from processors.customer import next_due, tick
+
+    state: CustomerState | None = None
+    out: list[dict[str, object]] = []
+    for ev in events:
+        step = apply(state, ev, DEFAULT_RULES, ev.occurred_at - DEFAULT_RULES.allowed_lateness_ms)
+        state = step.state
+        out += [o.as_dict() for o in step.outputs if isinstance(o, ChurnAlert)]
+    assert state is not None
+    while (at := next_due(state, DEFAULT_RULES)) is not None and at <= end:
+        step = tick(state, DEFAULT_RULES, at)
+        state = step.state
+        out += [o.as_dict() for o in step.outputs if isinstance(o, ChurnAlert)]
+    return out
+
+
+async def test_a_customer_who_goes_silent_gets_one_high_alert_at_the_right_event_time(
+        settings) -> None:
+    from streams.partitioning import owner
+
+    topics = Topics.from_settings(settings)
+    own = purchases(SILENT, 12, 14, T)  # a regular buyer every two weeks, then silence
+    filler = fillers(owner(SILENT, settings.partitions), settings.partitions, T, 150)
+    end = max(e.occurred_at for e in filler)
+    events = sorted([*own, *filler], key=lambda e: e.occurred_at)
+    async with running_engine(settings):
+        await produce(settings, [(topics.for_kind(e.event_kind), e.customer_id.encode(),
+                                  encode(e)) for e in events])
+        want = expected_silence(own, end)
+        records = await read_topic(settings, topics.alerts, expect=len(want), timeout=60,
+                                   settle=3.0)
+    got = [orjson.loads(r.value) for r in records if r.key == SILENT.encode()]
+    high = [a for a in got if a.get("level") == "high" and a.get("kind") == "alert"]
+    assert len(high) == 1, got
+    assert high[0]["cause_event_id"] == "inactivity"
+    assert parse_time(high[0]["occurred_at"]) > own[-1].occurred_at + 14 * D
+    assert got == want  # same ids, levels and event times as the pure processors
+    assert [a["level"] for a in want if a.get("kind") == "alert"] == ["medium", "high"]
