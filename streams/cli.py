@@ -230,7 +230,14 @@ def customers_export(as_of: str, fmt: str, output: str | None) -> None:
 def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
     """One customer's state, readably (or as the JSON export row)."""
     from processors.errors import WireError
-    from streams.export import json_line, load_state, render, state_row
+    from streams.export import (
+        json_line,
+        load_ledger,
+        load_state,
+        render,
+        render_ledger,
+        state_row,
+    )
 
     settings = _settings()
     rules = _rules(settings)
@@ -250,7 +257,12 @@ def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
         at = state.max_event_at if state.max_event_at is not None else 0
         note = "the customer's latest event; --as-of to change"
     row = state_row(state, rules, at)
-    click.echo(json_line(row) if as_json else render(row, note))
+    ledger = asyncio.run(load_ledger(settings, customer_id))
+    if as_json:
+        click.echo(json_line({**row, "latest_ledger_entries": ledger}))
+    else:
+        click.echo(render(row, note))
+        click.echo(render_ledger(ledger))
 
 
 @cli.group()

@@ -379,9 +379,14 @@ class Engine:
         incs: dict[tuple[str, str], int] = defaultdict(int)  # summed: one HINCRBY a field
         kpi_prefix = self.store.keys.kpi_prefix(partition)  # type: ignore[union-attr]
 
+        ledger: list[tuple[str, bytes]] = []
+
         def emit(step: Any) -> None:
             for output in step.outputs:
-                out.append(self._output(output))
+                msg = self._output(output)
+                out.append(msg)
+                if output.stream == "points":
+                    ledger.append((output.customer_id, msg.value))
             for d in step.kpi:
                 incs[(kpi_prefix + d.bucket, d.field)] += d.delta
 
@@ -452,6 +457,7 @@ class Engine:
             trim=shard.pending_trim,
             increments=[(k, f, d) for (k, f), d in incs.items() if d],
             due=due_now,
+            ledger=ledger,
         )
         return commit, out
 

@@ -244,6 +244,27 @@ async def load_rows(settings: Settings, rules: Rules, as_of: int) -> Loaded:
     return out
 
 
+async def load_ledger(settings: Settings, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's latest ledger entries, newest first (the engine keeps the last few)."""
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        raw = await store.recent_ledger(owner(customer_id, settings.partitions), customer_id)
+    finally:
+        await store.close()
+    return [orjson.loads(x) for x in raw]
+
+
+def render_ledger(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return "latest ledger entries: none"
+    lines = ["latest ledger entries (newest first):"]
+    for e in entries:
+        lines.append(f"  {e.get('occurred_at', ''):24s} {e.get('points', 0):>+7} "
+                     f"{e.get('rule', ''):20s} balance {e.get('balance_after', '')}: "
+                     f"{e.get('reason', '')}")
+    return "\n".join(lines)
+
+
 async def load_state(settings: Settings, customer_id: str) -> CustomerState | None:
     """The customer's state from its owner partition's shard; ``None`` if unknown."""
     store = Store.from_url(settings.redis_url, settings.redis_prefix)

@@ -9,6 +9,7 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
                                     h:<topic> (newest event time applied from it, ms)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
+    <prefix>:{pN}:ledger:<customer> list: the customer's latest ledger entries (newest first)
     <prefix>:{pN}:due               sorted set: customer -> event time of its next
                                     time-driven change (inactivity, expiry)
 """
@@ -40,6 +41,9 @@ class Keys:
 
     def outbox(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:outbox"
+
+    def ledger(self, partition: int, customer_id: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:ledger:{customer_id}"
 
     def due(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:due"

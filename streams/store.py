@@ -51,6 +51,10 @@ class ShardCommit:
     trim: int = 0  # outbox entries acknowledged by Kafka since the last commit
     increments: list[tuple[str, str, int]] = field(default_factory=list)  # (key, field, delta)
     due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time
+    ledger: list[tuple[str, bytes]] = field(default_factory=list)  # (customer, entry JSON)
+
+
+LEDGER_KEEP = 10  # recent ledger entries kept per customer for `pulse customer`
 
 
 class Store:
@@ -188,6 +192,13 @@ class Store:
         args.append(len(c.due))
         for cid, at in c.due.items():
             args += [cid, "" if at is None else at]
+        args += [len(c.ledger), LEDGER_KEEP]
+        for cid, entry in c.ledger:
+            key = self.keys.ledger(p, cid)
+            if key not in extra:
+                keys.append(key)
+                extra[key] = len(keys)
+            args += [extra[key], entry]
         return keys, args
 
     async def ack(self, partition: int, gen: str, count: int) -> bool:
@@ -197,6 +208,11 @@ class Store:
             keys=[self.keys.fence(partition), self.keys.outbox(partition)], args=[gen, count]
         )
         return int(r) > 0
+
+    async def recent_ledger(self, partition: int, customer_id: str) -> list[bytes]:
+        """The customer's latest ledger entries, newest first."""
+        raw = await self.redis.lrange(self.keys.ledger(partition, customer_id), 0, -1)
+        return [x for x in raw if isinstance(x, bytes)]
 
     async def get_state(self, partition: int, customer_id: str) -> bytes | None:
         value = await self.redis.get(self.keys.customer(partition, customer_id))

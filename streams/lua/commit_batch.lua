@@ -10,7 +10,8 @@
 --       O, O x entry,                                      -- outputs to append to the outbox
 --       S, S x state,                                      -- values for KEYS[4..3+S]
 --       I, I x (key_index, field, delta),                  -- HINCRBY on KEYS[key_index]
---       Z, Z x (customer_id, due_ms or "")                 -- ZADD to (or ZREM from) due
+--       Z, Z x (customer_id, due_ms or ""),                -- ZADD to (or ZREM from) due
+--       L, keep, L x (key_index, entry)                    -- LPUSH + LTRIM: recent ledger
 -- Returns the new gen, or -1 when the fence moved (nothing written).
 local fence, outbox, due = KEYS[1], KEYS[2], KEYS[3]
 local current = redis.call('HGET', fence, 'gen') or ''
@@ -45,6 +46,14 @@ for _ = 1, nz do
   else
     redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
   end
+  i = i + 2
+end
+local nl = tonumber(ARGV[i]); i = i + 1
+local keep = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nl do
+  local key = KEYS[tonumber(ARGV[i])]
+  redis.call('LPUSH', key, ARGV[i + 1])
+  redis.call('LTRIM', key, 0, keep - 1)
   i = i + 2
 end
 return redis.call('HINCRBY', fence, 'gen', 1)

@@ -93,3 +93,11 @@ async def test_the_ledger_and_the_balance_through_broker_and_redis(settings) -> 
             row["expires_at"]) == (63, "bronze", "silver", "374.51",  # 500 - (45.99+92-12.50)
                                    "2027-03-06T09:00:00.000Z")  # 12 months after e5 (e6 failed)
     assert "points_balance:" in render(row)
+
+    # `pulse customer` shows the latest ledger entries, kept next to the state
+    from streams.export import load_ledger, render_ledger
+
+    recent = await load_ledger(settings, CID)
+    assert recent == list(reversed(EXPECTED))  # newest first, the whole story so far
+    shown = render_ledger(recent)
+    assert EXPECTED[0]["reason"] in shown and "balance 63" in shown
