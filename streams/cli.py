@@ -257,12 +257,11 @@ def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
         at = state.max_event_at if state.max_event_at is not None else 0
         note = "the customer's latest event; --as-of to change"
     row = state_row(state, rules, at)
-    ledger = asyncio.run(load_ledger(settings, customer_id))
-    if as_json:
-        click.echo(json_line({**row, "latest_ledger_entries": ledger}))
+    if as_json:  # exactly the export row
+        click.echo(json_line(row))
     else:
         click.echo(render(row, note))
-        click.echo(render_ledger(ledger))
+        click.echo(render_ledger(asyncio.run(load_ledger(settings, customer_id))))
 
 
 @cli.group()
