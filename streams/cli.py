@@ -122,7 +122,7 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
 @click.option("--duration", default=0.0, help="Stop everything after this many seconds.")
 @click.option("--no-simulate", is_flag=True, help="Run the stack without traffic.")
 @click.option("--customers", default=2000, show_default=True)
-@click.option("--rate", default=1500.0, show_default=True, help="Simulated events per second.")
+@click.option("--rate", default=600.0, show_default=True, help="Simulated events per second.")
 @click.option("--history-days", default=365, show_default=True)
 @click.option("--malformed-rate", default=0.002, show_default=True)
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between summaries.")

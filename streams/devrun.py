@@ -32,7 +32,7 @@ from streams.settings import Settings, to_env
 from streams.simulate import SimulationRun
 
 
-def scrape(url: str, timeout: float = 2.0) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def scrape(url: str, timeout: float = 5.0) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """Prometheus text from ``url`` -> sample name -> labels -> value."""
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         text = resp.read().decode()
@@ -145,7 +145,13 @@ class DevRun:
                     await asyncio.wait_for(task, 10)
                 print(f"simulator: {sim.summary()}", flush=True)
             # let the worker drain what was produced before the final summary
-            await asyncio.sleep(min(3.0, self.interval))
+            for _ in range(30):
+                await asyncio.sleep(0.5)
+                try:
+                    if self._counts(settings)["lag"] == 0:
+                        break
+                except OSError:
+                    pass
 
     def _print(self, settings: Settings, prev: dict[str, float] | None,
                sim: SimulationRun | None) -> dict[str, float]:

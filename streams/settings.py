@@ -42,7 +42,7 @@ class Settings:
     topic_alerts: str = "churn-alerts"
     topic_points: str = "points-accruals"
     rules_file: str = ""  # empty: the documented defaults (processors/default_rules.yaml)
-    batch_max_records: int = 5000
+    batch_max_records: int = 1000  # also bounds how long one batch holds the event loop
     batch_timeout_ms: int = 100
     max_record_bytes: int = 64 * 1024
     commit_interval_s: float = 1.0
