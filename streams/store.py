@@ -88,20 +88,6 @@ class Store:
                 meta.offsets[name[2:]] = int(v)
         return meta
 
-    async def load_states(
-        self, wanted: dict[int, list[str]]
-    ) -> dict[int, dict[str, bytes | None]]:
-        """partition -> customer ids  =>  partition -> {customer id: state bytes or None}."""
-        parts = [p for p, ids in wanted.items() if ids]
-        if not parts:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for p in parts:
-                pipe.mget([self.keys.customer(p, cid) for cid in wanted[p]])
-            results = await pipe.execute()
-        return {p: dict(zip(wanted[p], vals, strict=True)) for p, vals in zip(parts, results,
-                                                                              strict=True)}
-
     async def load(
         self, wanted: dict[int, list[str]], due_upto: dict[int, int], limit: int = 2000
     ) -> tuple[dict[int, dict[str, bytes | None]], dict[int, list[str]]]:

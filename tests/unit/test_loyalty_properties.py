@@ -26,6 +26,7 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import Event, Purchase, PurchaseLine, Redemption, SupportTicket, Survey
+from tests.unit.test_state_properties import History, interleave
 
 T0 = 1_704_067_200_000
 BUSY = parse_rules({
@@ -48,18 +49,6 @@ SKUS = [("A", "beauty"), ("B", "grocery"), ("C", "electronics"), ("D", "toys")]
 SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 POSITIVE = ("earn", "survey_bonus", "service_recovery")
-
-
-@dataclass(frozen=True)
-class History:
-    rules: Rules
-    events: tuple[Event, ...]
-
-    def topics(self) -> list[list[Event]]:
-        by: dict[type, list[Event]] = {}
-        for ev in self.events:
-            by.setdefault(type(ev), []).append(ev)
-        return list(by.values())
 
 
 @st.composite
@@ -156,17 +145,6 @@ def process(events: list[Event], rules: Rules, cuts: frozenset[int] = frozenset(
 
 def ledger(run: Run) -> list[dict[str, Any]]:
     return [e.as_dict() for e in run.entries]
-
-
-def interleave(h: History, rnd: random.Random) -> list[Event]:
-    lateness = h.rules.allowed_lateness_ms
-    queues = [list(reversed(q)) for q in h.topics()]
-    out: list[Event] = []
-    while any(queues):
-        floor = min(e.occurred_at for q in queues for e in q)
-        safe = [q for q in queues if q and q[-1].occurred_at <= floor + lateness]
-        out.append(rnd.choice(safe).pop())
-    return out
 
 
 # -- invariants -------------------------------------------------------------------------------
