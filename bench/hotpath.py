@@ -1,0 +1,159 @@
+"""CPU cost per event of the engine's hot path, without broker or Redis.
+
+    .venv/bin/python bench/hotpath.py [--customers 10000] [--days 365] [--profile]
+
+Feeds simulated records, as aiokafka ConsumerRecords, through the engine's own batch code
+(``_ingest`` -> ``_take`` -> ``_apply_shard``: decode, event-time alignment, the pure
+processors, time-driven ticks, state encoding, outputs) in batches of
+``PULSE_BATCH_MAX_RECORDS``; Redis is a dict of the committed encoded states. What it
+leaves out (the Kafka fetch, the Redis round trips, the producer) is what
+``bench/pipeline.py`` measures end to end. Prints events/s and microseconds per event;
+``--profile`` adds the top of a cProfile listing. Numbers, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import pstats
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from processors.rules import DEFAULT_RULES
+from streams.engine import Engine, _Shard
+from streams.keys import Keys
+from streams.partitioning import owner
+from streams.settings import Settings
+from streams.simulator import SimConfig, Simulator
+from streams.store import ShardMeta
+from streams.topics import Topics
+
+DAY_MS = 86_400_000
+START_MS = 1_735_689_600_000  # 2025-01-01 UTC: fixed, so that --digest is repeatable
+
+
+class _NoStore:
+    """The part of ``Store`` that ``_apply_shard`` reads."""
+
+    def __init__(self, prefix: str) -> None:
+        self.keys = Keys(prefix)
+
+
+class _Consumer:
+    """Alignment asks for high watermarks: the number of records of each topic partition."""
+
+    def __init__(self, work: list[dict[TopicPartition, list[ConsumerRecord]]]) -> None:
+        self.ends: dict[TopicPartition, int] = defaultdict(int)
+        for batch in work:
+            for tp, recs in batch.items():
+                self.ends[tp] += len(recs)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends[tp]
+
+
+def batches(customers: int, days: int, partitions: int, size: int,
+            topics: Topics) -> list[dict[TopicPartition, list[ConsumerRecord]]]:
+    start = START_MS
+    sim = Simulator(SimConfig(customers=customers, seed=42, start_ms=start))
+    by_tp: dict[TopicPartition, list[ConsumerRecord]] = defaultdict(list)
+    for r in sim.events_until(start + days * DAY_MS):
+        topic = topics.for_kind(r.kind)
+        tp = TopicPartition(topic, owner(r.key.decode(), partitions))
+        recs = by_tp[tp]
+        recs.append(ConsumerRecord(topic, tp.partition, len(recs), r.at_ms, 0, r.key, r.value,
+                                   None, len(r.key), len(r.value), ()))
+    # what getmany returns: up to ``size`` records, taken round-robin from the partitions
+    out = []
+    pos = dict.fromkeys(by_tp, 0)
+    while any(pos[tp] < len(v) for tp, v in by_tp.items()):
+        batch = {}
+        share = max(1, size // len(by_tp))
+        for tp, recs in by_tp.items():
+            if pos[tp] < len(recs):
+                batch[tp] = recs[pos[tp]:pos[tp] + share]
+                pos[tp] += share
+        out.append(batch)
+    return out
+
+
+def run(engine: Engine, work: list[dict[TopicPartition, list[ConsumerRecord]]],
+        redis: dict[str, bytes], digest: Any = None) -> tuple[int, int]:
+    events = outputs = 0
+    for batch in work:
+        engine._ingest(batch)
+        events += sum(len(v) for v in batch.values())
+        now = time.monotonic()
+        for p, shard in engine._shards.items():
+            items = engine._take(p, shard, now)
+            if not items:
+                continue
+            wanted = {it[1].customer_id for it in items if it[1] is not None}
+            loaded = {cid: redis.get(cid) for cid in wanted}
+            newest = max((it[0] for it in items if it[1] is not None), default=0)
+            counts: dict[tuple[str, str], int] = defaultdict(int)
+            commit, outs = engine._apply_shard(shard, p, items, loaded, counts, [], newest)
+            redis.update(commit.states)
+            shard.meta.offsets.update(commit.offsets)
+            shard.meta.high.update(commit.high)
+            outputs += len(outs)
+            if digest is not None:
+                # customers' outputs in a batch in any order (set order), each one's in its own
+                for m in sorted(outs, key=lambda m: m.key or b""):
+                    digest.update(b"%s|%s|%s|" % (m.topic.encode(), m.key or b"", m.value))
+    return events, outputs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--customers", type=int, default=10_000)
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--digest", action="store_true",
+                    help="also print a SHA-256 of every output and final state (an "
+                         "optimisation must not change it)")
+    args = ap.parse_args()
+    s = Settings(partitions=args.partitions, clock="event", log_level="WARNING")
+    topics = Topics.from_settings(s)
+    t0 = time.perf_counter()
+    work = batches(args.customers, args.days, args.partitions, s.batch_max_records, topics)
+    n = sum(len(v) for b in work for v in b.values())
+    print(f"{n:,} simulated records for {args.customers:,} customers over {args.days} days, "
+          f"{len(work)} batches (made in {time.perf_counter() - t0:.1f} s)")
+
+    engine = Engine(s, DEFAULT_RULES)
+    engine.store = _NoStore(s.redis_prefix)  # type: ignore[assignment]
+    engine.consumer = _Consumer(work)  # type: ignore[assignment]
+    engine._shards = {p: _Shard(ShardMeta(p)) for p in range(args.partitions)}
+    redis: dict[str, bytes] = {}
+    prof = cProfile.Profile() if args.profile else None
+    t0 = time.perf_counter()
+    if prof:
+        prof.enable()
+    digest = hashlib.sha256() if args.digest else None
+    events, outputs = run(engine, work, redis, digest)
+    if prof:
+        prof.disable()
+    dt = time.perf_counter() - t0
+    print(f"hot path without I/O: {events / dt:,.0f} events/s ({dt / events * 1e6:.1f} us an "
+          f"event), {outputs:,} outputs, {len(redis):,} customers")
+    if digest is not None:
+        for cid in sorted(redis):
+            digest.update(b"%s|%s|" % (cid.encode(), redis[cid]))
+        print(f"digest of outputs and states: {digest.hexdigest()}")
+    if prof:
+        pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()
