@@ -26,7 +26,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +40,7 @@ from processors import wire
 from processors.customer import apply, next_due, tick
 from processors.errors import Rejected
 from processors.rules import Rules
+from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode
 from schemas.events import Event
 from streams.metrics import Metrics
@@ -78,6 +79,21 @@ class _Shard:
     high_t: dict[str, int] = field(default_factory=dict)  # newest event time fetched, by topic
     fetched: dict[str, int] = field(default_factory=dict)  # next offset to fetch, by topic
     holding_since: dict[str, float] = field(default_factory=dict)
+    # decoded states as last committed, least recently used first (see Settings
+    # .state_cache_customers); ``staged``: this batch's, cached once its commit succeeded
+    cache: OrderedDict[str, CustomerState] = field(default_factory=OrderedDict)
+    staged: dict[str, CustomerState] = field(default_factory=dict)
+
+    def committed(self, limit: int) -> None:
+        """The staged states are in Redis now: cache them, evicting the least recent."""
+        cache = self.cache
+        if limit <= 0:
+            cache.clear()
+        else:
+            cache.update(self.staged)
+            for _ in range(len(cache) - limit):
+                cache.popitem(last=False)
+        self.staged = {}
 
 
 class Engine:
@@ -311,10 +327,14 @@ class Engine:
         if not works and not scan_all:
             return False
 
-        wanted = {p: list({it[1].customer_id for it in items if it[1] is not None})
-                  for p, items in works.items()}
+        wanted = {}
+        for p, items in works.items():
+            cache = self._shards[p].cache
+            wanted[p] = [cid for cid in {it[1].customer_id for it in items if it[1] is not None}
+                         if cid not in cache]
         t0 = time.perf_counter()
-        loaded, due = await self.store.load(wanted, upto)
+        loaded, due = await self.store.load(
+            wanted, upto, cached={p: self._shards[p].cache for p in upto})
         m.redis_rtt.labels("load").observe(time.perf_counter() - t0)
         if not works and not due:
             return False
@@ -341,8 +361,10 @@ class Engine:
         m.redis_rtt.labels("commit").observe(time.perf_counter() - t0)
 
         to_send: list[OutMsg] = []
+        cache_limit = self.settings.state_cache_customers // max(1, len(self._shards))
         for c in commits:
             shard = self._shards[c.partition]
+            shard.committed(cache_limit)
             shard.meta.gen = gens[c.partition]
             shard.meta.offsets.update(c.offsets)
             shard.meta.high.update(c.high)
@@ -374,6 +396,11 @@ class Engine:
         states: dict[str, Any] = {}
         for cid, raw in loaded.items():
             states[cid] = wire.loads(raw) if raw is not None else None
+        cache = shard.cache
+        for cid in (*due, *(it[1].customer_id for it in items if it[1] is not None)):
+            if cid not in states:  # not loaded: its cached state is the committed one
+                states[cid] = cache[cid]
+                cache.move_to_end(cid)
         changed: set[str] = set()
         out: list[OutMsg] = []
         incs: dict[tuple[str, str], int] = defaultdict(int)  # summed: one HINCRBY a field
@@ -390,12 +417,22 @@ class Engine:
             for d in step.kpi:
                 incs[(kpi_prefix + d.bucket, d.field)] += d.delta
 
+        dues: dict[str, tuple[Any, int | None]] = {}  # cid -> (state, next_due(state))
+
+        def due_of(cid: str, state: Any) -> int | None:
+            known = dues.get(cid)
+            if known is not None and known[0] is state:
+                return known[1]
+            at = next_due(state, rules)
+            dues[cid] = (state, at)
+            return at
+
         def catch_up(cid: str, until: int) -> None:
             """Run the customer's time-driven changes due at or before ``until``."""
             state = states.get(cid)
             if state is None:
                 return
-            at = next_due(state, rules)
+            at = due_of(cid, state)
             for _ in range(16):  # each tick moves the next due time on; bound it anyway
                 if at is None or at > until:
                     return
@@ -407,7 +444,7 @@ class Engine:
                 state = states[cid] = step.state
                 changed.add(cid)
                 emit(step)
-                nxt = next_due(state, rules)
+                nxt = due_of(cid, state)
                 if nxt is not None and nxt <= at:
                     return
                 at = nxt
@@ -446,7 +483,8 @@ class Engine:
         due_now: dict[str, int | None] = {}
         for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
             state = states.get(cid)
-            due_now[cid] = None if state is None else next_due(state, rules)
+            due_now[cid] = None if state is None else due_of(cid, state)
+        shard.staged = {cid: st for cid, st in states.items() if st is not None}
         commit = ShardCommit(
             partition=partition,
             expected_gen=shard.meta.gen,

@@ -44,6 +44,10 @@ class Settings:
     rules_file: str = ""  # empty: the documented defaults (processors/default_rules.yaml)
     batch_max_records: int = 1000  # also bounds how long one batch holds the event loop
     batch_timeout_ms: int = 100
+    # decoded customer states a worker keeps between batches (0: off). Only the owner of a
+    # partition writes its states, so a cached state is the committed one; a worker that
+    # loses a partition drops its cache.
+    state_cache_customers: int = 100_000
     max_record_bytes: int = 64 * 1024
     commit_interval_s: float = 1.0
     align_idle_s: float = 2.0  # longest an input topic with unread records holds the others
@@ -121,6 +125,8 @@ def validate(s: Settings) -> None:
         raise bad("redis_prefix", "must be 1-64 letters, digits, '_', '-' or '.'")
     if not 1 <= s.batch_max_records <= 100_000:
         raise bad("batch_max_records", "must be between 1 and 100000")
+    if not 0 <= s.state_cache_customers <= 100_000_000:
+        raise bad("state_cache_customers", "must be between 0 and 100000000")
     if not 0 <= s.batch_timeout_ms <= 60_000:
         raise bad("batch_timeout_ms", "must be between 0 and 60000")
     if not 1024 <= s.max_record_bytes <= 16 * 1024 * 1024:

@@ -7,7 +7,7 @@ the keys of its partition's hash slot, so the same code runs on Redis Cluster).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -89,11 +89,13 @@ class Store:
         return meta
 
     async def load(
-        self, wanted: dict[int, list[str]], due_upto: dict[int, int], limit: int = 2000
+        self, wanted: dict[int, list[str]], due_upto: dict[int, int], limit: int = 2000,
+        cached: Mapping[int, Container[str]] | None = None,
     ) -> tuple[dict[int, dict[str, bytes | None]], dict[int, list[str]]]:
         """States of the wanted customers, plus the customers of ``due_upto``'s partitions
-        whose time-driven change is due by then (with their states). One round trip, two
-        when due customers outside ``wanted`` must be fetched."""
+        whose time-driven change is due by then (with their states, unless ``cached`` has
+        them: the caller holds those already). One round trip, two when due customers
+        outside ``wanted`` must be fetched."""
         parts = [p for p, ids in wanted.items() if ids]
         scan = list(due_upto)
         if not parts and not scan:
@@ -113,7 +115,8 @@ class Store:
                 continue
             due[p] = [m.decode() for m in members]
             have = states.setdefault(p, {})
-            missing = [cid for cid in due[p] if cid not in have]
+            known = cached.get(p, ()) if cached else ()
+            missing = [cid for cid in due[p] if cid not in have and cid not in known]
             if missing:
                 extra[p] = missing
         if extra:

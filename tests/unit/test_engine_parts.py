@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Any
+
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
+from processors import wire
 from processors.rules import DEFAULT_RULES
+from processors.state import CustomerState
+from schemas.codec import encode
+from schemas.events import Purchase
 from streams.engine import Engine, _Shard
+from streams.keys import Keys
 from streams.outbox import OutMsg
 from streams.partitioning import owner
 from streams.settings import Settings
@@ -49,3 +58,61 @@ def test_live_clock_also_follows_the_wall_clock() -> None:
     assert e.clock(1) == 9_000_000
     e = _engine("live", wall_s=1.0)
     assert e.clock(0) == 7_000_000  # but never goes back behind the events
+
+
+def _batch_engine(cache: int) -> Engine:
+    e = Engine(Settings(state_cache_customers=cache), DEFAULT_RULES)
+
+    class _Keys:  # what _apply_shard reads of the store
+        keys = Keys("t")
+
+    e.store = _Keys()  # type: ignore[assignment]
+    e._shards[0] = _Shard(ShardMeta(0))
+    return e
+
+
+def _items(n0: int, n: int, customers: list[str]) -> list[Any]:
+    items = []
+    for i in range(n0, n0 + n):
+        cid = customers[i % len(customers)]
+        ev = Purchase(f"e{i}", cid, 1_750_000_000_000 + i * 3_600_000, "pos", f"o{i}", "store",
+                      "purchase", 1000 + i, "EUR")
+        rec = ConsumerRecord("purchases", 0, i, 0, 0, cid.encode(), encode(ev), None, 0, 0, ())
+        items.append((ev.occurred_at, ev, rec, None, 0))
+    return items
+
+
+def test_a_cached_state_gives_what_loading_it_from_redis_gives() -> None:
+    customers = ["ann", "bob", "cy"]
+    cached, loading = _batch_engine(100), _batch_engine(0)
+    redis: dict[str, bytes] = {}
+    for n0 in (0, 7, 14):
+        items = _items(n0, 7, customers)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        # the cached engine gets only what it has not seen (nothing after the first batch)
+        shard = cached._shards[0]
+        c1, out1 = cached._apply_shard(shard, 0, items, {c: redis.get(c) for c in customers
+                                                         if c not in shard.cache}, counts)
+        shard.committed(100)
+        c2, out2 = loading._apply_shard(loading._shards[0], 0, items,
+                                        {c: redis.get(c) for c in customers}, counts)
+        loading._shards[0].committed(0)
+        assert c1.states == c2.states and [m.value for m in out1] == [m.value for m in out2]
+        redis.update(c2.states)
+    assert sorted(cached._shards[0].cache) == customers  # used, not reloaded
+    assert not loading._shards[0].cache
+    assert wire.loads(redis["ann"]).purchase_count == 7
+
+
+def test_the_state_cache_drops_the_least_recently_used() -> None:
+    shard = _Shard(ShardMeta(0))
+    shard.staged = {c: CustomerState(c) for c in ("a", "b", "c")}
+    shard.committed(2)
+    assert list(shard.cache) == ["b", "c"] and not shard.staged
+    shard.cache.move_to_end("b")  # what a batch that uses b does
+    shard.staged = {"d": CustomerState("d")}
+    shard.committed(2)
+    assert list(shard.cache) == ["b", "d"]
+    shard.staged = {"e": CustomerState("e")}
+    shard.committed(0)
+    assert not shard.cache
