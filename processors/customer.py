@@ -80,8 +80,9 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
             f"{state.customer_id!r}",
         )
     key = event_key(event)
-    if any(s.key == key for s in state.seen):
-        return Step(state, duplicate=True)
+    for s in state.seen:
+        if s.key == key:
+            return Step(state, duplicate=True)
 
     t = event.occurred_at
     lateness = rules.allowed_lateness_ms
@@ -132,7 +133,9 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
     new_state = _evolve(state, changes)
     # churn: alerts when the risk level rises, by silence up to the event or by the event
     ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
-    new_state = _evolve(new_state, {"churn": ch})
+    # new_state is this call's own, not seen outside yet: set its churn record in place
+    # instead of building all its fields once more (the hot path)
+    object.__setattr__(new_state, "churn", ch)
     return Step(new_state, (*entries, *alerts), kpi=kpi.deltas(state, new_state, event, rules))
 
 

@@ -16,6 +16,7 @@ upgrading it).
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -53,7 +54,7 @@ _KNOWN = {"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "ly", "ch", *_SCALAR
 
 
 def _flat(records: tuple[tuple[int, ...], ...]) -> list[int]:
-    return [x for r in records for x in r]
+    return list(chain.from_iterable(records))
 
 
 def dumps(state: CustomerState) -> bytes:

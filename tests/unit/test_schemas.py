@@ -431,3 +431,20 @@ def test_codec_and_schema_agree_on_any_field_value(kind: str, data: Any, value: 
     except InvalidEvent:
         codec_ok = False
     assert codec_ok == (schema_errors(kind, raw) == set()), (field, value)
+
+
+
+@given(st.integers(min_value=-30_610_224_000_000, max_value=253_402_300_799_999))
+def test_format_time_is_rfc3339_utc_with_milliseconds(ms: int) -> None:
+    # the fast path (cached date, arithmetic time of day) against datetime's own rendering,
+    # for the years 1000-9999
+    from datetime import UTC, datetime, timedelta
+
+    expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+    assert codec.format_time(ms) == expected
+
+
+@given(st.integers(min_value=codec.MIN_TIME_MS, max_value=codec.MAX_TIME_MS - 1))
+def test_format_time_parses_back(ms: int) -> None:
+    assert codec.parse_time(codec.format_time(ms)) == ms
