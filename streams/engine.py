@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import random
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable
@@ -45,7 +46,7 @@ from schemas.codec import InvalidEvent, decode
 from schemas.events import Event
 from streams.metrics import Metrics
 from streams.outbox import OutMsg
-from streams.partitioning import owner
+from streams.partitioning import key_partition, owner
 from streams.settings import Settings
 from streams.store import FenceMoved, ShardCommit, ShardMeta, Store
 from streams.topics import Topics
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 DEADLETTER_KEEP_BYTES = 900 * 1024  # larger originals are truncated to stay under Kafka's 1 MB
 PROCESSING_ERROR = "processing_error"
 SCAN_INTERVAL_S = 1.0  # how often every owned partition is scanned for due changes
+OUT_PARTITIONS_TTL_S = 60.0  # how long an output topic's partition list is trusted
 
 
 # A buffered input record: (event time, event or None, record, output or None, origin
@@ -118,6 +120,7 @@ class Engine:
         self._stopping = asyncio.Event()
         self._last_kafka_commit = 0.0
         self._last_scan = 0.0
+        self._out_partitions: dict[str, tuple[float, list[int]]] = {}  # topic -> (when, ids)
         self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -530,24 +533,46 @@ class Engine:
         return OutMsg(topic, output.customer_id.encode(), orjson.dumps(output.as_dict()))
 
     async def _send(self, msgs: Iterable[OutMsg]) -> None:
-        assert self.producer is not None
+        """Send in order per topic partition, in batches built here: ``producer.send`` per
+        record costs ~20 us of Python here, appending to a batch ~5 us. Keyed records go
+        where the default partitioner would put them (murmur2 of the key), unkeyed ones to a
+        random partition."""
+        producer = self.producer
+        assert producer is not None
         futures = []
         per_topic: dict[str, int] = defaultdict(int)
+        batches: dict[tuple[str, int], Any] = {}
         for msg in msgs:
-            futures.append(
-                await self.producer.send(
-                    msg.topic,
-                    value=msg.value,
-                    key=msg.key,
-                    partition=msg.partition,
-                    headers=list(msg.headers),
-                )
-            )
-            per_topic[msg.topic] += 1
+            topic, part = msg.topic, msg.partition
+            if part is None:
+                part = await self._out_partition(topic, msg.key)
+            batch = batches.get((topic, part))
+            if batch is None:
+                batch = batches[(topic, part)] = producer.create_batch()
+            headers = list(msg.headers)
+            if batch.append(timestamp=None, key=msg.key, value=msg.value,
+                            headers=headers) is None:  # full: send it, start the next
+                futures.append(await producer.send_batch(batch, topic, partition=part))
+                batch = batches[(topic, part)] = producer.create_batch()
+                batch.append(timestamp=None, key=msg.key, value=msg.value, headers=headers)
+            per_topic[topic] += 1
+        for (topic, part), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=part))
         if futures:
             await asyncio.gather(*futures)
             for topic, k in per_topic.items():
                 self.metrics.outputs.labels(topic).inc(k)
+
+    async def _out_partition(self, topic: str, key: bytes | None) -> int:
+        known = self._out_partitions.get(topic)
+        if known is None or time.monotonic() - known[0] > OUT_PARTITIONS_TTL_S:
+            assert self.producer is not None
+            known = self._out_partitions[topic] = (
+                time.monotonic(), sorted(await self.producer.partitions_for(topic)))
+        parts = known[1]
+        if key is None:
+            return random.choice(parts)
+        return parts[key_partition(key, len(parts))]
 
     # -- bookkeeping -------------------------------------------------------------------------
 

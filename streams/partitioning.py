@@ -18,3 +18,11 @@ from aiokafka.partitioner import murmur2
 def owner(customer_id: str, partitions: int) -> int:
     # aiokafka's murmur2 is pure Python (~8 µs here); customers recur, so a cache pays off
     return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The default partitioner's choice for a keyed record (``owner`` for customer keys)."""
+    try:
+        return owner(key.decode(), partitions)
+    except UnicodeDecodeError:
+        return (murmur2(key) & 0x7FFFFFFF) % partitions

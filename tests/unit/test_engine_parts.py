@@ -18,7 +18,7 @@ from schemas.events import Purchase
 from streams.engine import Engine, _Shard
 from streams.keys import Keys
 from streams.outbox import OutMsg
-from streams.partitioning import owner
+from streams.partitioning import key_partition, owner
 from streams.settings import Settings
 from streams.store import ShardMeta
 
@@ -27,6 +27,13 @@ from streams.store import ShardMeta
 def test_owner_is_the_java_clients_partition(customer_id: str, partitions: int) -> None:
     expected = DefaultPartitioner()(customer_id.encode(), list(range(partitions)), [])
     assert owner(customer_id, partitions) == expected
+
+
+@given(st.binary(min_size=1, max_size=40) | st.text(min_size=1).map(str.encode),
+       st.integers(min_value=1, max_value=64))
+def test_outputs_go_where_the_default_partitioner_puts_them(key: bytes, partitions: int) -> None:
+    expected = DefaultPartitioner()(key, list(range(partitions)), [])
+    assert key_partition(key, partitions) == expected
 
 
 @given(st.text(max_size=30), st.one_of(st.none(), st.binary(max_size=40)), st.binary(),
