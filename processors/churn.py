@@ -70,6 +70,7 @@ rest of the state they are a record of what was alerted, not a confluent summary
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from hashlib import blake2b
@@ -85,6 +86,7 @@ from schemas.events import REDEMPTION, Event, SupportTicket
 
 LOW, MEDIUM, HIGH = "low", "medium", "high"
 LEVELS: tuple[str, ...] = (LOW, MEDIUM, HIGH)
+_RANK = {level: i for i, level in enumerate(LEVELS)}  # LEVELS.index
 INACTIVITY = "inactivity"
 ALERT, RECOVERED = "alert", "recovered"
 
@@ -202,8 +204,8 @@ _log, _log1p, _exp, _expm1 = math.log, math.log1p, math.exp, math.expm1
 
 def _sigmoid(z: float) -> float:
     if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
+        return 1.0 / (1.0 + _exp(-z))
+    e = _exp(z)
     return e / (1.0 + e)
 
 
@@ -211,8 +213,79 @@ def _clamp01(v: float) -> float:
     return 0.0 if v < 0.0 else 1.0 if v > 1.0 else v
 
 
+def _rounds_up_from(threshold: float) -> float:
+    """The least float ``s`` in [0, 1] with ``round(s, 4) >= threshold`` (inf if none).
+    ``round`` is monotone (a correctly rounded decimal, read back correctly rounded), so for
+    a score ``s`` in [0, 1], ``round(s, 4) >= threshold`` exactly when ``s`` is at least
+    this: the level search compares unrounded scores with it instead of rounding each."""
+    if round(0.0, 4) >= threshold:
+        return 0.0
+    if not round(1.0, 4) >= threshold:
+        return math.inf
+
+    def of(bits: int) -> float:
+        return float(struct.unpack("<d", struct.pack("<q", bits))[0])
+
+    # non-negative floats are ordered as their bit patterns: bisect those
+    lo, hi = 0, struct.unpack("<q", struct.pack("<d", 1.0))[0]
+    while hi - lo > 1:  # round(of(lo), 4) < threshold <= round(of(hi), 4)
+        mid = (lo + hi) // 2
+        if round(of(mid), 4) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+    return of(hi)
+
+
+class _Consts:
+    """What the score and the level search need from ``ChurnRules``, worked out once per
+    rules object (``_consts``)."""
+
+    __slots__ = ("H", "alpha", "b", "cr", "flips", "horizon_ms", "la", "r", "ramp_from",
+                 "ramp_len", "targets", "w_overdue")
+
+    def __init__(self, cr: ChurnRules) -> None:
+        m = cr.model
+        self.cr = cr
+        self.H, self.r, self.alpha = m.horizon_days, m.rate_shape, m.rate_scale_days
+        self.la, self.b = math.log(m.dropout_a), m.dropout_b
+        self.w_overdue = cr.weights.overdue
+        self.ramp_from, self.ramp_len = cr.overdue_from, cr.overdue_full - cr.overdue_from
+        self.horizon_ms = cr.check_horizon_days * DAY_MS
+        # level -> (up, down): with s = _sigmoid(z) unrounded, the level changes
+        # (level_after(level, round(s, 4), cr) != level) exactly when s >= up or s < down:
+        # low rises at either enter threshold; medium rises at high's enter or falls below
+        # its exit; high falls below its exit, unless the score still enters high
+        m_in, m_out = cr.medium.enter, cr.medium.exit
+        h_in, h_out = cr.high.enter, cr.high.exit
+        self.flips: dict[str, tuple[float, float]] = {
+            LOW: (_rounds_up_from(min(m_in, h_in)), -math.inf),
+            MEDIUM: (_rounds_up_from(h_in), _rounds_up_from(m_out)),
+            HIGH: (math.inf, _rounds_up_from(min(h_in, h_out))),
+        }
+        # level -> the z at which the score rounds up to the next level's enter threshold
+        # (None: search by bisection)
+        self.targets: dict[str, float | None] = {}
+        for level in LEVELS:
+            x = (m_in if level == LOW else h_in) - 0.00005
+            self.targets[level] = math.log(x / (1 - x)) if 0 < x < 1 else None
+
+
+_CONSTS: dict[int, _Consts] = {}
+
+
+def _consts(cr: ChurnRules) -> _Consts:
+    k = _CONSTS.get(id(cr))
+    if k is None or k.cr is not cr:  # (k.cr keeps cr alive, so its id is not reused)
+        if len(_CONSTS) >= 64:
+            _CONSTS.clear()
+        k = _CONSTS[id(cr)] = _Consts(cr)
+    return k
+
+
 # A signal that is on during ``[start, end)``: (code, log-odds, start, end, strength).
 _Step = tuple[str, float, int, int, float]
+_NO_CHURN = ChurnState()
 
 
 class _Profile:
@@ -220,48 +293,52 @@ class _Profile:
     many times (``next_check_at`` searches with it). Between the times in ``breakpoints``
     ``z`` only grows with ``t``."""
 
+    __slots__ = ("H", "alpha", "b", "bought", "c_const", "ch", "constant", "core", "cr",
+                 "first", "gap", "k", "la", "last", "lod0", "r", "ramp", "ramp_from", "ramp_len",
+                 "rules", "rx", "steps", "trend", "tx", "w_overdue", "x")
+
     def __init__(self, core: CustomerState, ch: ChurnState | None, rules: Rules) -> None:
         cr = rules.churn
-        m = cr.model
+        self.k = k = _consts(cr)
         self.core, self.rules, self.cr = core, rules, cr
-        self.H, self.r, self.alpha = m.horizon_days, m.rate_shape, m.rate_scale_days
-        self.la, self.b = math.log(m.dropout_a), m.dropout_b
+        self.H, self.r, self.alpha = k.H, k.r, k.alpha
+        self.la, self.b = k.la, k.b
         first, last = core.first_purchase_at, core.last_purchase_at
         self.bought = first is not None and last is not None
-        self.first = first or 0
-        self.last = last or 0
+        self.first = first = first or 0
+        self.last = last = last or 0
         # one pass over the day buckets: purchase days, and the trend windows (the 90 and
-        # the 365 days up to the last purchase's day): [orders, spend] each
-        lp_day = self.last // DAY_MS
+        # the 365 days up to the last purchase's day): orders and spend in each
+        lp_day = last // DAY_MS
         n_days = core.archived_purchase_days
-        sums = [0, 0, 0, 0]
+        year_orders = year_spend = orders90 = spend90 = 0
         for day, orders, spend, _ in core.days:
             if orders:
                 n_days += 1
                 age = lp_day - day
                 if 0 <= age < 365:
-                    sums[0] += orders
-                    sums[1] += spend
+                    year_orders += orders
+                    year_spend += spend
                     if age < 90:
-                        sums[2] += orders
-                        sums[3] += spend
-        self.x = x = max(n_days - 1, 0)
-        self.tx = tx = (self.last - self.first) / DAY_MS
-        self.gap = (lp_day - self.first // DAY_MS) / x if x else None
-        self.rx = self.r + x
-        self.lod0 = self.la - math.log(self.b + x) - self.rx * math.log(self.alpha + tx)
-        self.ch = ch or ChurnState()
-        self.ramp = (cr.weights.overdue > 0 and self.gap is not None
+                        orders90 += orders
+                        spend90 += spend
+        self.x = x = n_days - 1 if n_days > 1 else 0
+        self.tx = tx = (last - first) / DAY_MS
+        self.gap = (lp_day - first // DAY_MS) / x if x else None
+        self.rx = rx = self.r + x
+        self.lod0 = self.la - _log(self.b + x) - rx * _log(self.alpha + tx)
+        self.ch = ch = ch or _NO_CHURN
+        self.w_overdue = k.w_overdue
+        self.ramp = (k.w_overdue > 0 and self.gap is not None
                      and n_days >= cr.overdue_min_purchase_days)
+        self.ramp_from, self.ramp_len = k.ramp_from, k.ramp_len
         self.constant: list[tuple[str, float, float]] = []  # (code, log-odds, strength)
         self.steps: list[_Step] = []
         # (orders in the 90 days up to the last purchase, orders expected at the earlier
         # pace, average order then, average order before), when there is a trend to report
         self.trend: tuple[int, float, float, float] | None = None
-        self._signals(core, self.ch, rules, sums)
-        self.c_const = sum(c for _, c, _ in self.constant)
-        self.w_overdue = cr.weights.overdue
-        self.ramp_from, self.ramp_len = cr.overdue_from, cr.overdue_full - cr.overdue_from
+        self._signals(core, ch, rules, year_orders, year_spend, orders90, spend90)
+        self.c_const = sum([c for _, c, _ in self.constant]) if self.constant else 0
 
     # purchase model ---------------------------------------------------------------------
 
@@ -271,6 +348,10 @@ class _Profile:
         big_t = (t - self.first) / DAY_MS if silence and self.bought else tx
         if big_t < tx:
             big_t = tx
+        return self._logit(big_t)
+
+    def _logit(self, big_t: float) -> float:
+        """logit(P_buy) with ``T`` = ``big_t`` days (see the module doc)."""
         a_t = self.alpha + big_t
         la_t = _log(a_t)
         lod = self.lod0 + self.rx * la_t  # log-odds of having dropped out
@@ -293,16 +374,19 @@ class _Profile:
 
     # other signals ----------------------------------------------------------------------
 
-    def _signals(self, core: CustomerState, ch: ChurnState, rules: Rules,
-                 sums: list[int]) -> None:
+    def _signals(self, core: CustomerState, ch: ChurnState, rules: Rules, year_orders: int,
+                 year_spend: int, orders: int, spend: int) -> None:
         cr, w = self.cr, self.cr.weights
         svc, srv = cr.service_memory_days * DAY_MS, cr.survey_memory_days * DAY_MS
-        if self.bought and (w.frequency_down or w.spend_down):
-            self._trends(cr, *sums)
-        if w.urgent_ticket and any(o.priority in cr.urgent_priorities for o in core.open_tickets):
+        tickets = core.open_tickets
+        if self.bought and orders and year_orders - orders >= cr.trend_min_orders \
+                and (w.frequency_down or w.spend_down):  # (else _trends returns at once)
+            self._trends(cr, year_orders, year_spend, orders, spend)
+        if tickets and w.urgent_ticket \
+                and any(o.priority in cr.urgent_priorities for o in tickets):
             self.constant.append(("urgent_ticket", w.urgent_ticket, 1.0))
-        if w.reopened_ticket and ch.reopened_at:
-            if any(o.opened_at == ch.reopened_at and o.responded for o in core.open_tickets):
+        if ch.reopened_at and w.reopened_ticket:
+            if any(o.opened_at == ch.reopened_at and o.responded for o in tickets):
                 self.constant.append(("reopened_ticket", w.reopened_ticket, 1.0))
             else:
                 self._step("reopened_ticket", w.reopened_ticket, 0.5, ch.reopened_at, svc)
@@ -310,25 +394,25 @@ class _Profile:
             if ch.breach_at:
                 self._step("sla_breach", w.sla_breach, 1.0, ch.breach_at, svc)
             sla = rules.support.sla
-            for o in core.open_tickets:
+            for o in tickets:
                 target = sla.of(o.priority)
                 deadline = o.opened_at + (target.resolution_ms if o.responded
                                           else target.first_response_ms)
                 self.steps.append(("sla_breach", w.sla_breach, deadline + 1, _FAR, 1.0))
-        if w.negative_sentiment and core.last_sentiment is not None \
-                and core.last_sentiment_at is not None:
+        if core.last_sentiment is not None and core.last_sentiment_at is not None \
+                and w.negative_sentiment:
             lo = cr.negative_sentiment_below
             s = _clamp01((lo - core.last_sentiment) / (lo + 1.0))
             self._step("negative_sentiment", w.negative_sentiment, s, core.last_sentiment_at, svc)
-        if w.nps_detractor and core.nps_score is not None and core.nps_at is not None \
-                and core.nps_score <= 6:
+        if core.nps_score is not None and core.nps_at is not None and core.nps_score <= 6 \
+                and w.nps_detractor:
             s = 0.5 + 0.5 * (6 - core.nps_score) / 6
             self._step("nps_detractor", w.nps_detractor, s, core.nps_at, srv)
-        if w.low_csat and core.csat:
+        if core.csat and w.low_csat:
             lo = cr.low_csat_below
             s = _clamp01((lo - _mean(core.csat)) / (lo - 1.0))
             self._step("low_csat", w.low_csat, s, core.csat[-1].at, srv)
-        if w.high_effort and core.ces:
+        if core.ces and w.high_effort:
             lo = cr.high_effort_ces_below
             s = _clamp01((lo - _mean(core.ces)) / (lo - 1.0))
             self._step("high_effort", w.high_effort, s, core.ces[-1].at, srv)
@@ -361,9 +445,21 @@ class _Profile:
     # evaluation -------------------------------------------------------------------------
 
     def z(self, t: int) -> float:
-        z = self.purchase_logit(t) + self.c_const
+        """The log-odds at ``t``. The level search calls this about ten times an event, so
+        ``purchase_logit(t)`` (all but ``_logit``) and ``overdue_strength(t)`` are inlined
+        here: the same operations in the same order, hence the same floats."""
+        tx = self.tx
+        big_t = (t - self.first) / DAY_MS if self.bought else tx
+        if big_t < tx:
+            big_t = tx
+        z = self._logit(big_t) + self.c_const
         if self.ramp:
-            z += self.w_overdue * self.overdue_strength(t)
+            gap = self.gap
+            if gap:
+                v = ((t - self.last) / DAY_MS / gap - self.ramp_from) / self.ramp_len
+                z += self.w_overdue * (0.0 if v < 0.0 else 1.0 if v > 1.0 else v)
+            else:
+                z += self.w_overdue * 0.0
         if self.steps:
             on = set()
             for code, c, start, end, _ in self.steps:
@@ -387,7 +483,7 @@ class _Profile:
             if lz > 0:
                 parts.append(("no_purchase", lz, 1.0))
         else:
-            lz0 = self.purchase_logit(t, silence=False)
+            lz0 = self._logit(self.tx)  # purchase_logit(t, silence=False)
             z = lz
             rhythm, silence = max(lz0, 0.0), max(lz - lz0, 0.0)
             od = self.overdue_strength(t)
@@ -403,12 +499,13 @@ class _Profile:
         for code, c, s in self.constant:
             z += c
             parts.append((code, c, s))
-        on: set[str] = set()
-        for code, c, start, end, s in self.steps:
-            if start <= t < end and code not in on:
-                on.add(code)
-                z += c
-                parts.append((code, c, s))
+        if self.steps:
+            on: set[str] = set()
+            for code, c, start, end, s in self.steps:
+                if start <= t < end and code not in on:
+                    on.add(code)
+                    z += c
+                    parts.append((code, c, s))
         return z, [p for p in parts if p[1] > 0]
 
 
@@ -423,27 +520,30 @@ def _score_value(z: float) -> float:
 
 def score(state: CustomerState, rules: Rules, as_of: int) -> ChurnScore:
     """The churn-risk score of ``state`` as of event time ``as_of`` (see the module doc)."""
-    return _score(_Profile(state, state.churn, rules), as_of)
+    p = _Profile(state, state.churn, rules)
+    value, ranked = _ranked(p, as_of)
+    return ChurnScore(value, _plain_level(value, p.cr), _reasons(p, ranked, as_of))
 
 
 def _ranked(p: _Profile, as_of: int) -> tuple[float, list[tuple[float, str, float]]]:
     """``(score, [(weight, code, strength)])``, reasons by weight (largest first)."""
     z, parts = p.contributions(as_of)
     value = _score_value(z)
-    total = sum(c for _, c, _ in parts)
+    total = sum([c for _, c, _ in parts])
     explained = max(value - _sigmoid(z - total), 0.0) if total > 0 else 0.0
     least = p.cr.min_reason_weight
     ranked = [(w, code, s) for code, c, s in parts
               if (w := round(explained * c / total, 4)) >= least]
-    ranked.sort(key=lambda r: (-r[0], r[1]))
+    if len(ranked) > 1:
+        ranked.sort(key=lambda r: (-r[0], r[1]))
     return value, ranked
 
 
-def _score(p: _Profile, as_of: int, limit: int | None = None) -> ChurnScore:
-    value, ranked = _ranked(p, as_of)
-    reasons = tuple(Reason(code, *_describe(p, code, s, as_of), w)
-                    for w, code, s in ranked[:limit])
-    return ChurnScore(value, _plain_level(value, p.cr), reasons)
+def _reasons(p: _Profile, ranked: list[tuple[float, str, float]], as_of: int,
+             limit: int | None = None) -> tuple[Reason, ...]:
+    """The first ``limit`` of ``_ranked``'s reasons, described."""
+    return tuple(Reason(code, *_describe(p, code, s, as_of), w)
+                 for w, code, s in ranked[:limit])
 
 
 def _days(ms: float) -> str:
@@ -549,14 +649,19 @@ def _next_change(p: _Profile, level: str, after: int) -> int:
     """First time in ``(after, after + check_horizon]`` at which silence changes the level
     (0: none). Between breakpoints ``z`` only grows, so a rise is found by a root search
     inside the first segment whose end has risen, and a fall happens only at a breakpoint."""
-    cr = p.cr
-    until = after + cr.check_horizon_days * DAY_MS
+    k = p.k
+    until = after + k.horizon_ms
+    # changes(z), i.e. level_after(level, _score_value(z), cr) != level, is
+    # up <= _sigmoid(z) or _sigmoid(z) < down (see _Consts.flips)
+    up, down = k.flips[level]
 
     def changes(z: float) -> bool:
-        return level_after(level, _score_value(z), cr) != level
+        s = _sigmoid(z)
+        return s >= up or s < down
 
     lo = after + 1
-    for b in (*p.breakpoints(after + 1, until), until + 1):
+    ends = (*p.breakpoints(after + 1, until), until + 1) if p.steps else (until + 1,)
+    for b in ends:
         hi = b - 1  # the segment [lo, hi] has no breakpoint inside
         if lo <= hi and level != HIGH:
             z_hi = p.z(hi)
@@ -565,41 +670,54 @@ def _next_change(p: _Profile, level: str, after: int) -> int:
                 if changes(z_lo):
                     return lo
                 # the score rounds up to the next level's threshold from this z on
-                x = (cr.medium.enter if level == LOW else cr.high.enter) - 0.00005
-                target = math.log(x / (1 - x)) if 0 < x < 1 else (z_lo + z_hi) / 2
-                return _first_true(p, changes, lo, hi, z_lo - target, z_hi - target, target)
+                target = k.targets[level]
+                if target is None:
+                    target = (z_lo + z_hi) / 2
+                return _first_true(p, up, down, lo, hi, z_lo - target, z_hi - target, target)
         if b <= until and changes(p.z(b)):
             return b
         lo = b
     return 0
 
 
-def _first_true(p: _Profile, changes: Any, lo: int, hi: int, f_lo: float, f_hi: float,
-                target: float) -> int:
-    """Smallest t in (lo, hi] with ``changes(z(t))``, given it is false at lo and true at hi
-    and ``z`` grows: regula falsi (Illinois) on ``z - target``, ``target`` being the z where
-    ``changes`` flips (the bracket is kept by ``changes`` itself, so it is exact)."""
+def _first_true(p: _Profile, up: float, down: float, lo: int, hi: int, f_lo: float,
+                f_hi: float, target: float) -> int:
+    """Smallest t in (lo, hi] with ``changes(z(t))`` (``_next_change``: the score ``s`` at t is
+    ``>= up`` or ``< down``), given it is false at lo and true at hi and ``z`` grows: regula
+    falsi (Illinois) on ``z - target``, ``target`` being the z where ``changes`` flips (the
+    bracket is kept by ``changes`` itself, so it is exact)."""
     side = 0
+    z_at, log, exp = p.z, _log, _exp
     # interpolate in u = ln(alpha + days since the first purchase), where the purchase
     # model's log-odds are nearly straight
     a0 = p.alpha * DAY_MS - p.first
-    u_lo, u_hi = math.log(a0 + lo), math.log(a0 + hi)
+    u_lo, u_hi = log(a0 + lo), log(a0 + hi)
     for _ in range(100):
         if hi - lo <= 1:
             break
         if f_hi > f_lo:
             u = u_lo + (u_hi - u_lo) * (-f_lo / (f_hi - f_lo))
-            t = min(max(int(math.exp(u) - a0), lo + 1), hi - 1)
+            # clamped into [lo + 1, hi - 1] (not empty: hi - lo > 1)
+            t = int(exp(u) - a0)
+            if t <= lo:
+                t = lo + 1
+            elif t >= hi:
+                t = hi - 1
         else:
             t = (lo + hi) // 2
-        z = p.z(t)
-        if changes(z):
-            hi, f_hi, u_hi = t, z - target, math.log(a0 + t)
+        z = z_at(t)
+        if z >= 0:  # s = _sigmoid(z), inlined
+            s = 1.0 / (1.0 + exp(-z))
+        else:
+            e = exp(z)
+            s = e / (1.0 + e)
+        if s >= up or s < down:
+            hi, f_hi, u_hi = t, z - target, log(a0 + t)
             if side == 1:
                 f_lo /= 2
             side = 1
         else:
-            lo, f_lo, u_lo = t, z - target, math.log(a0 + t)
+            lo, f_lo, u_lo = t, z - target, log(a0 + t)
             if side == -1:
                 f_hi /= 2
             side = -1
@@ -655,10 +773,10 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
     medium_at, high_at, alert_open = ch.alerted_medium, ch.alerted_high, ch.alert_open
     out: list[ChurnAlert] = []
     cid = core.customer_id
-    if not first and LEVELS.index(new) > LEVELS.index(old):
+    if not first and _RANK[new] > _RANK[old]:
         last = high_at if new == HIGH else medium_at
         if not last or at - last >= cr.cooldown_days * DAY_MS:
-            top = _score(p, at, cr.max_reasons).reasons
+            top = _reasons(p, ranked, at, cr.max_reasons)
             out.append(ChurnAlert(_alert_id(cid, new, ALERT, _cause_key(cause, at)), cid,
                                   ALERT, new, old, value, top, _action(top), cause, at))
             if new == HIGH:
@@ -668,12 +786,12 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
             alert_open = True
     elif not first and new == LOW and old != LOW:
         if alert_open and cr.recovered_messages:
-            top = _score(p, at, cr.max_reasons).reasons
+            top = _reasons(p, ranked, at, cr.max_reasons)
             out.append(ChurnAlert(_alert_id(cid, new, RECOVERED, _cause_key(cause, at)), cid,
                                   RECOVERED, new, old, value, top, None, cause, at))
         alert_open = False
     due = _next_change(p, new, at)
-    return ChurnState(value, new, tuple(code for _, code, _ in ranked), at, since, medium_at,
+    return ChurnState(value, new, tuple([code for _, code, _ in ranked]), at, since, medium_at,
                       high_at, alert_open, ch.breach_at, ch.reopened_at, due), out
 
 
@@ -746,7 +864,7 @@ def to_wire(ch: ChurnState, max_event_at: int | None) -> list[Any]:
     alerted_medium, alerted_high, breach_at, reopened_at, due - at (0: none), reason
     indexes]``: ``at`` is nearly always the customer's newest event time, so it costs a 0."""
     base = max_event_at or 0
-    return [round(ch.score * 10_000), LEVELS.index(ch.level) + 3 * ch.alert_open,
+    return [round(ch.score * 10_000), _RANK[ch.level] + 3 * ch.alert_open,
             base - ch.at, ch.at - ch.level_since, ch.alerted_medium, ch.alerted_high,
             ch.breach_at, ch.reopened_at, ch.due - ch.at if ch.due else 0,
             [_CODE_INDEX[c] for c in ch.reasons]]
