@@ -66,10 +66,11 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 from processors.errors import INVALID, Rejected, WireError
@@ -130,6 +131,11 @@ class LoyaltyState(NamedTuple):
     surveys: tuple[SurveyMark, ...] = ()  # sorted
 
 
+# tuple.__new__(Cls, items) builds one of the NamedTuples above without the Python-level
+# Cls.__new__ (cheaper on the hot paths; the callers pass every field, in order)
+_new = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     entry_id: str
@@ -167,6 +173,7 @@ class _Derived(NamedTuple):
     lr: LoyaltyRules
     currency: str
     exponent: int
+    scale: int  # 10 ** exponent
     thresholds: tuple[int, ...]  # min_spend per tier in reporting minor units (rounded up)
     # exact integer arithmetic: a weight is amount x category multiplier x cat_den; points =
     # weight x rate_num[tier] // rate_den[tier] (rate = points_per_unit x tier multiplier /
@@ -175,14 +182,30 @@ class _Derived(NamedTuple):
     cat_num: dict[str, int]
     rate_num: tuple[int, ...]
     rate_den: tuple[int, ...]
+    # constants of the hot path, computed once per Rules object
+    top: int  # the highest tier index
+    tier_names: tuple[str, ...]
+    mult_text: dict[str, str]  # category -> its multiplier as shown in reasons
+    rate_text: tuple[str, ...]  # per tier: "x 1 pt/EUR x gold 1.5 = "
+    grace_days: int  # downgrade_grace_days
+    expiry_months: int
+    notice_ms: int  # expiry_notice_days in ms
+    soonest_ms: int  # the least a deadline can be after the last activity, minus the notice
 
 
 _DERIVED: dict[int, tuple[Rules, _Derived]] = {}
+_LAST: tuple[Rules | None, _Derived | None] = (None, None)  # the last hit: one rules object
 
 
 def _derived(rules: Rules) -> _Derived:
+    global _LAST
+    last_rules, last = _LAST
+    if rules is last_rules:
+        assert last is not None
+        return last
     hit = _DERIVED.get(id(rules))
     if hit is not None and hit[0] is rules:
+        _LAST = hit
         return hit[1]
     lr = rules.loyalty
     e = rules.minor_units[rules.reporting_currency]
@@ -190,20 +213,28 @@ def _derived(rules: Rules) -> _Derived:
     cat_den = math.lcm(1, *(f.denominator for f in cats.values()))
     rates = [Fraction(lr.points_per_unit) * Fraction(t.multiplier) / (10**e * cat_den)
              for t in lr.tiers]
+    cur = rules.reporting_currency
     d = _Derived(
-        lr, rules.reporting_currency, e,
+        lr, cur, e, 10**e,
         tuple(math.ceil(Fraction(t.min_spend) * 10**e) for t in lr.tiers),
         cat_den, {k: int(f * cat_den) for k, f in cats.items()},
         tuple(r.numerator for r in rates), tuple(r.denominator for r in rates),
+        len(lr.tiers) - 1, tuple(t.name for t in lr.tiers),
+        {k: _num(v) for k, v in lr.category_multipliers.items()},
+        tuple(f" {X} {_num(lr.points_per_unit)} pt/{cur} {X} {t.name} {_num(t.multiplier)} = "
+              for t in lr.tiers),
+        lr.downgrade_grace_days, lr.expiry_months, lr.expiry_notice_days * DAY_MS,
+        (lr.expiry_months * 28 - lr.expiry_notice_days) * DAY_MS,
     )
     if len(_DERIVED) > 16:
         _DERIVED.clear()
-    _DERIVED[id(rules)] = (rules, d)
+    _DERIVED[id(rules)] = _LAST = (rules, d)
     return d
 
 
 def _tier(ly: LoyaltyState, d: _Derived) -> int:
-    return min(ly.tier, len(d.thresholds) - 1)  # the rules may have lost tiers since
+    tier, top = ly.tier, d.top
+    return tier if tier < top else top  # the rules may have lost tiers since
 
 
 def _tier_name(ly: LoyaltyState | None, d: _Derived) -> str | None:
@@ -222,8 +253,12 @@ def key32(text: str) -> int:
 def _money(minor: int | Decimal, d: _Derived) -> str:
     e = d.exponent
     if type(minor) is int and e:
-        q, r = divmod(abs(minor), 10**e)
-        return f"{'-' if minor < 0 else ''}{q}.{r:0{e}d}"
+        # "%d.%0*d": the cheapest spelling of f"{q}.{r:0{e}d}"
+        if minor >= 0:
+            q, r = divmod(minor, d.scale)
+            return "%d.%0*d" % (q, e, r)  # noqa: UP031
+        q, r = divmod(-minor, d.scale)
+        return "-%d.%0*d" % (q, e, r)  # noqa: UP031
     return f"{Decimal(minor).scaleb(-e):f}"
 
 
@@ -239,28 +274,37 @@ def _date(ms: int) -> str:
     return format_time(ms)[:10]
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 @lru_cache(maxsize=8192)
 def add_months(ms: int, months: int) -> int:
     """``ms`` plus calendar months (UTC), the day clamped to the month's length."""
-    t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    # on day numbers: the time of day is kept, so only the date moves
+    ordinal = _EPOCH_ORDINAL + ms // DAY_MS
+    t = date.fromordinal(ordinal)
     y, m = divmod(t.month - 1 + months, 12)
     year, month = t.year + y, m + 1
-    day = min(t.day, calendar.monthrange(year, month)[1])
-    return ms + (t.replace(year=year, month=month, day=day) - t) // timedelta(milliseconds=1)
+    last = 29 if month == 2 and calendar.isleap(year) else _MONTH_DAYS[month]
+    return ms + (date(year, month, min(t.day, last)).toordinal() - ordinal) * DAY_MS
 
 
 def spend_365(days: tuple[DayBucket, ...], day: int) -> int:
     """Net spend (purchases - refunds) of the 365 days ``(day - 365, day]``."""
     lo, hi = _after(days, day - YEAR_DAYS), _after(days, day)
-    return sum(b.spend_minor - b.refunds_minor for b in days[lo:hi])
+    s = 0
+    for b in days[lo:hi]:  # a plain loop: cheaper than sum() over a generator
+        s += b.spend_minor - b.refunds_minor
+    return s
 
 
-_PAST = (2**63,)
+_PAST = 2**63
 
 
 def _after(days: tuple[DayBucket, ...], day: int) -> int:
     """Index of the first bucket of a day after ``day`` (buckets are sorted by day)."""
-    return bisect.bisect_right(days, (day, *_PAST))
+    return bisect.bisect_right(days, (day, _PAST))
 
 
 def _qualify(spend: int, d: _Derived) -> int:
@@ -310,8 +354,12 @@ class _Book:
 
     def add(self, ly: LoyaltyState | None, entry_id: str, points: int, rule: str, reason: str,
             at: int, event_id: str | None) -> None:
-        self.out.append(LedgerEntry(entry_id, self.cid, points, rule, reason,
-                                    0 if ly is None else ly.balance, _tier_name(ly, self.d),
+        if ly is None:
+            balance, name = 0, None
+        else:
+            tier, top = ly.tier, self.d.top  # _tier_name inlined
+            balance, name = ly.balance, self.d.tier_names[tier if tier < top else top]
+        self.out.append(LedgerEntry(entry_id, self.cid, points, rule, reason, balance, name,
                                     at, event_id))
 
 
@@ -350,22 +398,27 @@ def expires_at(ly: LoyaltyState, lr: LoyaltyRules) -> int | None:
 
 def _due(ly: LoyaltyState, d: _Derived, tier_bound: int, expiry_bound: int
          ) -> tuple[int, int] | None:
-    """The earliest change due: ``(at, 0 tier | 1 notice | 2 expiry)``, or None."""
-    found = []
-    t = _tier_due(ly, d)
-    if t is not None and t <= tier_bound:
-        found.append((t, 0))
-    lr = d.lr
+    """The earliest change due: ``(at, 0 tier | 1 notice | 2 expiry)``, or None (the least
+    ``(at, what)``: a later candidate replaces an earlier one only if strictly sooner)."""
+    # called before and after every event and by the scanner: _tier_due and expires_at
+    # inlined
+    found = None
+    qu, tier = ly.qualified_until, ly.tier
+    if qu is not None and (tier if tier < d.top else d.top) != 0:
+        t = (qu + 1 + d.grace_days) * DAY_MS
+        if t <= tier_bound:
+            found = (t, 0)
     # a deadline is at least 28 days a month away: most events need no calendar
-    soonest = ly.last_activity_at + (lr.expiry_months * 28 - lr.expiry_notice_days) * DAY_MS
-    x = expires_at(ly, lr) if soonest <= expiry_bound else None
-    if x is not None:
-        n = x - lr.expiry_notice_days * DAY_MS
-        if not ly.noticed and lr.expiry_notice_days and n <= expiry_bound:
-            found.append((n, 1))
-        if x <= expiry_bound:
-            found.append((x, 2))
-    return min(found) if found else None
+    last = ly.last_activity_at
+    if last + d.soonest_ms <= expiry_bound and d.expiry_months and ly.balance > 0:
+        x = add_months(last, d.expiry_months)
+        n = x - d.notice_ms
+        if (not ly.noticed and d.notice_ms and n <= expiry_bound
+                and (found is None or n < found[0])):
+            found = (n, 1)
+        if x <= expiry_bound and (found is None or x < found[0]):
+            found = (x, 2)
+    return found
 
 
 def _run_dues(ly: LoyaltyState, days: tuple[DayBucket, ...], d: _Derived, book: _Book,
@@ -451,28 +504,34 @@ class _Weighed(NamedTuple):
 
 def _weigh(ev: Purchase, rules: Rules, d: _Derived) -> _Weighed:
     paid = to_reporting_minor(ev.amount_minor, ev.currency, rules)
-    cur = d.currency
+    cur, den, cat_num = d.currency, d.cat_den, d.cat_num
+    convert = ev.currency != cur  # to_reporting_minor is the identity otherwise
     lines = []
     groups: dict[str, int] = {}
     total = weight = 0
     for ln in ev.lines:
-        amount = to_reporting_minor(ln.quantity * ln.unit_price_minor, ev.currency, rules)
-        m = d.cat_num.get(ln.category, d.cat_den)
-        lines.append((ln.sku, ln.quantity, amount * m))
-        weight += amount * m
-        key = ln.category if m != d.cat_den else ""
+        amount = ln.quantity * ln.unit_price_minor
+        if convert:
+            amount = to_reporting_minor(amount, ev.currency, rules)
+        m = cat_num.get(ln.category, den)
+        x = amount * m
+        lines.append((ln.sku, ln.quantity, x))
+        weight += x
+        key = ln.category if m != den else ""
         groups[key] = groups.get(key, 0) + amount
         total += amount
     if not total:
-        return _Weighed(paid, (), paid * d.cat_den, (1, 1), f"{_money(paid, d)} {cur}")
-    mults = d.lr.category_multipliers
-    terms = [f"{_money(a, d)} {cur}" if not c else f"{_money(a, d)} {cur} {c} {X} {_num(mults[c])}"
+        return _Weighed(paid, (), paid * den, (1, 1), f"{_money(paid, d)} {cur}")
+    shown = d.mult_text
+    terms = [f"{_money(a, d)} {cur} {c} {X} {shown[c]}" if c else f"{_money(a, d)} {cur}"
              for c, a in groups.items()]
     text = terms[0]
     if len(terms) > 1 or "" not in groups:
-        shown = sum((Decimal(a) * mults[c] if c else Decimal(a) for c, a in groups.items()),
-                    Decimal(0))
-        text = f"{' + '.join(terms)} = {_money(shown, d)} {cur}"
+        mults = d.lr.category_multipliers
+        result = Decimal(0)  # exact (a loop: cheaper than sum() over a generator)
+        for c, a in groups.items():
+            result += Decimal(a) * mults[c] if c else Decimal(a)
+        text = f"{' + '.join(terms)} = {_money(result, d)} {cur}"
     share = (1, 1)
     if paid < total:
         share = (paid, total)
@@ -482,11 +541,11 @@ def _weigh(ev: Purchase, rules: Rules, d: _Derived) -> _Weighed:
 
 def _formula(w: _Weighed, tier: int, d: _Derived) -> tuple[int, str]:
     """Points of a weighed amount at a tier (capped), and the arithmetic as text."""
-    raw = w.weight * w.share[0] * d.rate_num[tier] // (w.share[1] * d.rate_den[tier])
+    num, den = w.share
+    raw = w.weight * num * d.rate_num[tier] // (den * d.rate_den[tier])
     points = min(raw, d.lr.max_points_per_event)
-    t = d.lr.tiers[tier]
-    text = (f"{w.text} {X} {_num(d.lr.points_per_unit)} pt/{d.currency} {X} {t.name} "
-            f"{_num(t.multiplier)} = {_pts(raw)}")
+    # rate_text[tier]: " x 1 pt/EUR x gold 1.5 = "
+    text = f"{w.text}{d.rate_text[tier]}{_pts(raw)}"
     if points < raw:
         text += f", capped at {_pts(points)} per event"
     return points, text
@@ -497,35 +556,48 @@ def _allocate(points: int, weights: list[int]) -> list[int]:
     total = sum(weights)
     if not points or not total:
         return [0] * len(weights)
-    parts = [divmod(points * w, total) for w in weights]
-    out = [q for q, _ in parts]
-    rest = points - sum(out)
-    for i in sorted(range(len(out)), key=lambda i: (-parts[i][1], i))[:rest]:
-        out[i] += 1
+    out = [points * w // total for w in weights]
+    rest = points - sum(out)  # >= 0: a sum of floors
+    if rest > 0:
+        rems = [points * w % total for w in weights]
+        # by remainder, greatest first, ties in line order: a reverse sort keeps stability
+        for i in sorted(range(len(out)), key=rems.__getitem__, reverse=True)[:rest]:
+            out[i] += 1
     return out
 
 
-def _remember(ly: LoyaltyState, ev: Purchase, w: _Weighed, points: int, clock: int,
-              d: _Derived) -> LoyaltyState:
+def _order_key(o: OrderPoints) -> tuple[int, int]:
+    return o.day, o.key
+
+
+def _remember(orders: tuple[OrderPoints, ...], ev: Purchase, w: _Weighed, points: int,
+              d: _Derived) -> tuple[OrderPoints, ...]:
+    """``orders`` with the purchase's points recorded (the same tuple if nothing is)."""
     lr = d.lr
-    orders: Sequence[OrderPoints] = ly.orders
-    if points and lr.max_remembered_orders:
-        orders = list(orders)
-        merged: dict[int, list[int]] = {}
+    if not points or not lr.max_remembered_orders:
+        return orders
+    if len(w.lines) == 1:
+        # one line takes all the points: what _allocate and the merge below give (its weight
+        # is the order's, not 0, since the order earned points)
+        sku, units, _ = w.lines[0]
+        lines: tuple[LinePoints, ...] = (_new(LinePoints, (key32(sku), units, points, 0)),)
+    else:
+        merged: dict[int, tuple[int, int]] = {}
         shares = _allocate(points, [x for _, _, x in w.lines])
         for (sku, units, _), p in zip(w.lines, shares, strict=True):
-            acc = merged.setdefault(key32(sku), [0, 0])
-            acc[0] += units
-            acc[1] += p
-        lines = tuple(LinePoints(k, u, p) for k, (u, p) in sorted(merged.items()) if p)
-        if len(lines) > lr.max_remembered_lines:
-            lines = ()  # remembered by amount only: bounded state
-        key = key32(ev.order_id)
-        i = next((i for i, o in enumerate(orders) if o.key == key), None)
-        if i is None:
-            orders.append(OrderPoints(key, day_of(ev.occurred_at), w.paid, points, 0, 0, lines))
-        else:  # the same order id again: one record
-            o = orders[i]
+            k = key32(sku)
+            if k in merged:  # the same sku twice (or a key collision): one line
+                u, q = merged[k]
+                merged[k] = (u + units, q + p)
+            else:
+                merged[k] = (units, p)
+        lines = tuple([_new(LinePoints, (k, u, p, 0)) for k, (u, p) in sorted(merged.items())
+                       if p])
+    if len(lines) > lr.max_remembered_lines:
+        lines = ()  # remembered by amount only: bounded state
+    key = key32(ev.order_id)
+    for i, o in enumerate(orders):
+        if o.key == key:  # the same order id again: one record
             both: dict[int, LinePoints] = {x.key: x for x in o.lines}
             for x in lines:
                 y = both.get(x.key)
@@ -535,26 +607,31 @@ def _remember(ly: LoyaltyState, ev: Purchase, w: _Weighed, points: int, clock: i
                 else ()  # an order remembered by amount stays so
             if len(merged_lines) > lr.max_remembered_lines:
                 merged_lines = ()
-            orders[i] = o._replace(paid=o.paid + w.paid, points=o.points + points,
-                                   lines=merged_lines)
-        if len(orders) > 1 and (orders[-2].day, orders[-2].key) > (orders[-1].day,
-                                                                    orders[-1].key):
-            orders.sort(key=lambda o: (o.day, o.key))
-    return _prune_orders(ly, orders, clock, lr)
+            orders = (*orders[:i], o._replace(paid=o.paid + w.paid, points=o.points + points,
+                                              lines=merged_lines), *orders[i + 1:])
+            break
+    else:
+        orders = (*orders, _new(OrderPoints, (key, day_of(ev.occurred_at), w.paid, points, 0,
+                                              0, lines)))
+    if len(orders) > 1 and (orders[-2].day, orders[-2].key) > (orders[-1].day, orders[-1].key):
+        orders = tuple(sorted(orders, key=_order_key))
+    return orders
 
 
-def _prune_orders(ly: LoyaltyState, orders: Sequence[OrderPoints], clock: int,
-                  lr: LoyaltyRules) -> LoyaltyState:
-    """Keep orders of days after the purchase clock's day minus the refund window, at most
-    ``max_remembered_orders`` (the greatest by (day, key)): confluent within the topic."""
+def _cut(orders: Sequence[OrderPoints], clock: int, lr: LoyaltyRules) -> int:
+    """How many of the oldest orders to forget: those of days up to the purchase clock's day
+    minus the refund window, and any beyond ``max_remembered_orders`` (the greatest by (day,
+    key) are kept): confluent within the topic."""
     horizon = day_of(clock) - lr.refund_window_days
     cut = 0
     while cut < len(orders) and orders[cut].day <= horizon:
         cut += 1
-    cut = max(cut, len(orders) - lr.max_remembered_orders)
-    if cut == 0 and orders is ly.orders:
-        return ly  # nothing added, nothing dropped
-    return ly._replace(orders=tuple(orders[cut:]))
+    return max(cut, len(orders) - lr.max_remembered_orders)
+
+
+def _prune_orders(ly: LoyaltyState, clock: int, lr: LoyaltyRules) -> LoyaltyState:
+    cut = _cut(ly.orders, clock, lr)
+    return ly._replace(orders=tuple(ly.orders[cut:])) if cut else ly  # none dropped: the same
 
 
 def _purchase(ly: LoyaltyState | None, ev: Purchase, rules: Rules, d: _Derived, book: _Book,
@@ -565,14 +642,22 @@ def _purchase(ly: LoyaltyState | None, ev: Purchase, rules: Rules, d: _Derived, 
             return None  # no account: nothing was earned, nothing to take back
         ly = _refund(ly, ev, rules, d, book)
         ly = _evaluate(ly, days, clock, d, book, eid, t)
-        return _prune_orders(ly, ly.orders, clock, d.lr)
+        return _prune_orders(ly, clock, d.lr)
     ly = _evaluate(ly or _open(t), days, clock, d, book, eid, t)  # a tier reached earns
     w = _weigh(ev, rules, d)
     points, text = _formula(w, _tier(ly, d), d)
-    ly = _credit(ly, points, t)
+    # _credit, the order remembered, old ones dropped: built as one new record
+    orders = _remember(ly.orders, ev, w, points, d)
+    orders = orders[_cut(orders, clock, d.lr):]
+    last, noticed = ly.last_activity_at, ly.noticed
+    if t > last:  # _touch: the activity resets the expiry clock
+        last, noticed = t, False
+    ly = _new(LoyaltyState, (ly.balance + points, ly.lifetime_points + points, ly.tier,
+                             ly.tier_since, ly.qualified_until, last, noticed, orders,
+                             ly.surveys))
     if points:
         book.add(ly, f"{eid}:{EARN}", points, EARN, f"order {ev.order_id}: {text}", t, eid)
-    return _remember(ly, ev, w, points, clock, d)
+    return ly
 
 
 def _refund(ly: LoyaltyState, ev: Purchase, rules: Rules, d: _Derived, book: _Book
@@ -796,43 +881,62 @@ def to_wire(ly: LoyaltyState) -> list[Any]:
     """``[balance, lifetime, tier, tier_since, qualified_until, last_activity, noticed,
     orders, surveys]``; orders flat: ``key, day, paid, points, refunded, clawed, n`` then n
     lines ``key, units, points, refunded_units``; surveys flat: ``day, key``."""
+    bal, life, tier, since, qu, last, noticed, ords, marks = ly
     orders: list[int] = []
-    for o in ly.orders:
-        orders += (o.key, o.day, o.paid, o.points, o.refunded, o.clawed, len(o.lines))
-        for x in o.lines:
+    for o in ords:
+        lines = o[6]
+        orders += o[:6]  # key, day, paid, points, refunded, clawed
+        orders.append(len(lines))
+        for x in lines:
             orders += x
-    surveys = [v for m in ly.surveys for v in m]
-    return [ly.balance, ly.lifetime_points, ly.tier, ly.tier_since, ly.qualified_until,
-            ly.last_activity_at, int(ly.noticed), orders, surveys]
+    return [bal, life, tier, since, qu, last, int(noticed), orders,
+            list(chain.from_iterable(marks))]
+
+
+def _bad(value: Any, what: str) -> WireError:
+    return WireError(f"state field 'ly': {what}, got {value!r:.80}")
+
+
+def _all_int(xs: list[Any]) -> bool:
+    """Every item's type is exactly int (not bool): in bulk, in C (the cheapest way found)."""
+    return list(map(type, xs)).count(int) == len(xs)
 
 
 def from_wire(value: Any) -> LoyaltyState:
-    def bad(what: str) -> WireError:
-        return WireError(f"state field 'ly': {what}, got {value!r:.80}")
-
     if type(value) is not list or len(value) != 9:
-        raise bad("expected a list of 9 items")
+        raise _bad(value, "expected a list of 9 items")
     bal, life, tier, since, qu, last, noticed, flat, marks = value
-    if not all(type(x) is int for x in (bal, life, tier, since, last)) or tier < 0:
-        raise bad("expected integers")
+    if not (type(bal) is int and type(life) is int and type(tier) is int
+            and type(since) is int and type(last) is int) or tier < 0:
+        raise _bad(value, "expected integers")
     if qu is not None and type(qu) is not int:
-        raise bad("qualified_until must be an integer or null")
-    if noticed not in (0, 1) or type(noticed) is not int:
-        raise bad("noticed must be 0 or 1")
-    for xs in (flat, marks):
-        if type(xs) is not list or not all(type(x) is int for x in xs):
-            raise bad("expected flat integer lists")
+        raise _bad(value, "qualified_until must be an integer or null")
+    if type(noticed) is not int or noticed not in (0, 1):
+        raise _bad(value, "noticed must be 0 or 1")
+    if type(flat) is not list or not _all_int(flat) or type(marks) is not list \
+            or not _all_int(marks):
+        raise _bad(value, "expected flat integer lists")
     if len(marks) % 2:
-        raise bad("surveys must be (day, key) pairs")
+        raise _bad(value, "surveys must be (day, key) pairs")
     orders = []
-    i = 0
-    while i < len(flat):
-        if i + 7 > len(flat) or flat[i + 6] < 0 or i + 7 + 4 * flat[i + 6] > len(flat):
-            raise bad("malformed orders")
-        n = flat[i + 6]
-        lines = tuple(LinePoints(*flat[j:j + 4]) for j in range(i + 7, i + 7 + 4 * n, 4))
-        key, day, paid, points, refunded, clawed = flat[i:i + 6]
-        orders.append(OrderPoints(key, day, paid, points, refunded, clawed, lines))
-        i += 7 + 4 * n
-    return LoyaltyState(bal, life, tier, since, qu, last, bool(noticed), tuple(orders),
-                        tuple(SurveyMark(*marks[j:j + 2]) for j in range(0, len(marks), 2)))
+    i, end = 0, len(flat)
+    while i < end:
+        j = i + 7  # the first line
+        if j > end or (n := flat[i + 6]) < 0 or j + 4 * n > end:
+            raise _bad(value, "malformed orders")
+        k = j + 4 * n  # the next order
+        if n == 1:  # the most common case, and the cheapest
+            lines: tuple[LinePoints, ...] = (_new(LinePoints, flat[j:k]),)
+        elif n:  # consecutive groups of 4 (the length is checked above)
+            it = iter(flat[j:k])
+            lines = tuple(map(_new, repeat(LinePoints, n), zip(it, it, it, it, strict=False)))
+        else:
+            lines = ()
+        orders.append(_new(OrderPoints, (*flat[i:i + 6], lines)))
+        i = k
+    surveys: tuple[SurveyMark, ...] = ()
+    if marks:  # consecutive pairs (the length is checked above)
+        it = iter(marks)
+        surveys = tuple(map(_new, repeat(SurveyMark), zip(it, it, strict=False)))
+    return _new(LoyaltyState, (bal, life, tier, since, qu, last, noticed == 1, tuple(orders),
+                               surveys))

@@ -336,9 +336,9 @@ def decode_obj(kind: str, obj: Any) -> Event:
 def format_time(ms: int) -> str:
     """Epoch milliseconds -> RFC 3339 in UTC with millisecond precision."""
     day, rem = divmod(ms, 86_400_000)  # the date through a cache, the time by arithmetic
-    secs, milli = divmod(rem, 1000)
-    mins, sec = divmod(secs, 60)
-    return f"{_utc_date(day)}T{mins // 60:02d}:{mins % 60:02d}:{sec:02d}.{milli:03d}Z"
+    # %-formatting: measurably cheaper here than an f-string with four format specs
+    return "%sT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
+        _utc_date(day), rem // 3_600_000, rem // 60_000 % 60, rem // 1000 % 60, rem % 1000)
 
 
 @lru_cache(maxsize=8192)
