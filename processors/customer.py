@@ -28,8 +28,6 @@ changes nothing. ``state.py`` explains why the result is confluent.
 from __future__ import annotations
 
 import bisect
-import dataclasses
-import operator
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -48,6 +46,7 @@ from processors.state import (
     DayBucket,
     Seen,
     bucket_horizon_days,
+    evolve,
     window_sums,
 )
 from processors.support import pending_breaches, ticket_changes
@@ -130,7 +129,7 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
         sla_breaches=changes.get("sla_breaches", state.sla_breaches))
     if ly is not state.loyalty:
         changes["loyalty"] = ly
-    new_state = _evolve(state, changes)
+    new_state = evolve(state, changes)
     # churn: alerts when the risk level rises, by silence up to the event or by the event
     ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
     # new_state is this call's own, not seen outside yet: set its churn record in place
@@ -138,16 +137,6 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
     object.__setattr__(new_state, "churn", ch)
     return Step(new_state, (*entries, *alerts), kpi=kpi.deltas(state, new_state, event, rules))
 
-
-_FIELDS = tuple(f.name for f in dataclasses.fields(CustomerState))
-_values = operator.attrgetter(*_FIELDS)
-
-
-def _evolve(state: CustomerState, changes: dict[str, Any]) -> CustomerState:
-    """``dataclasses.replace`` without its per-call field introspection (hot path)."""
-    kwargs = dict(zip(_FIELDS, _values(state), strict=True))
-    kwargs.update(changes)
-    return CustomerState(**kwargs)
 
 
 def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
@@ -316,7 +305,7 @@ def tick(state: CustomerState, rules: Rules, at: int) -> Step:
     points) follow the change."""
     mid, entries = loyalty.on_tick(state, rules, at)
     ch, alerts = churn.on_tick(mid.churn, mid, rules, at)
-    new = mid if ch is mid.churn else _evolve(mid, {"churn": ch})
+    new = mid if ch is mid.churn else evolve(mid, {"churn": ch})
     if new is state:
         return Step(state)
     return Step(new, (*entries, *alerts), kpi=kpi.deltas(state, new, None, rules, at=at))

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import bisect
 import calendar
-import dataclasses
 import math
 import zlib
 from collections.abc import Sequence
@@ -76,7 +75,7 @@ from typing import Any, NamedTuple
 from processors.errors import INVALID, Rejected, WireError
 from processors.money import to_reporting_minor
 from processors.rules import LoyaltyRules, Rules
-from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket
+from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket, evolve
 from processors.timeutil import DAY_MS, day_of
 from schemas.codec import format_time
 from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
@@ -836,7 +835,7 @@ def on_tick(state: CustomerState, rules: Rules, now: int
     new = _run_dues(ly, state.days, d, book, now, now)
     if new is ly:
         return state, ()
-    return dataclasses.replace(state, loyalty=new), tuple(book.out)
+    return evolve(state, {"loyalty": new}), tuple(book.out)
 
 
 def next_due(state: CustomerState, rules: Rules) -> int | None:

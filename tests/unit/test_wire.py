@@ -124,3 +124,21 @@ def test_worst_case_is_bounded() -> None:
     size = len(wire.dumps(state))
     print(f"\nworst case with default rules: {size} bytes")
     assert size < 32 * 1024
+
+
+
+@pytest.mark.parametrize("a", STATES)
+@pytest.mark.parametrize("b", STATES)
+def test_evolve_is_dataclasses_replace(a: CustomerState, b: CustomerState) -> None:
+    import dataclasses
+
+    from processors.state import evolve
+
+    names = [f.name for f in dataclasses.fields(CustomerState)]
+    for start in range(3):  # every field changed in one of the three
+        changes = {n: getattr(b, n) for n in names[start::3]}
+        new = evolve(a, changes)
+        assert new == dataclasses.replace(a, **changes) and new is not a
+    assert evolve(a, {}) == a
+    with pytest.raises(TypeError, match="no fields"):
+        evolve(a, {"purchase_cuont": 1})
