@@ -83,6 +83,7 @@ from processors.support import pending_breaches
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.codec import format_time
 from schemas.events import REDEMPTION, Event, SupportTicket
+from schemas.frozen import constructor
 
 LOW, MEDIUM, HIGH = "low", "medium", "high"
 LEVELS: tuple[str, ...] = (LOW, MEDIUM, HIGH)
@@ -159,6 +160,9 @@ class ChurnState:
         if not self.last_alert_at:
             return None
         return HIGH if self.alerted_high >= self.alerted_medium else MEDIUM
+
+
+_churn_state = constructor(ChurnState)  # ChurnState(...) through its slots (schemas.frozen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -791,8 +795,8 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
                                   RECOVERED, new, old, value, top, None, cause, at))
         alert_open = False
     due = _next_change(p, new, at)
-    return ChurnState(value, new, tuple([code for _, code, _ in ranked]), at, since, medium_at,
-                      high_at, alert_open, ch.breach_at, ch.reopened_at, due), out
+    return _churn_state(value, new, tuple([code for _, code, _ in ranked]), at, since,
+                        medium_at, high_at, alert_open, ch.breach_at, ch.reopened_at, due), out
 
 
 def on_tick(churn_state: ChurnState | None, core_state: CustomerState, rules: Rules,

@@ -79,6 +79,7 @@ from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket
 from processors.timeutil import DAY_MS, day_of
 from schemas.codec import format_time
 from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
+from schemas.frozen import constructor
 
 SURVEY_KIND = KIND_INDEX["survey"]
 YEAR_DAYS = 365  # the rolling 12 months: the core state's 365-day window
@@ -163,6 +164,9 @@ class LedgerEntry:
             "occurred_at": format_time(self.occurred_at),
             "event_id": self.event_id,
         }
+
+
+_entry = constructor(LedgerEntry)  # LedgerEntry(...) through its slots (schemas.frozen)
 
 
 # -- derived rules (cached per Rules object) --------------------------------------------------
@@ -358,8 +362,8 @@ class _Book:
         else:
             tier, top = ly.tier, self.d.top  # _tier_name inlined
             balance, name = ly.balance, self.d.tier_names[tier if tier < top else top]
-        self.out.append(LedgerEntry(entry_id, self.cid, points, rule, reason, balance, name,
-                                    at, event_id))
+        self.out.append(_entry(entry_id, self.cid, points, rule, reason, balance, name, at,
+                               event_id))
 
 
 def _credit(ly: LoyaltyState, points: int, at: int) -> LoyaltyState:

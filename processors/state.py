@@ -64,12 +64,12 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from processors.money import round_half_even
 from processors.timeutil import DAY_MS, day_of
+from schemas.frozen import replacer
 
 if TYPE_CHECKING:  # loyalty.py imports this module
     from processors.loyalty import LoyaltyState
@@ -179,31 +179,9 @@ class CustomerState:
         return None if self.nps_score is None else nps_class(self.nps_score)
 
 
-def _make_evolve() -> Callable[[CustomerState, dict[str, Any]], CustomerState]:
-    """Build ``evolve``: straight-line code that fills a new instance's slots through their
-    descriptors. A frozen dataclass's ``__init__`` sets each of its 26 fields through
-    ``object.__setattr__``, which costs ~3x more; this runs once or twice per event."""
-    names = frozenset(f.name for f in fields(CustomerState))
-    env: dict[str, Any] = {"_new": object.__new__, "_cls": CustomerState, "_names": names,
-                           "_unknown": _unknown_fields}
-    lines = ["def evolve(state, changes):",
-             "    if not changes.keys() <= _names:", "        _unknown(changes, _names)",
-             "    new = _new(_cls)", "    get = changes.get"]
-    for f in fields(CustomerState):
-        env[f"_set_{f.name}"] = CustomerState.__dict__[f.name].__set__
-        lines.append(f"    _set_{f.name}(new, get({f.name!r}, state.{f.name}))")
-    lines.append("    return new")
-    exec("\n".join(lines), env)
-    return env["evolve"]
-
-
-def _unknown_fields(changes: dict[str, Any], names: frozenset[str]) -> None:
-    raise TypeError(f"CustomerState has no fields {sorted(set(changes) - names)}")
-
-
-# ``dataclasses.replace(state, **changes)`` for the hot path (no per-call introspection, no
-# __init__); ``changes`` must name fields of CustomerState only.
-evolve = _make_evolve()
+# ``dataclasses.replace(state, **changes)`` as ``evolve(state, changes)`` for the hot path:
+# fills the new state's slots directly (schemas.frozen), 2.6 us instead of 7 us
+evolve = replacer(CustomerState)
 
 
 def nps_class(score: int) -> str:

@@ -37,6 +37,7 @@ from schemas.events import (
     SupportTicket,
     Survey,
 )
+from schemas.frozen import constructor
 
 MAX_RECORD_BYTES = 64 * 1024
 MAX_ID_LEN = 128
@@ -184,6 +185,13 @@ def _envelope(obj: dict[str, Any], kind: str) -> tuple[str, str, int, str]:
     return event_id, customer_id, occurred_at, source
 
 
+# the decoded events, built through their slots (schemas.frozen): the decoder gives every field
+_line = constructor(PurchaseLine)
+_purchase_event = constructor(Purchase)
+_ticket_event = constructor(SupportTicket)
+_survey_event = constructor(Survey)
+
+
 def _purchase(obj: dict[str, Any]) -> Purchase:
     p = PURCHASE
     event_id, customer_id, occurred_at, source = _envelope(obj, p)
@@ -201,7 +209,7 @@ def _purchase(obj: dict[str, Any]) -> Purchase:
                     and type(cat) is str and 0 < len(cat) <= MAX_NAME_LEN and not cat.isspace()
                     and type(q) is int and 1 <= q <= MAX_QUANTITY
                     and type(u) is int and 0 <= u <= MAX_UNIT_PRICE_MINOR):
-                lines.append(PurchaseLine(sku, cat, q, u))
+                lines.append(_line(sku, cat, q, u))
                 continue
         lp = f"{p}.lines[{i}]"
         if type(ln) is not dict:
@@ -219,7 +227,7 @@ def _purchase(obj: dict[str, Any]) -> Purchase:
         raise InvalidEvent(SCHEMA, f"{p}.currency: required field is missing")
     if type(currency) is not str or not _CURRENCY.fullmatch(currency):
         raise _fail(f"{p}.currency", "must be a three-letter ISO-4217 code", currency)
-    return Purchase(
+    return _purchase_event(
         event_id=event_id,
         customer_id=customer_id,
         occurred_at=occurred_at,
@@ -244,7 +252,7 @@ def _ticket(obj: dict[str, Any]) -> SupportTicket:
         if not -1.0 <= sentiment <= 1.0:
             raise _fail(f"{t}.sentiment", "must be between -1 and 1", sentiment)
         sentiment = float(sentiment)
-    return SupportTicket(
+    return _ticket_event(
         event_id=event_id,
         customer_id=customer_id,
         occurred_at=occurred_at,
@@ -263,7 +271,7 @@ def _survey(obj: dict[str, Any]) -> Survey:
     event_id, customer_id, occurred_at, source = _envelope(obj, s)
     kind = _enum(obj, "kind", s, SURVEY_KINDS)
     lo, hi = SURVEY_SCALES[kind]
-    return Survey(
+    return _survey_event(
         event_id=event_id,
         customer_id=customer_id,
         occurred_at=occurred_at,
