@@ -19,6 +19,7 @@ import hashlib
 import pstats
 import sys
 import time
+import tracemalloc
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from processors import wire
 from processors.rules import DEFAULT_RULES
 from streams.engine import Engine, _Shard
 from streams.keys import Keys
@@ -114,6 +116,15 @@ def run(engine: Engine, work: list[dict[TopicPartition, list[ConsumerRecord]]],
     return events, outputs
 
 
+def decoded_bytes(blobs: list[bytes]) -> float:
+    """Mean bytes Python allocates for one decoded state (tracemalloc)."""
+    tracemalloc.start()
+    states = [wire.loads(b) for b in blobs]
+    size = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return size / max(1, len(states))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--customers", type=int, default=10_000)
@@ -152,6 +163,8 @@ def main() -> None:
     print(f"hot path without I/O: {events / dt:,.0f} events/s ({dt / events * 1e6:.1f} us an "
           f"event; CPU {cpu / events * 1e6:.1f} us), {outputs:,} outputs, "
           f"{len(redis):,} customers")
+    print(f"decoded state in memory (what PULSE_STATE_CACHE_CUSTOMERS holds): "
+          f"{decoded_bytes(list(redis.values())[:2000]):,.0f} B a customer on average")
     if digest is not None:
         for cid in sorted(redis):
             digest.update(b"%s|%s|" % (cid.encode(), redis[cid]))
