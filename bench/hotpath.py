@@ -164,8 +164,9 @@ def main() -> None:
           f"event; CPU {cpu / events * 1e6:.1f} us), {outputs:,} outputs, "
           f"{len(redis):,} customers")
     print(f"decoded state in memory (what PULSE_STATE_CACHE_CUSTOMERS holds): "
-          f"{decoded_bytes(list(redis.values())[:2000]):,.0f} B a customer on average")
+          f"{decoded_bytes(list(redis.values())):,.0f} B a customer on average")
     if digest is not None:
+        print(f"digest of the outputs: {digest.copy().hexdigest()}")
         for cid in sorted(redis):
             digest.update(b"%s|%s|" % (cid.encode(), redis[cid]))
         print(f"digest of outputs and states: {digest.hexdigest()}")

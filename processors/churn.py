@@ -97,7 +97,6 @@ REASON_CODES: tuple[str, ...] = (
     "urgent_ticket", "reopened_ticket", "sla_breach", "negative_sentiment",
     "nps_detractor", "low_csat", "high_effort",
 )
-_CODE_INDEX = {c: i for i, c in enumerate(REASON_CODES)}
 SERVICE_REASONS = frozenset({"urgent_ticket", "reopened_ticket", "sla_breach",
                              "negative_sentiment"})
 SURVEY_REASONS = frozenset({"nps_detractor", "low_csat", "high_effort"})
@@ -139,9 +138,8 @@ class ChurnScore:
 class ChurnState:
     """One customer's churn record (``CustomerState.churn``). Times are epoch ms, 0 = never."""
 
-    score: float = 0.0  # as of ``at``
+    score: float = 0.0  # as of ``at``; the reasons are worked out when asked (view, alerts)
     level: str = LOW
-    reasons: tuple[str, ...] = ()  # reason codes as of ``at``, by weight
     at: int = 0  # event time of the latest evaluation (never decreases)
     level_since: int = 0
     alerted_medium: int = 0  # last alert at medium (for the cooldown)
@@ -512,6 +510,24 @@ class _Profile:
                     parts.append((code, c, s))
         return z, [p for p in parts if p[1] > 0]
 
+    def total(self, t: int) -> float:
+        """``contributions(t)[0]``: the same additions in the same order (so the same score,
+        to the last bit), without splitting the purchase part into reasons."""
+        z = self.purchase_logit(t)
+        if self.bought:
+            od = self.overdue_strength(t)
+            if od:
+                z += self.w_overdue * od
+        for _, c, _ in self.constant:
+            z += c
+        if self.steps:
+            on: set[str] = set()
+            for code, c, start, end, _ in self.steps:
+                if start <= t < end and code not in on:
+                    on.add(code)
+                    z += c
+        return z
+
 
 def _mean(answers: Iterable[Any]) -> float:
     xs = [a.score for a in answers]
@@ -770,7 +786,7 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
     """Score at ``at``, move the level, emit what the move calls for, find the next due."""
     cr = rules.churn
     p = _Profile(core, ch, rules)
-    value, ranked = _ranked(p, at)
+    value = _score_value(p.total(at))  # reasons only when an alert needs them
     old = ch.level
     new = level_after(LOW if first else old, value, cr)
     since = at if first or new != old else ch.level_since
@@ -780,7 +796,7 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
     if not first and _RANK[new] > _RANK[old]:
         last = high_at if new == HIGH else medium_at
         if not last or at - last >= cr.cooldown_days * DAY_MS:
-            top = _reasons(p, ranked, at, cr.max_reasons)
+            top = _reasons(p, _ranked(p, at)[1], at, cr.max_reasons)
             out.append(ChurnAlert(_alert_id(cid, new, ALERT, _cause_key(cause, at)), cid,
                                   ALERT, new, old, value, top, _action(top), cause, at))
             if new == HIGH:
@@ -790,13 +806,13 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
             alert_open = True
     elif not first and new == LOW and old != LOW:
         if alert_open and cr.recovered_messages:
-            top = _reasons(p, ranked, at, cr.max_reasons)
+            top = _reasons(p, _ranked(p, at)[1], at, cr.max_reasons)
             out.append(ChurnAlert(_alert_id(cid, new, RECOVERED, _cause_key(cause, at)), cid,
                                   RECOVERED, new, old, value, top, None, cause, at))
         alert_open = False
     due = _next_change(p, new, at)
-    return _churn_state(value, new, tuple([code for _, code, _ in ranked]), at, since,
-                        medium_at, high_at, alert_open, ch.breach_at, ch.reopened_at, due), out
+    return _churn_state(value, new, at, since, medium_at, high_at, alert_open, ch.breach_at,
+                        ch.reopened_at, due), out
 
 
 def on_tick(churn_state: ChurnState | None, core_state: CustomerState, rules: Rules,
@@ -865,30 +881,32 @@ def view_fields(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any
 
 def to_wire(ch: ChurnState, max_event_at: int | None) -> list[Any]:
     """``[score * 10^4, level + 3 * alert_open, max_event_at - at, at - level_since,
-    alerted_medium, alerted_high, breach_at, reopened_at, due - at (0: none), reason
-    indexes]``: ``at`` is nearly always the customer's newest event time, so it costs a 0."""
+    alerted_medium, alerted_high, breach_at, reopened_at, due - at (0: none)]``: ``at`` is
+    nearly always the customer's newest event time, so it costs a 0. (States written before
+    the reasons were dropped have a tenth item, reason indexes: checked and ignored.)"""
     base = max_event_at or 0
     return [round(ch.score * 10_000), _RANK[ch.level] + 3 * ch.alert_open,
             base - ch.at, ch.at - ch.level_since, ch.alerted_medium, ch.alerted_high,
-            ch.breach_at, ch.reopened_at, ch.due - ch.at if ch.due else 0,
-            [_CODE_INDEX[c] for c in ch.reasons]]
+            ch.breach_at, ch.reopened_at, ch.due - ch.at if ch.due else 0]
 
 
 def from_wire(value: Any, max_event_at: int | None) -> ChurnState:
     def bad(what: str) -> WireError:
         return WireError(f"state field 'ch': {what}, got {value!r:.80}")
 
-    if type(value) is not list or len(value) != 10:
-        raise bad("expected a list of 10 items")
-    *ints, codes = value
+    if type(value) is not list or len(value) not in (9, 10):
+        raise bad("expected a list of 9 items")
+    ints = value[:9]
     if not all(type(v) is int for v in ints):
         raise bad("expected integers")
     sc, lv, back, since, med, high, breach, reopen, due = ints
     if not 0 <= sc <= 10_000 or not 0 <= lv < 6 or since < 0 or due < 0:
         raise bad("value out of range")
-    if type(codes) is not list or not all(type(c) is int and 0 <= c < len(REASON_CODES)
-                                          for c in codes):
-        raise bad("expected reason indexes")
+    if len(value) == 10:  # reason indexes, as written before they were dropped: ignored
+        codes = value[9]
+        if type(codes) is not list or not all(type(c) is int and 0 <= c < len(REASON_CODES)
+                                              for c in codes):
+            raise bad("expected reason indexes")
     at = (max_event_at or 0) - back
-    return ChurnState(sc / 10_000, LEVELS[lv % 3], tuple(REASON_CODES[c] for c in codes), at,
-                      at - since, med, high, lv >= 3, breach, reopen, at + due if due else 0)
+    return ChurnState(sc / 10_000, LEVELS[lv % 3], at, at - since, med, high, lv >= 3, breach,
+                      reopen, at + due if due else 0)

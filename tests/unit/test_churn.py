@@ -327,9 +327,9 @@ def test_next_check_at_for_a_state_without_a_churn_record() -> None:
 
 STATES = [
     ChurnState(),
-    ChurnState(0.9123, HIGH, ("overdue", "nps_detractor"), T0, T0 - DAY_MS, T0 - 40 * DAY_MS,
-               T0, True, T0 - 5 * DAY_MS, T0 - 3, T0 + 17 * DAY_MS),
-    ChurnState(1.0, MEDIUM, tuple(churn.REASON_CODES), T0 - 7, 0, 0, 0, False, 0, 0, 0),
+    ChurnState(0.9123, HIGH, T0, T0 - DAY_MS, T0 - 40 * DAY_MS, T0, True, T0 - 5 * DAY_MS,
+               T0 - 3, T0 + 17 * DAY_MS),
+    ChurnState(1.0, MEDIUM, T0 - 7, 0, 0, 0, False, 0, 0, 0),
 ]
 
 
@@ -342,12 +342,20 @@ def test_wire_round_trip(ch: ChurnState) -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    [1, 2, 3], "x", [1, 0, 0, 0, 0, 0, 0, 0, 0, [99]], [1, 9, 0, 0, 0, 0, 0, 0, 0, []],
-    [1.5, 0, 0, 0, 0, 0, 0, 0, 0, []], [1, 0, 0, -1, 0, 0, 0, 0, 0, []],
+    [1, 2, 3], "x", [1, 0, 0, 0, 0, 0, 0, 0, 0, [99]], [1, 9, 0, 0, 0, 0, 0, 0, 0],
+    [1.5, 0, 0, 0, 0, 0, 0, 0, 0], [1, 0, 0, -1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0],
+    [1, 0, 0, 0, 0, 0, 0, 0, 0, [], 0], [1, 0, 0, 0, 0, 0, 0, 0, 0, "x"],
 ])
 def test_wire_refuses_malformed_records(bad: object) -> None:
     with pytest.raises(WireError, match="'ch'"):
         churn.from_wire(bad, T0)
+
+
+def test_records_written_with_reason_indexes_are_still_read() -> None:
+    # states written before the stored reasons were dropped carry them as a tenth item
+    old = [9123, 5, 0, DAY_MS, T0 - 40 * DAY_MS, T0, T0 - 5 * DAY_MS, T0 - 3, 17 * DAY_MS, [2, 10]]
+    assert churn.from_wire(old, T0) == STATES[1]
+    assert churn.to_wire(STATES[1], T0) == old[:9]
 
 
 def test_the_churn_record_costs_a_typical_customer_under_80_bytes() -> None:
