@@ -153,6 +153,10 @@ class Engine:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             max_poll_records=s.batch_max_records,
+            # the broker answers a fetch at once when records are there, else after this
+            # long; aiokafka's 500 ms default would be up to half a second of latency on a
+            # broker that does not wake the waiting fetch when a record arrives
+            fetch_max_wait_ms=s.batch_timeout_ms,
             **extra,
         )
         await self.consumer.start()
@@ -259,13 +263,15 @@ class Engine:
         bound = _ALWAYS
         idle = self.settings.align_idle_s
         for topic in self.topics.inputs:
+            hw = self.consumer.highwater(TopicPartition(topic, p))
+            nxt = shard.fetched.get(topic, shard.meta.offsets.get(topic, -1) + 1)
+            if hw is not None and nxt >= hw:
+                # caught up: what it has is in the buffer (merged by time below), and what
+                # it delivers next is new traffic, judged by its own topic's watermark
+                continue
             if shard.buf.get(topic):
                 frontier = shard.high_t[topic]
             else:
-                hw = self.consumer.highwater(TopicPartition(topic, p))
-                nxt = shard.fetched.get(topic, shard.meta.offsets.get(topic, -1) + 1)
-                if hw is not None and nxt >= hw:
-                    continue  # caught up: cannot deliver anything older
                 since = shard.holding_since.setdefault(topic, now)
                 if now - since >= idle:
                     continue  # waited long enough for it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
@@ -123,3 +123,52 @@ def test_the_state_cache_drops_the_least_recently_used() -> None:
     shard.staged = {"e": CustomerState("e")}
     shard.committed(0)
     assert not shard.cache
+
+
+class _Highwater:
+    def __init__(self, ends: dict[str, int]) -> None:
+        self.ends = ends
+
+    def highwater(self, tp: Any) -> int | None:
+        return self.ends.get(tp.topic)
+
+
+def _aligned(ends: dict[str, int], fetched: dict[str, list[int]], idle: float = 2.0,
+             now: float = 100.0) -> tuple[Engine, _Shard]:
+    """A shard whose topics hold records with the given event times (offsets 0, 1, ...)."""
+    e = Engine(Settings(align_idle_s=idle), DEFAULT_RULES)
+    # the topics not named are empty and read to their end
+    e.consumer = _Highwater({**dict.fromkeys(e.topics.inputs, 0), **ends})  # type: ignore[assignment]
+    shard = e._shards[0] = _Shard(ShardMeta(0))
+    for topic, times in fetched.items():
+        shard.buf[topic] = deque((t, None, None, None, 0) for t in times)  # type: ignore[misc]
+        shard.high_t[topic] = max(times, default=0)
+        shard.fetched[topic] = len(times)
+    return e, shard
+
+
+def test_a_topic_that_may_still_deliver_older_records_holds_the_others_back() -> None:
+    # a backlog: surveys are read behind purchases and have more to come
+    e, shard = _aligned({"purchases": 3, "surveys": 10},
+                        {"purchases": [10, 20, 30], "surveys": [5, 15]})
+    taken = [it[0] for it in e._take(0, shard, 100.0)]
+    assert taken == [5, 10, 15]  # merged in event time, up to what surveys have reached
+    assert [it[0] for it in shard.buf["purchases"]] == [20, 30]
+
+
+def test_caught_up_topics_hold_nothing_back() -> None:
+    # live traffic: every topic read to its end; event times out of order across topics
+    e, shard = _aligned({"purchases": 3, "surveys": 2},
+                        {"purchases": [10, 20, 30], "surveys": [25, 5]})
+    taken = [it[0] for it in e._take(0, shard, 100.0)]
+    assert sorted(taken) == [5, 10, 20, 25, 30] and not any(shard.buf.values())
+    assert [t for t in taken if t in (25, 5)] == [25, 5]  # each topic keeps its own order
+
+
+def test_an_idle_topic_with_more_to_come_holds_the_others_for_align_idle_s() -> None:
+    e, shard = _aligned({"purchases": 3, "surveys": 4},
+                        {"purchases": [10, 20, 30], "surveys": [5]})
+    shard.buf["surveys"].clear()  # its one record was applied; three more are unread
+    assert [it[0] for it in e._take(0, shard, 100.0)] == []  # held at 5
+    assert [it[0] for it in e._take(0, shard, 101.0)] == []
+    assert [it[0] for it in e._take(0, shard, 102.0)] == [10, 20, 30]  # waited 2 s
