@@ -44,6 +44,7 @@ typecheck: install  ## mypy on the package code
 
 bench: install  ## throughput, latency and state-size benchmarks (prints numbers)
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/hotpath.py
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .pulse .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
