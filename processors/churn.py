@@ -60,6 +60,15 @@ replay alerts at the same event time as live operation did, whatever the tick ca
 ``on_event`` catches up first as well (given the state before the event), so an alert that
 silence made due before the customer's own next event is never skipped.
 
+**Looking again instead of searching.** Most evaluations are followed by the customer's
+next event long before silence would change anything, and the event replaces the due time.
+So an evaluation at a low or medium level first probes a few times ahead (90, 30, 7 days):
+if the level still holds at one of them, with no step signal switching in between (``z``
+only grows there), ``due`` is that time with ``due_exact`` False, and the exact search
+(``_next_change`` from the same evaluation time, with the same profile: nothing changed
+since) runs only if the clock gets there first. The alerts, their times and ids are those
+of the exact search done at once; only the record's ``due`` says "look again" meanwhile.
+
 The score is a pure function of the customer state and ``as_of`` (the churn section
 contributes only the times of the latest SLA breach and reopen), so ``view``'s
 ``churn_score`` and ``pulse evaluate churn`` agree for the same history. The level and the
@@ -110,6 +119,7 @@ ACTIONS: dict[str, str] = {
 
 _FAR = 2**62
 _MAX_TICK_STEPS = 8  # transitions one on_tick may walk through (each changes the level)
+_PROBE_DAYS = (90, 30, 7)  # look-again times tried after an evaluation, farthest first
 
 
 # -- values --------------------------------------------------------------------------------
@@ -147,7 +157,10 @@ class ChurnState:
     alert_open: bool = False  # alerted since the level was last low ("recovered" closes it)
     breach_at: int = 0  # latest event that settled an SLA breach
     reopened_at: int = 0  # latest ticket reopen
-    due: int = 0  # next_check_at: when silence alone would change the level (0: never)
+    due: int = 0  # when silence alone would change the level (0: never); see due_exact
+    # False: ``due`` is only a time to look again (the level holds until then); the exact
+    # time is worked out when the clock reaches it (``_resolve``), if no event came first
+    due_exact: bool = True
 
     @property
     def last_alert_at(self) -> int:
@@ -700,6 +713,31 @@ def _next_change(p: _Profile, level: str, after: int) -> int:
     return 0
 
 
+def _look_again(p: _Profile, level: str, after: int) -> tuple[int, bool]:
+    """``(due, exact)``: a probe time up to which the level surely holds (``exact`` False),
+    or ``_next_change`` when no probe shows that. At high only falls can happen, at
+    breakpoints: that search is cheap, so it is done at once."""
+    if level != HIGH:
+        k = p.k
+        up, down = k.flips[level]
+        for days in _PROBE_DAYS:
+            t = after + days * DAY_MS
+            if t - after > k.horizon_ms or (p.steps and p.breakpoints(after, t)):
+                continue
+            s = _sigmoid(p.z(t))  # z grows on (after, t]: no change at t, none before
+            if down <= s < up:
+                return t, False
+    return _next_change(p, level, after), True
+
+
+def _resolve(ch: ChurnState, core: CustomerState, rules: Rules) -> ChurnState:
+    """The record with its exact due time (the search ``_evaluate`` left for later)."""
+    if ch.due_exact:
+        return ch
+    due = _next_change(_Profile(core, ch, rules), ch.level, ch.at)
+    return replace(ch, due=due, due_exact=True)
+
+
 def _first_true(p: _Profile, up: float, down: float, lo: int, hi: int, f_lo: float,
                 f_hi: float, target: float) -> int:
     """Smallest t in (lo, hi] with ``changes(z(t))`` (``_next_change``: the score ``s`` at t is
@@ -747,14 +785,23 @@ def _first_true(p: _Profile, up: float, down: float, lo: int, hi: int, f_lo: flo
 def next_check_at(churn_state: ChurnState | None, core_state: CustomerState,
                   rules: Rules) -> int | None:
     """Event time at which silence alone would next change the customer's level (a rise:
-    alert; a fall: the level drops), or ``None``. The value is kept in the state (``due``,
-    recomputed by every ``on_event`` / ``on_tick``); for a state without a churn record it
-    is computed afresh."""
+    alert; a fall: the level drops), or ``None``. Exact: worked out from the state when it
+    holds only a look-again time (``due_exact`` False), and afresh for a state without a
+    churn record. The scanner uses ``look_at``."""
     if churn_state is None:
         p = _Profile(core_state, None, rules)
         at = core_state.max_event_at or 0
         due = _next_change(p, level_after(LOW, _score_value(p.z(at)), rules.churn), at)
         return due or None
+    return _resolve(churn_state, core_state, rules).due or None
+
+
+def look_at(churn_state: ChurnState | None, core_state: CustomerState,
+            rules: Rules) -> int | None:
+    """When ``on_tick`` should next run for this customer: the level cannot change by
+    silence before it (``next_check_at`` or earlier; ``None``: nothing to look at)."""
+    if churn_state is None:
+        return next_check_at(None, core_state, rules)
     return churn_state.due or None
 
 
@@ -810,9 +857,9 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
             out.append(ChurnAlert(_alert_id(cid, new, RECOVERED, _cause_key(cause, at)), cid,
                                   RECOVERED, new, old, value, top, None, cause, at))
         alert_open = False
-    due = _next_change(p, new, at)
+    due, exact = _look_again(p, new, at)
     return _churn_state(value, new, at, since, medium_at, high_at, alert_open, ch.breach_at,
-                        ch.reopened_at, due), out
+                        ch.reopened_at, due, exact), out
 
 
 def on_tick(churn_state: ChurnState | None, core_state: CustomerState, rules: Rules,
@@ -825,6 +872,9 @@ def on_tick(churn_state: ChurnState | None, core_state: CustomerState, rules: Ru
     ch = churn_state
     out: list[ChurnAlert] = []
     for _ in range(_MAX_TICK_STEPS):
+        if not ch.due or ch.due > now:
+            break
+        ch = _resolve(ch, core_state, rules)  # a look-again time: find the exact one
         if not ch.due or ch.due > now:
             break
         ch, alerts = _evaluate(ch, core_state, rules, ch.due, INACTIVITY)
@@ -881,13 +931,15 @@ def view_fields(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any
 
 def to_wire(ch: ChurnState, max_event_at: int | None) -> list[Any]:
     """``[score * 10^4, level + 3 * alert_open, max_event_at - at, at - level_since,
-    alerted_medium, alerted_high, breach_at, reopened_at, due - at (0: none)]``: ``at`` is
-    nearly always the customer's newest event time, so it costs a 0. (States written before
+    alerted_medium, alerted_high, breach_at, reopened_at, due - at (0: none; negative: a
+    look-again time, due_exact False)]``: ``at`` is nearly always the customer's newest event
+    time, so it costs a 0. (States written before
     the reasons were dropped have a tenth item, reason indexes: checked and ignored.)"""
     base = max_event_at or 0
     return [round(ch.score * 10_000), _RANK[ch.level] + 3 * ch.alert_open,
             base - ch.at, ch.at - ch.level_since, ch.alerted_medium, ch.alerted_high,
-            ch.breach_at, ch.reopened_at, ch.due - ch.at if ch.due else 0]
+            ch.breach_at, ch.reopened_at,
+            (ch.due - ch.at if ch.due_exact else ch.at - ch.due) if ch.due else 0]
 
 
 def from_wire(value: Any, max_event_at: int | None) -> ChurnState:
@@ -900,7 +952,7 @@ def from_wire(value: Any, max_event_at: int | None) -> ChurnState:
     if not all(type(v) is int for v in ints):
         raise bad("expected integers")
     sc, lv, back, since, med, high, breach, reopen, due = ints
-    if not 0 <= sc <= 10_000 or not 0 <= lv < 6 or since < 0 or due < 0:
+    if not 0 <= sc <= 10_000 or not 0 <= lv < 6 or since < 0:
         raise bad("value out of range")
     if len(value) == 10:  # reason indexes, as written before they were dropped: ignored
         codes = value[9]
@@ -909,4 +961,4 @@ def from_wire(value: Any, max_event_at: int | None) -> ChurnState:
             raise bad("expected reason indexes")
     at = (max_event_at or 0) - back
     return ChurnState(sc / 10_000, LEVELS[lv % 3], at, at - since, med, high, lv >= 3, breach,
-                      reopen, at + due if due else 0)
+                      reopen, at + abs(due) if due else 0, due >= 0)

@@ -292,8 +292,9 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
 
 
 def next_due(state: CustomerState, rules: Rules) -> int | None:
-    """Event time of the customer's next time-driven change, or None."""
-    due = [d for d in (churn.next_check_at(state.churn, state, rules),
+    """Event time at which ``tick`` should next run for the customer (nothing time-driven
+    happens before it; at it, a change or only a closer look: see churn.look_at), or None."""
+    due = [d for d in (churn.look_at(state.churn, state, rules),
                        loyalty.next_due(state, rules)) if d is not None]
     return min(due) if due else None
 
