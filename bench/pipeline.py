@@ -6,6 +6,7 @@ Prints:
   (a) the raw ceiling: aiokafka getmany + our decoder, nothing else
   (b) the full pipeline: the engine (decode, align, load, apply, commit, send) in one process
   (c) b / a
+  (b') with --workers N: N worker processes in one group, together
   (d) p50 / p99 latency from produce to state committed, at a fixed produce rate
   (e) Redis bytes per customer (MEMORY USAGE) and the encoded state size
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -122,6 +125,40 @@ async def full_pipeline(s: Settings, n: int) -> float:
     return (done - first) / dt
 
 
+def _engine_process(settings: Settings) -> None:
+    """One worker process of (b'): an engine that runs until it is terminated."""
+
+    async def run() -> None:
+        engine = Engine(settings, DEFAULT_RULES)
+        await engine.start()
+        await engine.run()
+
+    asyncio.run(run())
+
+
+async def scaled_out(s: Settings, n: int, workers: int) -> float:
+    """Events/s of ``workers`` engine processes in one consumer group, measured from 20% to
+    90% of the input applied (so that the group joins are not counted)."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_engine_process, args=(s,), daemon=True)
+             for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    redis = aioredis.Redis.from_url(s.redis_url)
+    try:
+        while (done := await applied(s, redis)) < 0.2 * n:
+            await asyncio.sleep(0.05)
+        t0, first = time.perf_counter(), done
+        while (done := await applied(s, redis)) < 0.9 * n:
+            await asyncio.sleep(0.05)
+        return (done - first) / (time.perf_counter() - t0)
+    finally:
+        await redis.aclose()
+        for proc in procs:
+            proc.terminate()
+            proc.join(10)
+
+
 async def latency(s: Settings, rate: float, seconds: float, customers: int) -> list[float]:
     topics = Topics.from_settings(s)
     sim = Simulator(SimConfig(customers=customers, seed=7, start_ms=int(time.time() * 1000)
@@ -188,6 +225,11 @@ async def main(args: argparse.Namespace) -> None:
         b = await full_pipeline(s, len(recs))
         print(f"(b) full pipeline, one worker process:        {b:>10,.0f} events/s")
         print(f"(c) b / a:                                    {b / a:>10.2f}")
+        if args.workers > 1:  # the same input again, into its own Redis prefix
+            sw = s.with_(group_id="bench-scaled", redis_prefix="bench-scaled")
+            bw = await scaled_out(sw, len(recs), args.workers)
+            print(f"(b') {args.workers} worker processes together:      {bw:>10,.0f} events/s "
+                  f"({os.cpu_count()} cores, shared with the broker and Redis)")
         med, mean, enc_med, enc_max = await state_size(s)
         print(f"(e) Redis MEMORY USAGE per customer: median {med:.0f} B, mean {mean:.0f} B; "
               f"encoded state median {enc_med:.0f} B, max {enc_max} B")
@@ -208,4 +250,6 @@ if __name__ == "__main__":
     # (d) at a rate one worker sustains here; above its throughput, latency is queueing
     ap.add_argument("--rate", type=float, default=2_000)
     ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--workers", type=int, default=1,
+                    help="also run (b) with this many worker processes in one group")
     asyncio.run(main(ap.parse_args()))
