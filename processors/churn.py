@@ -473,8 +473,6 @@ class _Profile:
             if gap:
                 v = ((t - self.last) / DAY_MS / gap - self.ramp_from) / self.ramp_len
                 z += self.w_overdue * (0.0 if v < 0.0 else 1.0 if v > 1.0 else v)
-            else:
-                z += self.w_overdue * 0.0
         if self.steps:
             on = set()
             for code, c, start, end, _ in self.steps:
@@ -491,54 +489,47 @@ class _Profile:
 
     def contributions(self, t: int) -> tuple[float, list[tuple[str, float, float]]]:
         """``(z, [(code, log-odds, strength)])`` with the purchase part split into reasons."""
-        lz = self.purchase_logit(t)
         parts: list[tuple[str, float, float]] = []
+        z = self._add_up(t, parts)
+        return z, [p for p in parts if p[1] > 0]
+
+    def total(self, t: int) -> float:
+        """``contributions(t)[0]`` without the reasons (every evaluation needs only this)."""
+        return self._add_up(t, None)
+
+    def _add_up(self, t: int, parts: list[tuple[str, float, float]] | None) -> float:
+        """The score's log-odds at ``t``; with ``parts``, also what each reason adds. One
+        path for both, so the score with and without reasons is the same to the last bit."""
+        lz = self.purchase_logit(t)
+        z = lz
         if not self.bought:
-            z = lz
-            if lz > 0:
+            if parts is not None and lz > 0:
                 parts.append(("no_purchase", lz, 1.0))
         else:
-            lz0 = self._logit(self.tx)  # purchase_logit(t, silence=False)
-            z = lz
-            rhythm, silence = max(lz0, 0.0), max(lz - lz0, 0.0)
             od = self.overdue_strength(t)
+            w = self.w_overdue * od if od else 0.0
             if od:
-                w = self.w_overdue * od
                 z += w
-                silence += w
-            if self.x == 0:
-                parts.append(("one_time", rhythm + silence, 1.0))
-            else:
-                parts.append(("infrequent", rhythm, 1.0))
-                parts.append(("overdue", silence, 1.0))
+            if parts is not None:
+                lz0 = self._logit(self.tx)  # purchase_logit(t, silence=False)
+                rhythm, silence = max(lz0, 0.0), max(lz - lz0, 0.0) + w
+                if self.x == 0:
+                    parts.append(("one_time", rhythm + silence, 1.0))
+                else:
+                    parts.append(("infrequent", rhythm, 1.0))
+                    parts.append(("overdue", silence, 1.0))
         for code, c, s in self.constant:
             z += c
-            parts.append((code, c, s))
+            if parts is not None:
+                parts.append((code, c, s))
         if self.steps:
             on: set[str] = set()
             for code, c, start, end, s in self.steps:
                 if start <= t < end and code not in on:
                     on.add(code)
                     z += c
-                    parts.append((code, c, s))
-        return z, [p for p in parts if p[1] > 0]
-
-    def total(self, t: int) -> float:
-        """``contributions(t)[0]``: the same additions in the same order (so the same score,
-        to the last bit), without splitting the purchase part into reasons."""
-        z = self.purchase_logit(t)
-        if self.bought:
-            od = self.overdue_strength(t)
-            if od:
-                z += self.w_overdue * od
-        for _, c, _ in self.constant:
-            z += c
-        if self.steps:
-            on: set[str] = set()
-            for code, c, start, end, _ in self.steps:
-                if start <= t < end and code not in on:
-                    on.add(code)
-                    z += c
+                    if parts is not None:
+                        parts.append((code, c, s))
         return z
 
 
