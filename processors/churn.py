@@ -86,7 +86,7 @@ from hashlib import blake2b
 from typing import Any
 
 from processors.errors import WireError
-from processors.rules import ChurnRules, Rules
+from processors.rules import ChurnRules, Rules, per_rules
 from processors.state import CustomerState, OpenTicket
 from processors.support import pending_breaches
 from processors.timeutil import DAY_MS, HOUR_MS
@@ -286,16 +286,7 @@ class _Consts:
             self.targets[level] = math.log(x / (1 - x)) if 0 < x < 1 else None
 
 
-_CONSTS: dict[int, _Consts] = {}
-
-
-def _consts(cr: ChurnRules) -> _Consts:
-    k = _CONSTS.get(id(cr))
-    if k is None or k.cr is not cr:  # (k.cr keeps cr alive, so its id is not reused)
-        if len(_CONSTS) >= 64:
-            _CONSTS.clear()
-        k = _CONSTS[id(cr)] = _Consts(cr)
-    return k
+_consts = per_rules(_Consts)
 
 
 # A signal that is on during ``[start, end)``: (code, log-odds, start, end, strength).

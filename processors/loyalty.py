@@ -74,7 +74,7 @@ from typing import Any, NamedTuple
 
 from processors.errors import INVALID, Rejected, WireError
 from processors.money import to_reporting_minor
-from processors.rules import LoyaltyRules, Rules
+from processors.rules import LoyaltyRules, Rules, per_rules
 from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket, evolve
 from processors.timeutil import DAY_MS, day_of
 from schemas.codec import format_time
@@ -196,20 +196,8 @@ class _Derived(NamedTuple):
     soonest_ms: int  # the least a deadline can be after the last activity, minus the notice
 
 
-_DERIVED: dict[int, tuple[Rules, _Derived]] = {}
-_LAST: tuple[Rules | None, _Derived | None] = (None, None)  # the last hit: one rules object
-
-
+@per_rules
 def _derived(rules: Rules) -> _Derived:
-    global _LAST
-    last_rules, last = _LAST
-    if rules is last_rules:
-        assert last is not None
-        return last
-    hit = _DERIVED.get(id(rules))
-    if hit is not None and hit[0] is rules:
-        _LAST = hit
-        return hit[1]
     lr = rules.loyalty
     e = rules.minor_units[rules.reporting_currency]
     cats = {k: Fraction(v) for k, v in lr.category_multipliers.items()}
@@ -229,9 +217,6 @@ def _derived(rules: Rules) -> _Derived:
         lr.downgrade_grace_days, lr.expiry_months, lr.expiry_notice_days * DAY_MS,
         (lr.expiry_months * 28 - lr.expiry_notice_days) * DAY_MS,
     )
-    if len(_DERIVED) > 16:
-        _DERIVED.clear()
-    _DERIVED[id(rules)] = _LAST = (rules, d)
     return d
 
 

@@ -521,4 +521,33 @@ def _validate(tp: Any, value: Any, path: str) -> None:
             _validate(a, v, f"{path}[{i}]")
 
 
+# -- constants derived from rules --------------------------------------------------------------
+
+R = TypeVar("R")
+D = TypeVar("D")
+
+
+def per_rules(build: Callable[[R], D]) -> Callable[[R], D]:
+    """Memoise ``build(rules)`` per rules object, for constants the hot path derives from the
+    rules (processors ask for them on every event). By identity, since rules hold dicts and
+    do not hash; the object is kept with its value so its id cannot be reused by another.
+    The last hit is checked first: a worker runs one rules object."""
+    cache: dict[int, tuple[Any, D]] = {}
+    last: list[Any] = [None, None]
+
+    def get(rules: R) -> D:
+        if rules is last[0]:
+            return last[1]
+        hit = cache.get(id(rules))
+        if hit is None or hit[0] is not rules:
+            if len(cache) >= 16:
+                cache.clear()
+            hit = cache[id(rules)] = (rules, build(rules))
+        last[0], last[1] = hit
+        return hit[1]
+
+    get.__doc__ = build.__doc__
+    return get
+
+
 DEFAULT_RULES: Rules = parse_rules({})

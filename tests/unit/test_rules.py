@@ -183,3 +183,21 @@ def test_unknown_currency_is_rejected_not_guessed() -> None:
         to_reporting_minor(100, "HUF", DEFAULT_RULES)  # has an exponent, but no rate
     assert exc.value.reason == "unknown_currency"
     assert "HUF" in exc.value.message
+
+
+def test_per_rules_builds_once_per_rules_object() -> None:
+    from processors.rules import per_rules
+
+    built: list[object] = []
+
+    @per_rules
+    def derive(rules: Rules) -> tuple[int, int]:
+        built.append(rules)
+        return rules.allowed_lateness_ms, len(built)
+
+    other = parse_rules({"allowed_lateness_ms": 3_600_000})
+    first = derive(DEFAULT_RULES)
+    assert derive(DEFAULT_RULES) == first and first[1] == 1
+    assert derive(other) == (other.allowed_lateness_ms, 2)
+    assert derive(DEFAULT_RULES) == first  # kept, not rebuilt
+    assert built == [DEFAULT_RULES, other]
