@@ -132,11 +132,8 @@ def apply(state: CustomerState | None, event: Event, rules: Rules, now: int) -> 
     new_state = evolve(state, changes)
     # churn: alerts when the risk level rises, by silence up to the event or by the event
     ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
-    # new_state is this call's own, not seen outside yet: set its churn record in place
-    # instead of building all its fields once more (the hot path)
-    object.__setattr__(new_state, "churn", ch)
+    new_state = evolve(new_state, {"churn": ch})
     return Step(new_state, (*entries, *alerts), kpi=kpi.deltas(state, new_state, event, rules))
-
 
 
 def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
