@@ -30,6 +30,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from processors import wire
+from processors.customer import FULL, STATE_ONLY
 from processors.rules import DEFAULT_RULES
 from streams.engine import Engine, _Shard
 from streams.keys import Keys
@@ -132,6 +133,9 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--cache", type=int, default=Settings().state_cache_customers,
                     help="PULSE_STATE_CACHE_CUSTOMERS (0: decode every state every batch)")
+    ap.add_argument("--scope", choices=("full", "state"), default="full",
+                    help="full: state, points, churn, KPIs (processors.customer.FULL); state: "
+                         "the customer state by itself (STATE_ONLY)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--digest", action="store_true",
                     help="also print a SHA-256 of every output and final state (an "
@@ -146,7 +150,7 @@ def main() -> None:
     print(f"{n:,} simulated records for {args.customers:,} customers over {args.days} days, "
           f"{len(work)} batches (made in {time.perf_counter() - t0:.1f} s)")
 
-    engine = Engine(s, DEFAULT_RULES)
+    engine = Engine(s, DEFAULT_RULES, transitions=FULL if args.scope == "full" else STATE_ONLY)
     engine.store = _NoStore(s.redis_prefix)  # type: ignore[assignment]
     engine.consumer = _Consumer(work)  # type: ignore[assignment]
     engine._shards = {p: _Shard(ShardMeta(p)) for p in range(args.partitions)}
@@ -160,9 +164,9 @@ def main() -> None:
     if prof:
         prof.disable()
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"hot path without I/O: {events / dt:,.0f} events/s ({dt / events * 1e6:.1f} us an "
-          f"event; CPU {cpu / events * 1e6:.1f} us), {outputs:,} outputs, "
-          f"{len(redis):,} customers")
+    print(f"hot path without I/O ({args.scope}): {events / dt:,.0f} events/s "
+          f"({dt / events * 1e6:.1f} us an event; CPU {cpu / events * 1e6:.1f} us), "
+          f"{outputs:,} outputs, {len(redis):,} customers")
     print(f"decoded state in memory (what PULSE_STATE_CACHE_CUSTOMERS holds): "
           f"{decoded_bytes(list(redis.values())):,.0f} B a customer on average")
     if digest is not None:

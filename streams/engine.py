@@ -38,7 +38,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from processors import wire
-from processors.customer import apply, next_due, tick
+from processors.customer import FULL, Transitions
 from processors.errors import Rejected
 from processors.rules import Rules
 from processors.state import CustomerState
@@ -106,9 +106,11 @@ class Engine:
         metrics: Metrics | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        transitions: Transitions = FULL,
     ) -> None:
         self.settings = settings
         self.rules = rules
+        self.transitions = transitions  # processors.customer.FULL; STATE_ONLY for bench/
         self.metrics = metrics or Metrics.create()
         self.topics = Topics.from_settings(settings)
         self.wall_clock = wall_clock
@@ -402,6 +404,7 @@ class Engine:
     ) -> tuple[ShardCommit, list[OutMsg]]:
         rules = self.rules
         lateness = rules.allowed_lateness_ms
+        apply, tick, next_due = self.transitions
         states: dict[str, Any] = {}
         for cid, raw in loaded.items():
             states[cid] = wire.loads(raw) if raw is not None else None

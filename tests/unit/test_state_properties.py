@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors import wire
-from processors.customer import apply, view
+from processors.customer import Step, apply, apply_state, view
 from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import WINDOWS_DAYS, CustomerState
@@ -107,7 +108,9 @@ class Run:
 
 
 def process(events: list[Event], rules: Rules, cuts: set[int] = frozenset(),  # type: ignore[assignment]
-            watermark_per_batch: bool = False) -> Run:
+            watermark_per_batch: bool = False,
+            transition: Callable[[CustomerState | None, Event, Rules, int], Step] = apply,
+            ) -> Run:
     """The shell's loop: batches cut before the given indexes, the state stored through
     ``wire`` between batches, the watermark = max event time seen - lateness (advanced per
     event like the shell, or only at batch start)."""
@@ -123,7 +126,7 @@ def process(events: list[Event], rules: Rules, cuts: set[int] = frozenset(),  # 
         if not watermark_per_batch:
             now = high - rules.allowed_lateness_ms
         try:
-            step = apply(run.state, ev, rules, now)
+            step = transition(run.state, ev, rules, now)
         except Rejected as exc:
             run.rejected[ev.event_id] = exc.reason
             continue
@@ -153,6 +156,22 @@ def test_confluence_any_interleaving_and_batch_split(
     assert _core(other.state) == _core(ref.state)
     if ref.state is not None:
         assert wire.loads(wire.dumps(ref.state)) == ref.state
+
+
+@SETTINGS
+@given(h=histories(), seed=st.integers(0, 2**32), cuts=st.sets(st.integers(0, 40)))
+def test_state_only_transition_keeps_the_same_customer_state(
+    h: History, seed: int, cuts: set[int]
+) -> None:
+    """``apply_state`` (the engine's STATE_ONLY transitions, what bench/ measures as the state
+    engine) is ``apply`` minus points, churn and KPIs: same rejections, same customer state."""
+    events = interleave(h, random.Random(seed))
+    full = process(events, h.rules, cuts)
+    alone = process(events, h.rules, cuts, transition=apply_state)
+    assert alone.rejected == full.rejected
+    assert alone.accepted == full.accepted
+    assert alone.state is None or (alone.state.loyalty is None and alone.state.churn is None)
+    assert alone.state == _core(full.state)
 
 
 @SETTINGS
