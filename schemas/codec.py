@@ -1,9 +1,24 @@
 """Decode and validate event records: bytes in, a typed event or an ``InvalidEvent`` out.
 
-Validation is hand-written (not a generic JSON Schema engine) because it sits on the hot
-path: every record passes through it. It enforces exactly the rules of the JSON Schema
-files next door; ``tests/unit/test_schemas.py`` runs one corpus through both and checks
-they agree. Unknown extra fields are allowed (schemas evolve additively).
+Every record passes through here, so there are two paths that enforce exactly the rules of
+the JSON Schema files next door (``tests/unit/test_schemas.py`` runs one corpus through the
+decoder and the schemas and checks they agree):
+
+* the fast path, ``decode_fast``: a ``msgspec`` decoder per kind, into ``Struct`` types
+  whose constraints (types, lengths, ranges, enums, at most ``MAX_LINES`` lines) mirror the
+  rules below, then what those cannot express, in Python: no blank strings, the currency
+  code, the survey score's range for its kind, the timestamp (``parse_time``). It only
+  ever *accepts*: any record it has the least doubt about - msgspec raises, a Python check
+  fails, an unknown field is present - goes to
+* the slow path, ``decode_python``: ``orjson.loads`` and hand-written checks. It decides
+  every rejection, with its reason and message, and accepts what the fast path is stricter
+  about (``3.0`` for an integer, a duplicated key whose first value is wrong, extra fields).
+
+Whatever the fast path accepts, the slow path accepts as an equal event
+(``tests/unit/test_codec_fastpath.py`` checks both on simulated and mutated records).
+Unknown extra fields are allowed (schemas evolve additively), on the slow path: msgspec
+skips an unknown field's value without checking all that orjson checks (UTF-8, numbers
+that overflow to infinity), so the fast path's types forbid them.
 
 An ``InvalidEvent`` carries a short machine-readable ``reason`` (the label of the
 ``pulse_deadletter_total`` counter) and a message a person can act on.
@@ -16,9 +31,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from datetime import date as date_type
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
+from msgspec import Meta
 
 from schemas.events import (
     PURCHASE,
@@ -316,8 +333,8 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
 }
 
 
-def decode(kind: str, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Event:
-    """Validate one record of the given event kind. Raises ``InvalidEvent``."""
+def decode_python(kind: str, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Event:
+    """``decode`` without the fast path: orjson and the hand-written checks above."""
     if data is None:
         raise InvalidEvent(MALFORMED_JSON, "record has no value (tombstone)")
     if len(data) > max_bytes:
@@ -332,6 +349,155 @@ def decode(kind: str, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> 
     if type(obj) is not dict:
         raise InvalidEvent(NOT_AN_OBJECT, f"record must be a JSON object, got {type(obj).__name__}")
     return _BUILDERS[kind](obj)
+
+
+# ------------------------------------------------------------------------ the fast path
+# Struct types mirroring the rules above: a record they take, with the Python checks after
+# them, is one the slow path accepts as the same event. Unknown fields are forbidden here
+# (allowed on the slow path): msgspec skips an unknown value without validating its UTF-8 or
+# rejecting numbers that overflow to infinity, as orjson does.
+
+_Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LEN)]
+_Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LEN)]
+_SCORE_MIN = min(lo for lo, _ in SURVEY_SCALES.values())
+_SCORE_MAX = max(hi for _, hi in SURVEY_SCALES.values())
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    event_id: _Id
+    customer_id: _Id
+    occurred_at: str  # parse_time decides
+    source: _Name
+
+
+class _WireLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    sku: _Id
+    category: _Name
+    quantity: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
+    unit_price_minor: Annotated[int, Meta(ge=0, le=MAX_UNIT_PRICE_MINOR)]
+
+
+class _WirePurchase(_Wire):
+    order_id: _Id
+    channel: _Name
+    kind: Literal["purchase", "refund"]  # PURCHASE_KINDS
+    amount_minor: Annotated[int, Meta(ge=0, le=MAX_AMOUNT_MINOR)]
+    currency: str  # _is_currency decides (msgspec's pattern is a re.search: "$" takes "\n")
+    lines: Annotated[tuple[_WireLine, ...], Meta(max_length=MAX_LINES)] = ()
+    store_id: _Name | None = None
+
+
+class _WireTicket(_Wire):
+    ticket_id: _Id
+    status: Literal["opened", "responded", "resolved", "reopened", "closed"]  # TICKET_STATUSES
+    priority: Literal["low", "normal", "high", "urgent"]  # TICKET_PRIORITIES
+    channel: _Name
+    category: _Name
+    sentiment: Annotated[float, Meta(ge=-1.0, le=1.0)] | None = None  # an int becomes a float
+
+
+class _WireSurvey(_Wire):
+    survey_id: _Id
+    kind: Literal["nps", "csat", "ces"]  # SURVEY_KINDS
+    score: Annotated[int, Meta(ge=_SCORE_MIN, le=_SCORE_MAX)]  # the kind's scale: in Python
+    touchpoint: _Name
+    comment: Annotated[str, Meta(max_length=MAX_COMMENT_LEN)] | None = None
+
+
+class _WireRedemption(_Wire):
+    reward_id: _Id
+    points: Annotated[int, Meta(ge=1, le=MAX_REDEEM_POINTS)]
+
+
+_purchase_wire = msgspec.json.Decoder(_WirePurchase).decode
+_ticket_wire = msgspec.json.Decoder(_WireTicket).decode
+_survey_wire = msgspec.json.Decoder(_WireSurvey).decode
+_redemption_wire = msgspec.json.Decoder(_WireRedemption).decode
+_redemption_event = constructor(Redemption)
+
+
+def _is_currency(c: str) -> bool:
+    """``_CURRENCY.fullmatch(c)`` (three of A-Z), at a third of the cost."""
+    return len(c) == 3 and c.isascii() and c.isalpha() and c.isupper()
+
+
+def _fast_purchase(data: bytes) -> Purchase | None:
+    w = _purchase_wire(data)
+    store_id = w.store_id
+    if (w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace()
+            or w.order_id.isspace() or w.channel.isspace() or not _is_currency(w.currency)
+            or (store_id is not None and store_id.isspace())):
+        return None
+    lines = []
+    for ln in w.lines:
+        sku, category = ln.sku, ln.category
+        if sku.isspace() or category.isspace():
+            return None
+        lines.append(_line(sku, category, ln.quantity, ln.unit_price_minor))
+    return _purchase_event(
+        w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, w.order_id, w.channel,
+        w.kind, w.amount_minor, w.currency, tuple(lines), store_id)
+
+
+def _fast_ticket(data: bytes) -> SupportTicket | None:
+    w = _ticket_wire(data)
+    if (w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace()
+            or w.ticket_id.isspace() or w.channel.isspace() or w.category.isspace()):
+        return None
+    return _ticket_event(
+        w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, w.ticket_id, w.status,
+        w.priority, w.channel, w.category, w.sentiment)
+
+
+def _fast_survey(data: bytes) -> Survey | None:
+    w = _survey_wire(data)
+    lo, hi = SURVEY_SCALES[w.kind]
+    if (w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace()
+            or w.survey_id.isspace() or w.touchpoint.isspace() or not lo <= w.score <= hi):
+        return None
+    return _survey_event(
+        w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, w.survey_id, w.kind,
+        w.score, w.touchpoint, w.comment)
+
+
+def _fast_redemption(data: bytes) -> Redemption | None:
+    w = _redemption_wire(data)
+    if (w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace()
+            or w.reward_id.isspace()):
+        return None
+    return _redemption_event(
+        w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, w.reward_id, w.points)
+
+
+_FAST: dict[str, Callable[[bytes], Event | None]] = {
+    PURCHASE: _fast_purchase,
+    TICKET: _fast_ticket,
+    SURVEY: _fast_survey,
+    REDEMPTION: _fast_redemption,
+}
+
+
+def decode_fast(kind: str, data: bytes) -> Event | None:
+    """The fast path alone: the event, or None where ``decode_python`` must decide (which
+    includes every record that is invalid, and an unknown kind). Never raises."""
+    fast = _FAST.get(kind)
+    if fast is None:
+        return None
+    try:
+        return fast(data)
+    except (ValueError, RecursionError):
+        # all ValueErrors: msgspec's DecodeError and ValidationError, UnicodeDecodeError
+        # (invalid UTF-8 inside a field's string), InvalidEvent (from parse_time)
+        return None
+
+
+def decode(kind: str, data: bytes | None, max_bytes: int = MAX_RECORD_BYTES) -> Event:
+    """Validate one record of the given event kind. Raises ``InvalidEvent``."""
+    if data is not None and len(data) <= max_bytes:
+        event = decode_fast(kind, data)
+        if event is not None:
+            return event
+    return decode_python(kind, data, max_bytes)
 
 
 def decode_obj(kind: str, obj: Any) -> Event:

@@ -1,4 +1,4 @@
-"""The JSON Schemas (the contract with producers) and the hand-written codec agree.
+"""The JSON Schemas (the contract with producers) and the codec (both its paths) agree.
 
 Every golden event (``tests/golden/``) goes through both ``jsonschema`` (draft 2020-12, with
 the format checker) and ``schemas.codec.decode``: valid ones are accepted by both, invalid
