@@ -71,8 +71,9 @@ MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z; either side of these tw
 
 # RFC 3339 date-time (§5.6 ABNF, the JSON Schema "date-time" format): full date, "T", time,
 # offset required. Always used with fullmatch: "$" alone would accept a trailing newline.
+# ASCII: RFC 3339's DIGIT is 0-9, where a str pattern's \d would take any Unicode digit.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -167,10 +168,12 @@ def parse_time(value: Any, path: str = "occurred_at") -> int:
         # Fast path for the common UTC forms (what `encode` writes): the date part through a
         # cache, the time of day by arithmetic. Anything else takes the general path below.
         day = _utc_day(value[:10])
-        hh, mm, ss = int(value[11:13]), int(value[14:16]), int(value[17:19])
-        year = int(value[:4])
+        # the pattern matched, so the digits are ASCII: read them off the bytes
+        b = value.encode()  # (48 = ord("0"), so 528 = 48 * 11, 53328 = 48 * 1111 ...)
+        hh, mm, ss = b[11] * 10 + b[12] - 528, b[14] * 10 + b[15] - 528, b[17] * 10 + b[18] - 528
+        year = b[0] * 1000 + b[1] * 100 + b[2] * 10 + b[3] - 53328
+        ms = b[20] * 100 + b[21] * 10 + b[22] - 5328 if n == 24 else 0
         if day >= 0 and hh < 24 and mm < 60 and ss < 60 and MIN_YEAR <= year <= MAX_YEAR:
-            ms = int(value[20:23]) if n == 24 else 0
             return day * 86_400_000 + ((hh * 60 + mm) * 60 + ss) * 1000 + ms
     text = value
     frac = re.search(r"\.(\d+)", text)

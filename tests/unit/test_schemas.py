@@ -448,3 +448,32 @@ def test_format_time_is_rfc3339_utc_with_milliseconds(ms: int) -> None:
 @given(st.integers(min_value=codec.MIN_TIME_MS, max_value=codec.MAX_TIME_MS - 1))
 def test_format_time_parses_back(ms: int) -> None:
     assert codec.parse_time(codec.format_time(ms)) == ms
+
+
+
+_UNICODE_DIGITS = {"3": "\u0663", "9": "\uff19"}  # Arabic-Indic 3, fullwidth 9: also \\d
+
+
+@given(st.integers(1998, 2101), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
+       st.integers(0, 61), st.integers(0, 61), st.none() | st.integers(0, 999),
+       st.sets(st.integers(0, 22)))
+def test_parse_time_utc_shortcut_agrees_with_the_general_path(
+    y: int, mo: int, d: int, h: int, mi: int, s: int, ms: int | None, unicode_at: set[int]
+) -> None:
+    # "...Z" takes the shortcut (digits read off the bytes); the same instant written
+    # "+00:00" takes datetime.fromisoformat: the same instant from both, or a rejection from
+    # both. Digits other than 0-9 are not RFC 3339's DIGIT: rejected by both
+    value = f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}"
+    value += "" if ms is None else f".{ms:03d}"
+    value = "".join(_UNICODE_DIGITS.get(c, c) if i in unicode_at else c
+                    for i, c in enumerate(value))
+
+    def parsed(v: str) -> int | None:
+        try:
+            return codec.parse_time(v)
+        except codec.InvalidEvent:
+            return None
+
+    assert parsed(value + "Z") == parsed(value + "+00:00")
+    if any(c in _UNICODE_DIGITS.values() for c in value):
+        assert parsed(value + "Z") is None
