@@ -870,15 +870,15 @@ def to_wire(ly: LoyaltyState) -> list[Any]:
     orders, surveys]``; orders flat: ``key, day, paid, points, refunded, clawed, n`` then n
     lines ``key, units, points, refunded_units``; surveys flat: ``day, key``."""
     bal, life, tier, since, qu, last, noticed, ords, marks = ly
-    orders: list[int] = []
+    orders: list[Any] = []
     for o in ords:
+        orders += o  # key, day, paid, points, refunded, clawed, lines
         lines = o[6]
-        orders += o[:6]  # key, day, paid, points, refunded, clawed
-        orders.append(len(lines))
+        orders[-1] = len(lines)  # (cheaper than slicing the order's first six off)
         for x in lines:
             orders += x
-    return [bal, life, tier, since, qu, last, int(noticed), orders,
-            list(chain.from_iterable(marks))]
+    return [bal, life, tier, since, qu, last, 1 if noticed else 0, orders,
+            list(chain(*marks)) if marks else []]
 
 
 def _bad(value: Any, what: str) -> WireError:
