@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import pstats
 import sys
@@ -32,7 +33,7 @@ from aiokafka.structs import ConsumerRecord
 from processors import wire
 from processors.customer import FULL, STATE_ONLY
 from processors.rules import DEFAULT_RULES
-from streams.engine import Engine, _Shard
+from streams.engine import Engine, _Shard, tune_gc
 from streams.keys import Keys
 from streams.partitioning import owner
 from streams.settings import Settings
@@ -89,6 +90,36 @@ def batches(customers: int, days: int, partitions: int, size: int,
     return out
 
 
+class GcTime:
+    """Collections and the time they took while it is entered (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            g = info["generation"]
+            self.count[g] += 1
+            self.seconds[g] += time.perf_counter() - self._start
+
+    def __enter__(self) -> GcTime:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self, events: int) -> str:
+        total = sum(self.seconds)
+        per_gen = ", ".join(f"gen{g} {n} in {s:.2f} s" for g, (n, s)
+                            in enumerate(zip(self.count, self.seconds, strict=True)))
+        return f"{total:.2f} s ({total / max(1, events) * 1e6:.1f} us an event; {per_gen})"
+
+
 def run(engine: Engine, work: list[dict[TopicPartition, list[ConsumerRecord]]],
         redis: dict[str, bytes], digest: Any = None) -> tuple[int, int]:
     events = outputs = 0
@@ -136,13 +167,15 @@ def main() -> None:
     ap.add_argument("--scope", choices=("full", "state"), default="full",
                     help="full: state, points, churn, KPIs (processors.customer.FULL); state: "
                          "the customer state by itself (STATE_ONLY)")
+    ap.add_argument("--gc-young", type=int, default=Settings().gc_young_threshold,
+                    help="PULSE_GC_YOUNG_THRESHOLD (0: Python's default thresholds)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--digest", action="store_true",
                     help="also print a SHA-256 of every output and final state (an "
                          "optimisation must not change it)")
     args = ap.parse_args()
     s = Settings(partitions=args.partitions, clock="event", log_level="WARNING",
-                 state_cache_customers=args.cache)
+                 state_cache_customers=args.cache, gc_young_threshold=args.gc_young)
     topics = Topics.from_settings(s)
     t0 = time.perf_counter()
     work = batches(args.customers, args.days, args.partitions, s.batch_max_records, topics)
@@ -155,18 +188,22 @@ def main() -> None:
     engine.consumer = _Consumer(work)  # type: ignore[assignment]
     engine._shards = {p: _Shard(ShardMeta(p)) for p in range(args.partitions)}
     redis: dict[str, bytes] = {}
+    tune_gc(s.gc_young_threshold)  # as Engine.start does
+    collector = GcTime()
     prof = cProfile.Profile() if args.profile else None
     t0, c0 = time.perf_counter(), time.process_time()
     if prof:
         prof.enable()
     digest = hashlib.sha256() if args.digest else None
-    events, outputs = run(engine, work, redis, digest)
+    with collector:
+        events, outputs = run(engine, work, redis, digest)
     if prof:
         prof.disable()
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"hot path without I/O ({args.scope}): {events / dt:,.0f} events/s "
           f"({dt / events * 1e6:.1f} us an event; CPU {cpu / events * 1e6:.1f} us), "
           f"{outputs:,} outputs, {len(redis):,} customers")
+    print(f"garbage collector (thresholds {gc.get_threshold()}): {collector.summary(events)}")
     print(f"decoded state in memory (what PULSE_STATE_CACHE_CUSTOMERS holds): "
           f"{decoded_bytes(list(redis.values())):,.0f} B a customer on average")
     if digest is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import logging
 import random
@@ -98,6 +99,19 @@ class _Shard:
         self.staged = {}
 
 
+def tune_gc(young: int) -> None:
+    """Collect the youngest generation every ``young`` allocations (0: leave Python's
+    thresholds). A worker holds many long-lived objects (decoded states in the cache) and
+    allocates a few dozen per event; with Python's 700 the collector runs ~10 times a batch
+    and promotes what the batch keeps to where full collections rescan the whole cache
+    (measured: a quarter of the hot path's CPU, full passes of ~0.2 s). The older
+    generations' thresholds are raised with it, so that a full pass stays rare; the
+    state objects form no reference cycles, what does (asyncio, the clients) is still
+    collected."""
+    if young:
+        gc.set_threshold(young, 20, 100)
+
+
 class Engine:
     def __init__(
         self,
@@ -129,6 +143,7 @@ class Engine:
 
     async def start(self) -> None:
         s = self.settings
+        tune_gc(s.gc_young_threshold)
         self.store = Store.from_url(s.redis_url, s.redis_prefix)
         await self.store.redis.ping()
         self.producer = AIOKafkaProducer(

@@ -34,6 +34,7 @@ def test_values_are_parsed_by_type() -> None:
     ("PULSE_GROUP_ID", "customer-pulse", "must differ from PULSE_APP_ID"),
     ("PULSE_RULES_FILE", "/nonexistent/rules.yaml", "no such file"),
     ("PULSE_HEARTBEAT_INTERVAL_S", "30", "below the session timeout"),
+    ("PULSE_GC_YOUNG_THRESHOLD", "-1", "between 0 and 10000000"),
 ])
 def test_a_wrong_value_names_the_variable(var: str, value: str, says: str) -> None:
     with pytest.raises(SettingsError) as err:
@@ -45,3 +46,18 @@ def test_a_wrong_value_names_the_variable(var: str, value: str, says: str) -> No
 def test_to_env_round_trips() -> None:
     s = Settings(partitions=7, topic_prefix="x-", clock="event", align_idle_s=0.5)
     assert from_env(to_env(s)) == s
+
+
+def test_gc_tuning_sets_the_thresholds_or_leaves_them() -> None:
+    import gc
+
+    from streams.engine import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, 20, 100)
+    finally:
+        gc.set_threshold(*before)
