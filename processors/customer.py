@@ -342,7 +342,8 @@ class Transitions(NamedTuple):
     apply: Callable[[CustomerState | None, Event, Rules, int], Step]
     tick: Callable[[CustomerState, Rules, int], Step]
     next_due: Callable[[CustomerState, Rules], int | None]
+    timed: bool = True  # False: tick never changes anything, next_due is always None
 
 
 FULL = Transitions(apply, tick, next_due)  # the product: state, points, churn, KPIs
-STATE_ONLY = Transitions(apply_state, _no_tick, _never_due)  # the state engine by itself
+STATE_ONLY = Transitions(apply_state, _no_tick, _never_due, timed=False)  # the state alone

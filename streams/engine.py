@@ -419,7 +419,7 @@ class Engine:
     ) -> tuple[ShardCommit, list[OutMsg]]:
         rules = self.rules
         lateness = rules.allowed_lateness_ms
-        apply, tick, next_due = self.transitions
+        apply, tick, next_due, timed = self.transitions
         states: dict[str, Any] = {}
         for cid, raw in loaded.items():
             states[cid] = wire.loads(raw) if raw is not None else None
@@ -488,7 +488,8 @@ class Engine:
             h = high.get(topic, 0)
             if t > h:
                 high[topic] = h = t
-            catch_up(cid, t)  # what silence did before this event happened
+            if timed:
+                catch_up(cid, t)  # what silence did before this event happened
             try:
                 step = apply(states[cid], ev, rules, (origin or h) - lateness)
             except Rejected as exc:
@@ -505,8 +506,9 @@ class Engine:
             states[cid] = step.state
             changed.add(cid)
             emit(step)
-        for cid in list(states):
-            catch_up(cid, upto)
+        if timed:
+            for cid in list(states):
+                catch_up(cid, upto)
         due_now: dict[str, int | None] = {}
         for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
             state = states.get(cid)
