@@ -57,7 +57,6 @@ state, and a Redis prefix must not be shared with a version that did not count t
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -219,7 +218,7 @@ def _ticket(before: CustomerState, after: CustomerState, ev: SupportTicket, day:
 # Loyalty and churn state live in sections of the customer state (``state.loyalty``,
 # ``state.churn``; None until the customer has one) owned by their modules; read by name so
 # that a section that does not exist yet simply counts as absent.
-_STATE_FIELDS = frozenset(f.name for f in dataclasses.fields(CustomerState))
+_STATE_FIELDS = frozenset(CustomerState.__struct_fields__)
 _SECTIONS = tuple(s for s in ("loyalty", "churn") if s in _STATE_FIELDS)
 
 

@@ -64,12 +64,12 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
 
 from processors.money import round_half_even
 from processors.timeutil import DAY_MS, day_of
-from schemas.frozen import replacer
 
 if TYPE_CHECKING:  # loyalty.py imports this module
     from processors.loyalty import LoyaltyState
@@ -111,8 +111,16 @@ KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redempti
 PURCHASE_KIND = 0
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerState:
+# A msgspec Struct rather than a frozen dataclass, for the hot path: ``evolve`` (msgspec's
+# ``structs.replace``) is ~5x faster than the dataclass replacer was, and with ``gc=False``
+# the cached states (~50,000 a worker) are not tracked by the cyclic GC. That is safe because
+# a state never refers back to a state: its fields are ints, strs, floats, None, tuples of
+# NamedTuples and the LoyaltyState / ChurnState records, none of which holds a state.
+# Field names: ``CustomerState.__struct_fields__``. Nothing may resolve the annotations at
+# run time (they name the TYPE_CHECKING-only LoyaltyState / ChurnState: NameError), and
+# msgspec does in ``msgspec.structs.fields``, ``msgspec.inspect``, typed decoding and
+# ``inspect.signature(CustomerState)`` (so hypothesis' ``st.builds(CustomerState)`` too).
+class CustomerState(msgspec.Struct, frozen=True, gc=False):
     customer_id: str
     max_event_at: int | None = None
     # newest occurred_at per event kind (KIND_INDEX order; 0: none yet). Lateness is judged
@@ -179,9 +187,15 @@ class CustomerState:
         return None if self.nps_score is None else nps_class(self.nps_score)
 
 
-# ``dataclasses.replace(state, **changes)`` as ``evolve(state, changes)`` for the hot path:
-# fills the new state's slots directly (schemas.frozen), 2.6 us instead of 7 us
-evolve = replacer(CustomerState)
+_replace = msgspec.structs.replace
+
+
+def evolve(state: CustomerState, changes: dict[str, Any]) -> CustomerState:
+    """``state`` with ``changes`` (field name -> new value) applied, as a new state;
+    ``state`` is unchanged, an unknown field name raises TypeError. That is
+    ``msgspec.structs.replace(state, **changes)``: ~0.5 us for a real state, where the
+    frozen-dataclass replacer it replaced took ~2.8 us."""
+    return _replace(state, **changes)
 
 
 def nps_class(score: int) -> str:

@@ -50,7 +50,7 @@ def pending_breaches(ticket: OpenTicket, sla: SupportSla, as_of: int) -> int:
 
 
 def ticket_changes(state: CustomerState, ev: SupportTicket, rules: Rules) -> dict[str, Any]:
-    """Field changes for a ticket event (``dataclasses.replace`` keywords). Pure."""
+    """Field changes for a ticket event (for ``processors.state.evolve``). Pure."""
     if ev.status not in TICKET_STATUSES:
         raise Rejected(INVALID, f"ticket status {ev.status!r} is not one of {TICKET_STATUSES}")
     if ev.priority not in TICKET_PRIORITIES:

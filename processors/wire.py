@@ -22,7 +22,7 @@ import orjson
 
 from processors import churn, loyalty
 from processors.errors import WireError
-from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen, evolve
+from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
 
 VERSION = 1
 
@@ -54,7 +54,6 @@ _SCALARS = {**_OPTIONALS, **_COUNTERS}
 _KNOWN = frozenset({"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "ly", "ch",
                     *_SCALARS.values()})
 
-_BLANK = CustomerState("")
 _new = tuple.__new__  # _new(DayBucket, (day, ...)): the record without its Python __new__
 
 
@@ -188,4 +187,4 @@ def loads(data: bytes) -> CustomerState:
         kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
     if "ch" in obj:
         kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
-    return evolve(_BLANK, kwargs)  # CustomerState(**kwargs) through its slots: ~1 us less
+    return CustomerState(**kwargs)  # a msgspec Struct: as cheap as evolve(blank, kwargs)

@@ -7,8 +7,9 @@ is too late and the final state is defined whatever the arrival order.
 
 from __future__ import annotations
 
-import dataclasses
 import random
+
+import msgspec
 
 from processors import churn
 from processors.customer import apply
@@ -100,7 +101,7 @@ def comparable(state: CustomerState, rules: Rules = DEFAULT_RULES, as_of: int | 
     of the purchase topic itself (the purchase that crosses a tier earns at it): leave it out
     (``loyalty=False``) where that order is undefined, as with a random partitioner."""
     at = as_of if as_of is not None else (state.max_event_at or 0)
-    kept = dataclasses.replace(state, churn=None)
+    kept = msgspec.structs.replace(state, churn=None)
     if not loyalty:
-        kept = dataclasses.replace(kept, loyalty=None)
+        kept = msgspec.structs.replace(kept, loyalty=None)
     return kept, churn.score(state, rules, at).score

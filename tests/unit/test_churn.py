@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
+import msgspec
 import pytest
 
 from processors import churn, wire
@@ -322,7 +322,7 @@ def test_a_customer_back_at_medium_rises_again_on_silence_after_the_cooldown() -
 
 def test_next_check_at_for_a_state_without_a_churn_record() -> None:
     state, _ = run(BASE)
-    bare = dataclasses.replace(state, churn=None)
+    bare = msgspec.structs.replace(state, churn=None)
     assert next_check_at(bare.churn, bare, DEFAULT_RULES) == next_check_at(
         state.churn, state, DEFAULT_RULES)
 
@@ -371,5 +371,5 @@ def test_the_churn_record_costs_a_typical_customer_under_80_bytes() -> None:
     state, _ = run(events)
     assert state.churn is not None
     with_churn = len(wire.dumps(state))
-    without = len(wire.dumps(dataclasses.replace(state, churn=None)))
+    without = len(wire.dumps(msgspec.structs.replace(state, churn=None)))
     assert with_churn - without < 80

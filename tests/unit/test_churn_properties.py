@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -68,7 +67,7 @@ def replay(rules: Rules, events: list[Event], tick_days: int | None = None
             t += tick_days * DAY_MS
         for t in [*times, until] if final else times:
             ch, out = on_tick(state.churn, state, rules, t)
-            state = dataclasses.replace(state, churn=ch)
+            state = msgspec.structs.replace(state, churn=ch)
             alerts.extend(out)
 
     for ev in events:

@@ -3,9 +3,10 @@ a small share of customers a day, and never two alerts at one level within the c
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
+
+import msgspec
 
 from processors.churn import ChurnAlert, on_tick
 from processors.customer import apply
@@ -63,7 +64,7 @@ def simulate(customers: int, days: int, seed: int = 1, rules: Rules = DEFAULT_RU
         for cid, st in states.items():
             if st.churn is not None and st.churn.due and st.churn.due <= day_end:
                 ch, alerts = on_tick(st.churn, st, rules, day_end)
-                states[cid] = dataclasses.replace(st, churn=ch)
+                states[cid] = msgspec.structs.replace(st, churn=ch)
                 out.alerts += alerts
     out.alerts = [a for a in out.alerts if a.occurred_at >= counted]
     return out

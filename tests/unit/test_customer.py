@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -185,7 +186,7 @@ REJECT_CASES = [
 @pytest.mark.parametrize(("event", "now", "reason"), REJECT_CASES)
 def test_rejected_changes_nothing(event: Event, now: int, reason: str) -> None:
     state = run(BASE)
-    snapshot = dataclasses.replace(state)
+    snapshot = msgspec.structs.replace(state)
     with pytest.raises(Rejected) as exc:
         apply(state, event, DEFAULT_RULES, now)
     assert exc.value.reason == reason
@@ -349,7 +350,7 @@ def test_rolling_answers_keep_the_latest_by_event_time() -> None:
 def test_redemption_only_counts_for_dedup_and_event_time() -> None:
     state = run([purchase("a", T0)])
     nxt = apply(state, redemption("r", T0 + H), DEFAULT_RULES, 0).state
-    assert dataclasses.replace(
+    assert msgspec.structs.replace(
         nxt, seen=state.seen, max_event_at=state.max_event_at, kind_max=state.kind_max
     ) == state
     assert nxt.kind_max[3] == T0 + H

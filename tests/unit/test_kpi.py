@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -249,9 +250,8 @@ class Risk:
 def with_sections(state: CustomerState, **sections: Any) -> Any:
     """A state carrying loyalty/churn sections (an attribute bag when the real state has no
     such field yet)."""
-    fields = {f.name for f in dataclasses.fields(CustomerState)}
-    if set(sections) <= fields:
-        return dataclasses.replace(state, **sections)
+    if set(sections) <= set(CustomerState.__struct_fields__):
+        return msgspec.structs.replace(state, **sections)
 
     class Bag:
         def __getattr__(self, name: str) -> Any:

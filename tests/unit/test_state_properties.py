@@ -10,12 +10,12 @@ true order always qualifies, so every such merge exists and nothing in it is too
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -138,7 +138,7 @@ def process(events: list[Event], rules: Rules, cuts: set[int] = frozenset(),  # 
 
 def _core(state: CustomerState | None) -> CustomerState | None:
     # churn records what was alerted when: order-dependent by design (test_churn*.py)
-    return None if state is None else dataclasses.replace(state, loyalty=None, churn=None)
+    return None if state is None else msgspec.structs.replace(state, loyalty=None, churn=None)
 
 
 @SETTINGS

@@ -129,16 +129,16 @@ def test_worst_case_is_bounded() -> None:
 
 @pytest.mark.parametrize("a", STATES)
 @pytest.mark.parametrize("b", STATES)
-def test_evolve_is_dataclasses_replace(a: CustomerState, b: CustomerState) -> None:
-    import dataclasses
-
+def test_evolve_is_building_the_state_with_the_changes(a: CustomerState,
+                                                     b: CustomerState) -> None:
     from processors.state import evolve
 
-    names = [f.name for f in dataclasses.fields(CustomerState)]
+    names = CustomerState.__struct_fields__
     for start in range(3):  # every field changed in one of the three
         changes = {n: getattr(b, n) for n in names[start::3]}
         new = evolve(a, changes)
-        assert new == dataclasses.replace(a, **changes) and new is not a
+        assert new == CustomerState(**{**{n: getattr(a, n) for n in names}, **changes})
+        assert new is not a
     assert evolve(a, {}) == a
-    with pytest.raises(TypeError, match="no fields"):
+    with pytest.raises(TypeError, match="has no field 'purchase_cuont'"):
         evolve(a, {"purchase_cuont": 1})

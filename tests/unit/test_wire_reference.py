@@ -158,8 +158,17 @@ CHURN = st.builds(
     ChurnState, st.floats(0, 1), st.sampled_from(LEVELS), INTS, INTS, INTS, INTS,
     st.booleans(), INTS, INTS, INTS, st.booleans()).map(  # level_since <= at, as ever
         lambda ch: replace(ch, level_since=min(ch.level_since, ch.at)))
+
+
+def _state(customer_id: str, **fields: Any) -> CustomerState:
+    # not st.builds(CustomerState, ...): hypothesis reads the class's signature, which
+    # msgspec makes from the resolved annotations, and LoyaltyState / ChurnState are
+    # TYPE_CHECKING-only names in processors.state
+    return CustomerState(customer_id, **fields)
+
+
 STATES = st.builds(
-    CustomerState, st.text(max_size=8),
+    _state, st.text(max_size=8),
     max_event_at=OPT, kind_max=st.tuples(INTS, INTS, INTS, INTS) | st.just((0, 0, 0, 0)),
     first_purchase_at=OPT, last_purchase_at=OPT, purchase_count=INTS, refund_count=INTS,
     gross_spend_minor=INTS, refunds_minor=INTS, archived_purchase_days=INTS,
