@@ -459,3 +459,45 @@ def test_mutated_records_decode_the_same(case: tuple[str, bytes]) -> None:
 @given(st.sampled_from(events.EVENT_KINDS), st.binary(max_size=40) | st.text().map(str.encode))
 def test_arbitrary_bytes_decode_the_same(kind: str, raw: bytes) -> None:
     assert_same(kind, raw)
+
+
+# ------------------------------------------------------------------------ the gate
+
+
+def test_gate_skips_the_fast_path_for_a_kind_whose_valid_records_it_keeps_declining(
+    monkeypatch: pytest.MonkeyPatch, simulated: list[Any]
+) -> None:
+    gate = codec._FastPathGate()
+    gate.MISSES, gate.PAUSE = 3, 5
+    monkeypatch.setattr(codec, "_gate", gate)
+    tried: list[str] = []
+
+    def spy(kind: str, data: bytes) -> events.Event | None:
+        tried.append(kind)
+        return decode_fast(kind, data)
+
+    monkeypatch.setattr(codec, "decode_fast", spy)
+    valid = [r for r in simulated if r.kind == "purchase" and decode_fast(r.kind, r.value)]
+    extra = [r.value[:-1] + b',"loyalty_card":"X1"}' for r in valid[:20]]  # a new field
+
+    # an invalid record is not a miss: the fast path is right to decline it
+    for _ in range(10):
+        with pytest.raises(InvalidEvent):
+            decode("purchase", b'{"event_id": 1}')
+    assert len(tried) == 10 and not gate.paused.get("purchase")
+    # a valid record accepted by the fast path resets the count of misses
+    tried.clear()
+    for raw in extra[:2]:
+        assert decode("purchase", raw) == decode_python("purchase", raw)
+    decode("purchase", valid[0].value)
+    assert "purchase" not in gate.misses
+    # three valid records in a row declined: the next five skip it, then it is tried again
+    tried.clear()
+    results = [decode("purchase", raw) for raw in extra[:3 + 5 + 1]]
+    assert results == [decode_python("purchase", raw) for raw in extra[:9]]
+    assert len(tried) == 3 + 1
+    # other kinds are not affected
+    ticket = next(r for r in simulated if r.kind == "ticket" and decode_fast(r.kind, r.value))
+    tried.clear()
+    decode("ticket", ticket.value)
+    assert tried == ["ticket"]
