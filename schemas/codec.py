@@ -75,7 +75,13 @@ MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z; either side of these tw
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
 )
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+def is_currency_code(c: str) -> bool:
+    """Three letters A-Z (the schema's ``^[A-Z]{3}$``; a third of a regex fullmatch's cost)."""
+    return len(c) == 3 and c.isascii() and c.isalpha() and c.isupper()
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date_type(1970, 1, 1).toordinal()
 
@@ -245,7 +251,7 @@ def _purchase(obj: dict[str, Any]) -> Purchase:
     currency = obj.get("currency", _MISSING)
     if currency is _MISSING:
         raise InvalidEvent(SCHEMA, f"{p}.currency: required field is missing")
-    if type(currency) is not str or not _CURRENCY.fullmatch(currency):
+    if type(currency) is not str or not is_currency_code(currency):
         raise _fail(f"{p}.currency", "must be a three-letter ISO-4217 code", currency)
     return _purchase_event(
         event_id=event_id,
@@ -385,7 +391,7 @@ class _WirePurchase(_Wire):
     channel: _Name
     kind: Literal["purchase", "refund"]  # PURCHASE_KINDS
     amount_minor: Annotated[int, Meta(ge=0, le=MAX_AMOUNT_MINOR)]
-    currency: str  # _is_currency decides (msgspec's pattern is a re.search: "$" takes "\n")
+    currency: str  # is_currency_code decides (msgspec's pattern is a re.search: "$" takes "\n")
     lines: Annotated[tuple[_WireLine, ...], Meta(max_length=MAX_LINES)] = ()
     store_id: _Name | None = None
 
@@ -419,16 +425,11 @@ _redemption_wire = msgspec.json.Decoder(_WireRedemption).decode
 _redemption_event = constructor(Redemption)
 
 
-def _is_currency(c: str) -> bool:
-    """``_CURRENCY.fullmatch(c)`` (three of A-Z), at a third of the cost."""
-    return len(c) == 3 and c.isascii() and c.isalpha() and c.isupper()
-
-
 def _fast_purchase(data: bytes) -> Purchase | None:
     w = _purchase_wire(data)
     store_id = w.store_id
     if (w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace()
-            or w.order_id.isspace() or w.channel.isspace() or not _is_currency(w.currency)
+            or w.order_id.isspace() or w.channel.isspace() or not is_currency_code(w.currency)
             or (store_id is not None and store_id.isspace())):
         return None
     lines = []

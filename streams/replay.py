@@ -58,6 +58,7 @@ from schemas.codec import (
     InvalidEvent,
     decode_obj,
     encode,
+    is_currency_code,
     parse_time,
 )
 from schemas.events import PURCHASE, SURVEY, TICKET, Event
@@ -109,7 +110,6 @@ SPECS: dict[str, Spec] = {
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
-_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 # -- pure: cells -> wire values ----------------------------------------------------------------
@@ -245,7 +245,7 @@ class RowParser:
         if "amount" not in cells:
             raise InvalidEvent(SCHEMA, "purchase.amount: required field is missing")
         currency = _text(cells.get("currency", self.currency))
-        if type(currency) is not str or not _CURRENCY.fullmatch(currency):
+        if type(currency) is not str or not is_currency_code(currency):
             raise _bad("purchase.currency", "must be a three-letter ISO-4217 code", currency)
         if currency not in self.rules.fx:
             known = ", ".join(sorted(self.rules.fx))
