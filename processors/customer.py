@@ -10,11 +10,14 @@ Theory of operation
    the dedup window -> ``Step(state, duplicate=True)``, state unchanged. A producer retry
    or a replay of recent data is a no-op; checked before lateness so that a retry that
    arrives after the watermark moved is still recognised rather than dead-lettered;
-3. rejects an event that is too late: ``occurred_at < max(now, max_event_at -
-   allowed_lateness)``. ``now`` is the partition watermark; the customer's own bound is
-   never above it when the shell is right, and guarantees the state's invariants (no event
-   lands in an already pruned day bucket, no duplicate outlives its dedup entry) even when
-   it is not, e.g. a watermark not yet rebuilt after a restart;
+3. rejects an event that is too late for this customer: more than ``allowed_lateness``
+   before the customer's newest event of the same kind (``kind_max``). Past that the dedup
+   window and the day buckets have moved on, so the state could not tell a duplicate or
+   place the event; anything younger is applied, however far behind other customers or the
+   partition it is. A customer with no event of that kind takes an event of any age.
+   ``now`` is the clock the event is applied with (the wall clock live, the replay's or the
+   partition's event time otherwise): it never rejects anything; it only tells the ledger
+   that an event "arrived late" (README "Time");
 4. computes the topic-specific field changes (purchases, tickets, surveys; redemptions
    change only dedup and ``max_event_at`` here: ``loyalty.on_event`` answers them) - these raise
    ``Rejected`` for unknown currencies and invalid content;
@@ -50,7 +53,7 @@ from processors.state import (
     window_sums,
 )
 from processors.support import pending_breaches, ticket_changes
-from processors.timeutil import DAY_MS, day_of
+from processors.timeutil import DAY_MS, HOUR_MS, day_of
 from schemas.codec import format_time
 from schemas.events import SURVEY_SCALES, Event, Purchase, Redemption, SupportTicket, Survey
 
@@ -99,12 +102,12 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
     lateness = rules.allowed_lateness_ms
     kind = KIND_INDEX[event.event_kind]
     kmax = state.kind_max[kind]
-    floor = max(now, kmax - lateness) if kmax else now
-    if t < floor:
+    if kmax and t < kmax - lateness:
         raise Rejected(
             TOO_LATE,
-            f"occurred_at {format_time(t)} is before the watermark {format_time(floor)} "
-            f"(allowed lateness {lateness} ms)",
+            f"occurred_at {format_time(t)} is more than the allowed lateness "
+            f"({lateness // HOUR_MS} h) before this customer's newest {event.event_kind} "
+            f"event ({format_time(kmax)}): a duplicate could no longer be recognised",
         )
 
     if isinstance(event, Purchase):
@@ -140,7 +143,7 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
     # loyalty: ledger entries from the event and from what was due by its time
     ly, entries = loyalty.on_event(
         state, event, rules, days=changes.get("days", state.days), kind_max=km,
-        sla_breaches=changes.get("sla_breaches", state.sla_breaches))
+        sla_breaches=changes.get("sla_breaches", state.sla_breaches), applied_at=now)
     if ly is not state.loyalty:
         changes["loyalty"] = ly
     new_state = evolve(state, changes)

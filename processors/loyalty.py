@@ -64,7 +64,7 @@ import calendar
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
@@ -777,12 +777,15 @@ def _redemption(ly: LoyaltyState | None, ev: Redemption, known: bool, book: _Boo
 
 
 def on_event(before: CustomerState, event: Event, rules: Rules, *,
-             days: tuple[DayBucket, ...], kind_max: tuple[int, ...], sla_breaches: int
+             days: tuple[DayBucket, ...], kind_max: tuple[int, ...], sla_breaches: int,
+             applied_at: int | None = None
              ) -> tuple[LoyaltyState | None, tuple[LedgerEntry, ...]]:
     """The loyalty part of ``customer.apply``: ``before`` is the state before the event,
     ``days``/``kind_max``/``sla_breaches`` the core fields after it. First the changes due
     by the event's time (the tier ones only once no acceptable purchase can predate them),
-    then the event's own entries. Raises ``Rejected`` for an invalid redemption."""
+    then the event's own entries. Raises ``Rejected`` for an invalid redemption. ``applied_at``:
+    the clock the event is applied with; an event more than ``late_arrival_ms`` older says so
+    in the reasons of the entries it causes."""
     if isinstance(event, Redemption) and (type(event.points) is not int or event.points < 1):
         raise Rejected(INVALID, f"redemption points {event.points!r} must be an integer >= 1")
     d = _derived(rules)
@@ -806,7 +809,19 @@ def on_event(before: CustomerState, event: Event, rules: Rules, *,
         ly = _ticket(ly, event, d, book, sla_breaches - before.sla_breaches)
     elif isinstance(event, Redemption):
         ly = _redemption(ly, event, before.max_event_at is not None, book)
+    if applied_at is not None and applied_at - t > rules.late_arrival_ms and book.out:
+        return ly, _noted_late(book.out, event, applied_at)
     return ly, tuple(book.out)
+
+
+def _noted_late(entries: list[LedgerEntry], event: Event, applied_at: int
+                ) -> tuple[LedgerEntry, ...]:
+    """The event's own entries say that it arrived late (what was due before it keeps its
+    reason: it happened when it was due)."""
+    note = (f" (arrived late: {event.event_kind} of {_date(event.occurred_at)}, applied "
+            f"{_date(applied_at)})")
+    return tuple(replace(e, reason=e.reason + note) if e.event_id == event.event_id else e
+                 for e in entries)
 
 
 def on_tick(state: CustomerState, rules: Rules, now: int
