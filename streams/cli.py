@@ -126,12 +126,16 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
 @click.option("--history-days", default=365, show_default=True)
 @click.option("--malformed-rate", default=0.002, show_default=True)
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between summaries.")
+@click.option("--clock", type=click.Choice(["live", "event"]), default=None,
+              help="The worker's clock (README \"Time\") [default: PULSE_CLOCK, live].")
 def dev(duration: float, no_simulate: bool, customers: int, rate: float, history_days: int,
-        malformed_rate: float, interval: float) -> None:
+        malformed_rate: float, interval: float, clock: str | None) -> None:
     """The embedded stack: Tansu + redis-server + a worker + the simulator, with a summary."""
     from streams.devrun import DevRun
 
     base = _settings()
+    if clock is not None:
+        base = base.with_(clock=clock)
     run = DevRun(base, simulate=not no_simulate, customers=customers, rate=rate,
                  history_days=history_days, malformed_rate=malformed_rate, interval=interval)
     code = run.main(duration or None)
@@ -152,9 +156,13 @@ def _event_time(value: str | None, option: str) -> int | None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option("--kind", type=click.Choice(["purchase", "ticket", "survey"]), default="purchase",
-              show_default=True, help="What the file's rows are.")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--kind", "kinds", multiple=True,
+              type=click.Choice(["purchase", "ticket", "survey"]),
+              help="What the files' rows are: once for all files, or once a file in order. "
+                   "Default: each file's kind from its columns (amount: purchase, ticket_id: "
+                   "ticket, score: survey).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
               help="Default: from the extension (.csv; .jsonl or .ndjson).")
 @click.option("--currency", default=None,
@@ -164,12 +172,21 @@ def _event_time(value: str | None, option: str) -> int | None:
               help="Write 'customer_id<TAB>json' lines to stdout instead of sending.")
 @click.option("--rate", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Events per second (0: as fast as possible).")
-def replay(file: str, kind: str, fmt: str | None, currency: str | None, source: str,
-           emit: str | None, rate: float) -> None:
-    """Backfill history from a CSV or JSONL FILE, oldest event first.
+@click.option("--wait", "wait", is_flag=True,
+              help="After sending, wait until the workers have handled every record and "
+                   "report applied / duplicate / dead-lettered by reason (reads PULSE_REDIS_URL).")
+@click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(min=1),
+              help="With --wait: seconds to wait for the workers.")
+def replay(files: tuple[str, ...], kinds: tuple[str, ...], fmt: str | None,
+           currency: str | None, source: str, emit: str | None, rate: float, wait: bool,
+           timeout: float) -> None:
+    """Load history from CSV or JSONL FILES into a running system, merged in event time.
 
-    Exit code 0: every row sent; 1: some rows rejected (the rest were sent);
-    2: usage error (nothing sent); 3: sending failed.
+    Customers the system has not seen play their history out on the replay's own clock
+    (points, expiries and alerts at their event times, marked backfill); see the README,
+    "Time". Exit code 0: every row sent (and, with --wait, applied or a duplicate); 1: some
+    rows rejected or dead-lettered (the rest were sent); 2: usage error (nothing sent);
+    3: sending failed, or Redis unreachable for --wait; 5: --wait timed out.
     """
     from streams.replay import ReplayError, run
 
@@ -179,8 +196,9 @@ def replay(file: str, kind: str, fmt: str | None, currency: str | None, source: 
     # aiokafka logs every reconnect attempt at ERROR; one final message says it better
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
-        code = run(file, kind=kind, fmt=fmt, rules=rules, settings=settings,
-                   currency=currency, source=source, emit=emit, rate=rate)
+        code = run(list(files), kind=list(kinds) or None, fmt=fmt, rules=rules,
+                   settings=settings, currency=currency, source=source, emit=emit, rate=rate,
+                   wait=timeout if wait else None)
     except ReplayError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(code)

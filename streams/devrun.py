@@ -68,6 +68,13 @@ def start_worker(settings: Settings, workdir: Path, name: str = "worker",
     return child
 
 
+CLOCKS = {
+    "live": "time-driven changes at the wall clock; the simulated history is a replay on its "
+            "own clock",
+    "event": "time follows the events only, as in a replay into an empty system",
+}
+
+
 class DevRun:
     def __init__(self, base: Settings, *, simulate: bool, customers: int, rate: float,
                  history_days: int, malformed_rate: float, interval: float) -> None:
@@ -93,8 +100,7 @@ class DevRun:
         print(f"pulse dev: starting Tansu and redis-server (logs in {workdir})", flush=True)
         with running_stack(workdir=workdir) as stack:
             settings = self.base.with_(kafka_bootstrap=stack.kafka_bootstrap,
-                                       redis_url=stack.redis_url, web_port=free_port(),
-                                       clock="event" if self.simulate else self.base.clock)
+                                       redis_url=stack.redis_url, web_port=free_port())
             asyncio.run(create_topics(settings))
             worker = start_worker(settings, workdir)
             try:
@@ -116,6 +122,7 @@ class DevRun:
         print(f"  PULSE_KAFKA_BOOTSTRAP={s.kafka_bootstrap}")
         print(f"  PULSE_REDIS_URL={s.redis_url}")
         print(f"  PULSE_PARTITIONS={s.partitions}")
+        print(f"  PULSE_CLOCK={s.clock} ({CLOCKS[s.clock]})")
         print(f"  metrics:  http://{s.web_host}:{s.web_port}/metrics")
         print(f"  customer: http://{s.web_host}:{s.web_port}/customers/<id>", flush=True)
 

@@ -43,11 +43,19 @@ from processors.customer import FULL, Transitions
 from processors.errors import Rejected
 from processors.rules import Rules
 from processors.state import CustomerState
-from schemas.codec import InvalidEvent, decode
+from schemas.codec import InvalidEvent, decode, format_time
 from schemas.events import Event
 from streams.metrics import Metrics
 from streams.outbox import OutMsg
 from streams.partitioning import key_partition, owner
+from streams.replays import (
+    HEADER_BACKFILL,
+    BadControl,
+    ReplayEnd,
+    ShardReplays,
+    headers_of,
+    parse_control,
+)
 from streams.settings import Settings
 from streams.store import FenceMoved, ShardCommit, ShardMeta, Store
 from streams.topics import Topics
@@ -56,20 +64,21 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_KEEP_BYTES = 900 * 1024  # larger originals are truncated to stay under Kafka's 1 MB
 PROCESSING_ERROR = "processing_error"
+FROM_FUTURE = "from_future"  # dated after the wall clock plus PULSE_MAX_FUTURE_SKEW_S
+INVALID_CONTROL = "invalid_control"  # a pulse.control record we cannot read
 SCAN_INTERVAL_S = 1.0  # how often every owned partition is scanned for due changes
 OUT_PARTITIONS_TTL_S = 60.0  # how long an output topic's partition list is trusted
 
 
-# A buffered input record: (event time, event or None, record, output or None, origin
-# watermark). A record that is not applied here (dead letter, re-route) carries its output
-# and the event time of the record before it in its topic, so it keeps its place in the
-# topic's order. A record re-routed here from another partition carries the watermark of the
-# stream it was produced into (0 otherwise): it is late only if it was late there, not
-# because the re-route took it behind this partition's own traffic.
-_Item = tuple[int, Event | None, ConsumerRecord, OutMsg | None, int]
-ORIGIN_HIGH = "pulse.origin_high_ms"
+# A buffered input record: (event time, event or None, record, output or None, replay). A
+# record that is not applied here (dead letter, re-route) carries its output and the event
+# time of the record before it in its topic, so it keeps its place in the topic's order.
+# ``replay``: the id of the replay that sent it (None: live traffic), or for a control
+# record (event and output None) the replay end marker it carries.
+_Item = tuple[int, Event | None, ConsumerRecord, OutMsg | None, "str | ReplayEnd | None"]
 _NEVER = -(2**62)
 _ALWAYS = 2**62
+_BACKFILL = ((HEADER_BACKFILL, b"1"),)
 
 
 @dataclass
@@ -86,6 +95,7 @@ class _Shard:
     # .state_cache_customers); ``staged``: this batch's, cached once its commit succeeded
     cache: OrderedDict[str, CustomerState] = field(default_factory=OrderedDict)
     staged: dict[str, CustomerState] = field(default_factory=dict)
+    staged_replays: ShardReplays | None = None  # this batch's, adopted once committed
 
     def committed(self, limit: int) -> None:
         """The staged states are in Redis now: cache them, evicting the least recent."""
@@ -235,6 +245,8 @@ class Engine:
         max_bytes = self.settings.max_record_bytes
         nparts = self.settings.partitions
         m = self.metrics
+        wall_ms = int(self.wall_clock() * 1000)
+        future = wall_ms + int(self.settings.max_future_skew_s * 1000)
         for tp, records in batch.items():
             shard = self._shards.get(tp.partition)
             if shard is None:  # revoked while the fetch was in flight
@@ -252,21 +264,39 @@ class Engine:
                 if r.offset <= last:
                     redelivered += 1
                     continue
+                rid = None
+                if r.headers:
+                    rid, control = headers_of(r.headers)
+                    if rid is not None and rid not in shard.meta.replays.last_seen:
+                        # known from its first record on: alignment waits for its markers
+                        shard.meta.replays.last_seen[rid] = time.monotonic()
+                        shard.meta.replays.clocks.setdefault(rid, _NEVER)
+                    if control:
+                        try:
+                            buf.append((t_prev, None, r, None, parse_control(r.value)))
+                        except BadControl as exc:
+                            buf.append((t_prev, None, r,
+                                        self._deadletter(r, INVALID_CONTROL, str(exc)), rid))
+                        continue
                 try:
                     ev = decode(kind, r.value, max_bytes)
                 except InvalidEvent as exc:
                     buf.append((t_prev, None, r, self._deadletter(r, exc.reason, exc.message),
-                                0))
+                                rid))
+                    continue
+                t = ev.occurred_at
+                if t > future:
+                    buf.append((t_prev, None, r, self._deadletter(
+                        r, FROM_FUTURE, _from_future(t, wall_ms, self.settings)), rid))
                     continue
                 home = owner(ev.customer_id, nparts)
                 if home != tp.partition:
-                    origin = max(high, ev.occurred_at, _origin_high(r))
-                    buf.append((t_prev, None, r, self._reroute(r, ev, home, origin), 0))
+                    buf.append((t_prev, None, r, self._reroute(r, ev, home), rid))
                     continue
-                t_prev = ev.occurred_at
-                if t_prev > high:
-                    high = t_prev
-                buf.append((t_prev, ev, r, None, _origin_high(r) if r.headers else 0))
+                t_prev = t
+                if t > high:
+                    high = t
+                buf.append((t, ev, r, None, rid))
             shard.high_t[topic] = high
             if records:
                 shard.fetched[topic] = records[-1].offset + 1
@@ -279,12 +309,17 @@ class Engine:
         assert self.consumer is not None
         bound = _ALWAYS
         idle = self.settings.align_idle_s
+        rp = shard.meta.replays
+        replaying = [rid for rid in rp.clocks if rp.last_seen.get(rid) is not None]
         for topic in self.topics.inputs:
             hw = self.consumer.highwater(TopicPartition(topic, p))
             nxt = shard.fetched.get(topic, shard.meta.offsets.get(topic, -1) + 1)
-            if hw is not None and nxt >= hw:
+            if hw is not None and nxt >= hw and not any(
+                    topic not in rp.ended.get(rid, ()) for rid in replaying):
                 # caught up: what it has is in the buffer (merged by time below), and what
-                # it delivers next is new traffic, judged by its own topic's watermark
+                # it delivers next is new traffic. (While a replay runs here and has not
+                # sent its end marker on this topic, the topic may still deliver older
+                # replay records: it holds the others, for align_idle_s at most.)
                 continue
             if shard.buf.get(topic):
                 frontier = shard.high_t[topic]
@@ -339,17 +374,27 @@ class Engine:
             items = self._take(p, shard, now)
             if items:
                 works[p] = items
-        # Time-driven changes (inactivity, expiry) are due up to the partition's clock: the
-        # newest event time this batch reaches (and the wall clock in live mode). Partitions
-        # with events are scanned every batch, all of them every scan interval.
+        # Time-driven changes (inactivity, expiry, downgrades) are due up to the schedule's
+        # clock (README "Time"): live, the wall clock; in event mode, the partition's newest
+        # event time minus the lateness; for customers waiting on a replay, that replay's
+        # clock minus the lateness. Partitions with events are scanned every batch, all of
+        # them every scan interval.
         scan_all = now - self._last_scan >= SCAN_INTERVAL_S
         if scan_all:
             self._last_scan = now
+        wall_ms = int(self.wall_clock() * 1000)
+        lateness = self.rules.allowed_lateness_ms
         upto: dict[int, int] = {}
-        for p in self._shards:
+        replay_upto: dict[int, dict[str, int]] = {}
+        idle: set[int] = set()
+        for p, shard in self._shards.items():
             if p in works or scan_all:
-                newest = max((it[0] for it in works.get(p, ()) if it[1] is not None), default=0)
-                upto[p] = max(self.clock(p), newest)
+                upto[p] = self._live_upto(shard, works.get(p, ()), wall_ms)
+                rp = shard.meta.replays
+                if rp.clocks:
+                    replay_upto[p] = {rid: c - lateness for rid, c in rp.clocks.items()}
+                    if scan_all and self._idle_replays(rp, now):
+                        idle.add(p)
         if not works and not scan_all:
             return False
 
@@ -360,18 +405,19 @@ class Engine:
                          if cid not in cache]
         t0 = time.perf_counter()
         loaded, due = await self.store.load(
-            wanted, upto, cached={p: self._shards[p].cache for p in upto})
+            wanted, upto, cached={p: self._shards[p].cache for p in upto},
+            replay_upto=replay_upto)
         m.redis_rtt.labels("load").observe(time.perf_counter() - t0)
-        if not works and not due:
+        if not works and not due and not idle:
             return False
 
         commits = []
         outs: dict[int, list[OutMsg]] = {}
         counts: dict[tuple[str, str], int] = defaultdict(int)
-        for p in set(works) | set(due):
+        for p in set(works) | set(due) | idle:
             commit, outs[p] = self._apply_shard(self._shards[p], p, works.get(p, []),
                                                 loaded.get(p, {}), counts, due.get(p, []),
-                                                upto.get(p, 0))
+                                                upto.get(p, 0), wall_ms)
             commits.append(commit)
 
         t0 = time.perf_counter()
@@ -391,6 +437,8 @@ class Engine:
         for c in commits:
             shard = self._shards[c.partition]
             shard.committed(cache_limit)
+            if shard.staged_replays is not None:
+                shard.meta.replays, shard.staged_replays = shard.staged_replays, None
             shard.meta.gen = gens[c.partition]
             shard.meta.offsets.update(c.offsets)
             shard.meta.high.update(c.high)
@@ -416,10 +464,21 @@ class Engine:
         counts: dict[tuple[str, str], int],
         due: list[str] = (),  # type: ignore[assignment]
         upto: int = 0,
+        wall_ms: int | None = None,
     ) -> tuple[ShardCommit, list[OutMsg]]:
         rules = self.rules
         lateness = rules.allowed_lateness_ms
         apply, tick, next_due, timed = self.transitions
+        if wall_ms is None:
+            wall_ms = int(self.wall_clock() * 1000)
+        live = self.settings.clock == "live"
+        stale_before = wall_ms - int(self.settings.backfill_after_s * 1000)
+        replays = shard.meta.replays.copy()
+        sched = replays.scheduled  # customer -> replay whose clock it waits on
+        touched: dict[str, str | None] = {}  # customer -> replay of its latest event (None: live)
+        ended: list[str] = []  # replays whose end marker arrived on every listed topic
+        now_mono = time.monotonic()
+        outcome_keys = self.store.keys  # type: ignore[union-attr]
         states: dict[str, Any] = {}
         for cid, raw in loaded.items():
             states[cid] = wire.loads(raw) if raw is not None else None
@@ -435,14 +494,17 @@ class Engine:
 
         ledger: list[tuple[str, bytes]] = []
 
-        def emit(step: Any) -> None:
+        def emit(step: Any, backfill: bool) -> None:
             for output in step.outputs:
-                msg = self._output(output)
+                msg = self._output(output, backfill or output.occurred_at < stale_before)
                 out.append(msg)
                 if output.stream == "points":
                     ledger.append((output.customer_id, msg.value))
             for d in step.kpi:
                 incs[(kpi_prefix + d.bucket, d.field)] += d.delta
+
+        def outcome(rid: str, what: str) -> None:
+            incs[(outcome_keys.replay_outcome(partition, rid), what)] += 1
 
         dues: dict[str, tuple[Any, int | None]] = {}  # cid -> (state, next_due(state))
 
@@ -454,7 +516,7 @@ class Engine:
             dues[cid] = (state, at)
             return at
 
-        def catch_up(cid: str, until: int) -> None:
+        def catch_up(cid: str, until: int, backfill: bool = False) -> None:
             """Run the customer's time-driven changes due at or before ``until``."""
             state = states.get(cid)
             if state is None:
@@ -470,7 +532,7 @@ class Engine:
                     return
                 state = states[cid] = step.state
                 changed.add(cid)
-                emit(step)
+                emit(step, backfill)
                 nxt = due_of(cid, state)
                 if nxt is not None and nxt <= at:
                     return
@@ -478,42 +540,108 @@ class Engine:
 
         offsets: dict[str, int] = {}
         high = dict(shard.meta.high)
-        for t, ev, r, msg, origin in items:
+        part_high = max(high.values(), default=_NEVER)
+        for t, ev, r, msg, rid in items:
             topic = r.topic
             offsets[topic] = r.offset
             if ev is None:
-                out.append(msg)  # type: ignore[arg-type]
+                if msg is not None:  # a dead letter or a re-route, decided at ingest
+                    out.append(msg)
+                    if type(rid) is str:
+                        outcome(rid, _outcome_of(msg))
+                elif isinstance(rid, ReplayEnd):  # a control record: a replay's end marker
+                    got = replays.ended.setdefault(rid.replay_id, set())
+                    got.add(topic)
+                    replays.clocks.setdefault(rid.replay_id, _NEVER)
+                    inputs = self.topics.inputs
+                    if all(x in got for x in rid.topics if x in inputs):
+                        ended.append(rid.replay_id)
                 continue
             cid = ev.customer_id
-            h = high.get(topic, 0)
-            if t > h:
-                high[topic] = h = t
+            if t > high.get(topic, _NEVER):
+                high[topic] = t
+            if t > part_high:
+                part_high = t
+            if rid is None:
+                clock = wall_ms if live else part_high
+            else:  # replayed history: applied on the replay's own clock
+                clock = replays.clocks.get(rid, _NEVER)  # type: ignore[arg-type]
+                if t > clock:
+                    replays.clocks[rid] = clock = t  # type: ignore[index]
+                replays.last_seen[rid] = now_mono  # type: ignore[index]
             if timed:
-                catch_up(cid, t)  # what silence did before this event happened
+                catch_up(cid, t, rid is not None)  # what silence did before this event
             try:
-                step = apply(states[cid], ev, rules, (origin or h) - lateness)
+                step = apply(states[cid], ev, rules, clock)
             except Rejected as exc:
                 out.append(self._deadletter(r, exc.reason, exc.message))
+                if rid is not None:
+                    outcome(rid, f"deadletter:{exc.reason}")  # type: ignore[arg-type]
                 continue
             except Exception as exc:  # a bug must not stop the pipeline: dead-letter the event
                 log.exception("processing failed for %s offset %d", r.topic, r.offset)
                 out.append(self._deadletter(r, PROCESSING_ERROR, repr(exc)))
+                if rid is not None:
+                    outcome(rid, f"deadletter:{PROCESSING_ERROR}")  # type: ignore[arg-type]
                 continue
             if step.duplicate:
                 counts[(r.topic, "duplicate")] += 1
+                if rid is not None:
+                    outcome(rid, "duplicate")  # type: ignore[arg-type]
                 continue
             counts[(r.topic, "processed")] += 1
+            if rid is not None:
+                outcome(rid, "applied")  # type: ignore[arg-type]
             states[cid] = step.state
             changed.add(cid)
-            emit(step)
+            touched[cid] = rid  # type: ignore[assignment]
+            emit(step, rid is not None)
+        if len(replays.clocks) > len(ended):
+            ended += self._idle_replays(replays, now_mono, exclude=ended)
+        fence: dict[str, str | int] = {}
+        fence_del: list[str] = []
+        for rid in dict.fromkeys(ended):  # the replay is over here: its customers go live
+            log.info("partition %d: replay %s ended (its clock reached %s)", partition, rid,
+                     format_time(max(replays.clocks.get(rid, 0), 0)))
+            replays.clocks.pop(rid, None)
+            replays.ended.pop(rid, None)
+            replays.last_seen.pop(rid, None)
+            fence_del += [ShardReplays.CLOCK + rid, ShardReplays.ENDED + rid]
+            outcome(rid, "ended")
+        for rid in replays.clocks:
+            fence.update(replays.fence_fields(rid))
+
+        def schedule(cid: str) -> str | None:
+            s = touched[cid] if cid in touched else sched.get(cid)
+            return s if s in replays.clocks else None
+
         if timed:
             for cid in list(states):
-                catch_up(cid, upto)
+                rid = schedule(cid)
+                if rid is None:
+                    catch_up(cid, upto)
+                else:
+                    catch_up(cid, replays.clocks[rid] - lateness, True)
         due_now: dict[str, int | None] = {}
+        due_on: dict[str, str] = {}
+        unscheduled: list[tuple[str | None, str]] = []
         for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
             state = states.get(cid)
-            due_now[cid] = None if state is None else due_of(cid, state)
+            at = None if state is None else due_of(cid, state)
+            due_now[cid] = at
+            rid, was = schedule(cid), sched.get(cid)
+            if rid != was:
+                unscheduled.append((was, cid))
+            if rid is not None:
+                due_on[cid] = rid
+                if at is not None:
+                    sched[cid] = rid
+                    continue
+            sched.pop(cid, None)
+        for cid in [c for c, rid in sched.items() if rid not in replays.clocks]:
+            del sched[cid]  # their schedule was merged into the live one
         shard.staged = {cid: st for cid, st in states.items() if st is not None}
+        shard.staged_replays = replays
         commit = ShardCommit(
             partition=partition,
             expected_gen=shard.meta.gen,
@@ -525,8 +653,37 @@ class Engine:
             increments=[(k, f, d) for (k, f), d in incs.items() if d],
             due=due_now,
             ledger=ledger,
+            due_on=due_on,
+            unscheduled=unscheduled,
+            fence=fence,
+            fence_del=fence_del,
+            released=list(dict.fromkeys(ended)),
         )
         return commit, out
+
+    def _live_upto(self, shard: _Shard, items: Iterable[_Item], wall_ms: int) -> int:
+        """Where the live schedule's time-driven changes run to: the wall clock live; in
+        event mode the partition's newest event time (this batch's included) minus the
+        lateness, so that nothing still acceptable can predate them."""
+        if self.settings.clock == "live":
+            return wall_ms
+        newest = max((it[0] for it in items if it[1] is not None), default=_NEVER)
+        newest = max(newest, max(shard.meta.high.values(), default=_NEVER))
+        return newest - self.rules.allowed_lateness_ms
+
+    def _idle_replays(self, rp: ShardReplays, now: float, exclude: Iterable[str] = ()
+                      ) -> list[str]:
+        """Replays that sent nothing here for replay_idle_end_s: end them (a ``pulse
+        replay`` that died before its end marker must not hold its customers forever)."""
+        limit = self.settings.replay_idle_end_s
+        out = []
+        for rid in rp.clocks:
+            seen = rp.last_seen.setdefault(rid, now)
+            if now - seen >= limit and rid not in exclude:
+                log.warning("replay %s sent nothing for %.0f s and no end marker: ending it",
+                            rid, now - seen)
+                out.append(rid)
+        return out
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -547,15 +704,21 @@ class Engine:
             value = value[:DEADLETTER_KEEP_BYTES]
         return OutMsg(self.topics.deadletter, r.key, value, None, tuple(headers))
 
-    def _reroute(self, r: ConsumerRecord, ev: Event, home: int, origin_high: int) -> OutMsg:
+    def _reroute(self, r: ConsumerRecord, ev: Event, home: int) -> OutMsg:
         self.metrics.events.labels(r.topic, "rerouted").inc()
-        headers = (("pulse.rerouted_from", f"{r.topic}/{r.partition}/{r.offset}".encode()),
-                   (ORIGIN_HIGH, str(origin_high).encode()))
+        headers = (*[(k, bytes(v)) for k, v in r.headers or () if k != "pulse.rerouted_from"],
+                   ("pulse.rerouted_from", f"{r.topic}/{r.partition}/{r.offset}".encode()))
         return OutMsg(r.topic, ev.customer_id.encode(), r.value, home, headers)
 
-    def _output(self, output: Any) -> OutMsg:
-        """A processor output (ledger entry, alert, ...) -> the record that carries it."""
+    def _output(self, output: Any, backfill: bool = False) -> OutMsg:
+        """A processor output (ledger entry, alert, ...) -> the record that carries it.
+        Outputs caused by history carry ``"backfill": true`` and the header pulse.backfill."""
         topic = getattr(self.topics, output.stream)
+        if backfill:
+            doc = output.as_dict()
+            doc["backfill"] = True
+            return OutMsg(topic, output.customer_id.encode(), orjson.dumps(doc), None,
+                          _BACKFILL)
         return OutMsg(topic, output.customer_id.encode(), orjson.dumps(output.as_dict()))
 
     async def _send(self, msgs: Iterable[OutMsg]) -> None:
@@ -708,30 +871,34 @@ class Engine:
         log.info("partitions assigned: %s", parts)
 
     def clock(self, partition: int) -> int:
-        """The partition's clock (epoch ms) for time-driven work: windows "as of now",
-        inactivity. Event mode: the newest event time applied on the partition (replays
-        give the same answers as living it). Live mode: also the wall clock, so a partition
-        with no traffic still moves on and silent customers become overdue. Lateness is
-        always judged in event time (per topic), never against the wall clock."""
-        shard = self._shards.get(partition)
-        t = max(shard.meta.high.values(), default=0) if shard is not None else 0
+        """The partition's clock (epoch ms): what "now" means for views (``/customers``,
+        windows "as of now"). Live mode: the wall clock, and nothing else: no event, whatever
+        its date, moves it. Event mode: the newest event time applied on the partition.
+        Lateness is judged per customer (processors.customer), never against this."""
         if self.settings.clock == "live":
-            t = max(t, int(self.wall_clock() * 1000))
-        return t
+            return int(self.wall_clock() * 1000)
+        shard = self._shards.get(partition)
+        return max(shard.meta.high.values(), default=0) if shard is not None else 0
 
     @property
     def owned_partitions(self) -> list[int]:
         return sorted(self._shards)
 
 
-def _origin_high(r: ConsumerRecord) -> int:
-    for k, v in r.headers or ():
-        if k == ORIGIN_HIGH:
-            try:
-                return int(v)
-            except ValueError:
-                return 0
-    return 0
+def _from_future(t: int, wall_ms: int, settings: Settings) -> str:
+    ahead = (t - wall_ms) / 3_600_000
+    return (f"occurred_at {format_time(t)} is {ahead:,.1f} h after the wall clock "
+            f"{format_time(wall_ms)} when it was processed; at most "
+            f"PULSE_MAX_FUTURE_SKEW_S={settings.max_future_skew_s:g} s ahead is accepted "
+            f"(a till or server whose clock is wrong?)")
+
+
+def _outcome_of(msg: OutMsg) -> str:
+    """A replay record's outcome counter for a record decided at ingest."""
+    for k, v in msg.headers:
+        if k == "pulse.dlq.reason":
+            return f"deadletter:{v.decode()}"
+    return "rerouted"
 
 
 def _time(item: _Item) -> int:

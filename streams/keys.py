@@ -11,7 +11,9 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
     <prefix>:{pN}:ledger:<customer> list: the customer's latest ledger entries (newest first)
     <prefix>:{pN}:due               sorted set: customer -> event time of its next
-                                    time-driven change (inactivity, expiry)
+                                    time-driven change (inactivity, expiry), live clock
+    <prefix>:{pN}:due:r:<replay>    the same for customers waiting on a replay's clock
+    <prefix>:{pN}:replay:<replay>   hash: what the worker did with a replay's records
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ class Keys:
 
     def due(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:due"
+
+    def replay_due(self, partition: int, replay_id: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:due:r:{replay_id}"
+
+    def replay_outcome(self, partition: int, replay_id: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:replay:{replay_id}"
 
     def kpi_prefix(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:kpi:"

@@ -284,8 +284,8 @@ class KpiCollector(Collector):
             fences = await pipe.execute()
         highs = [int(v) for vals in fences for v in vals if v is not None]
         as_of = max(highs) if highs else None
-        if engine.settings.clock == "live":
-            as_of = max(as_of or 0, int(self.wall_clock() * 1000))
+        if engine.settings.clock == "live":  # the wall clock alone: no event date moves it
+            as_of = int(self.wall_clock() * 1000)
         async with store.redis.pipeline(transaction=False) as pipe:
             for p in owned:
                 pipe.hgetall(keys.kpi_prefix(p) + kpi.GAUGES)

@@ -35,11 +35,13 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import heapq
 import io
 import json
 import re
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -62,9 +64,15 @@ from schemas.codec import (
     parse_time,
 )
 from schemas.events import PURCHASE, SURVEY, TICKET, Event
+from streams.replays import HEADER_REPLAY, send_end_marker
 from streams.settings import Settings
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_SEND_FAILED = 0, 1, 2, 3
+# A replay flushes every topic's pending records together this often: a topic partition's
+# batch otherwise waits for 1,000 records of its own, and a sparse kind (surveys) would reach
+# the workers weeks of event time behind a dense one (purchases).
+FLUSH_EVERY = 500
+EXIT_WAIT_TIMEOUT = 5  # --wait: the workers did not report every partition in time
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 SHOW_REJECTED = 5  # rejected lines quoted in the summary
 UNSPECIFIED = "unspecified"  # ticket channel/category and survey touchpoint when not given
@@ -450,61 +458,213 @@ class Progress:
             self.stream.flush()
 
 
-async def send(settings: Settings, kind: str, events: Iterable[Event], *, rate: float = 0.0,
-               tick: Callable[[], None] = lambda: None) -> int:
-    """Produce ``events`` (in order) to the kind's input topic; ``rate`` events/s (0: no
-    limit). Creates the topics first, so a replay before any worker started still gets
-    co-partitioned topics rather than broker-default ones."""
+def infer_kind(path: str, fmt: str, head: str) -> str:
+    """The kind of a file from its columns (CSV header, or the first JSONL object's keys):
+    a ``ticket_id`` makes tickets, a ``score`` surveys, an ``amount`` purchases."""
+    if fmt == "csv":
+        try:
+            names = {h.strip().lower() for h in next(csv.reader([head]))}
+        except (StopIteration, csv.Error):
+            names = set()
+    else:
+        try:
+            obj = json.loads(head)
+        except ValueError:
+            obj = None
+        names = {str(k).lower() for k in obj} if isinstance(obj, dict) else set()
+    found = [k for k, col in ((TICKET, "ticket_id"), (SURVEY, "score"), (PURCHASE, "amount"))
+             if col in names]
+    if len(found) != 1:
+        raise ReplayError(
+            f"{path}: cannot tell whether its rows are purchases (an amount column), tickets "
+            f"(ticket_id) or surveys (score) from its {'header' if fmt == 'csv' else 'first line'}"
+            f"; pass --kind")
+    return found[0]
+
+
+@dataclass
+class Source:
+    """One file of a replay: where it is, what it holds, what became of its rows."""
+
+    path: str
+    kind: str
+    fmt: str
+    parsed: Parsed = field(default_factory=Parsed)
+
+
+def new_replay_id() -> str:
+    return time.strftime("r%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def merged(sources: list[Source]) -> Iterator[tuple[str, Event]]:
+    """Every source's events, merged in event time (stable: files in the order given, each
+    in its own order at equal times), with their kind."""
+    runs = [[(ev.occurred_at, i, n, src.kind, ev) for n, ev in enumerate(src.parsed.events)]
+            for i, src in enumerate(sources)]
+    for _t, _i, _n, kind, ev in heapq.merge(*runs):
+        yield kind, ev
+
+
+async def send(settings: Settings, events: Iterable[tuple[str, Event]], *, replay_id: str,
+               rate: float = 0.0, tick: Callable[[], None] = lambda: None) -> int:
+    """Produce ``(kind, event)`` pairs in order to their kinds' input topics, each marked
+    with the replay's id, then the replay's end marker on every partition of every input
+    topic (streams.replays); ``rate`` events/s (0: no limit). Creates the topics first, so
+    a replay before any worker started still gets co-partitioned topics rather than
+    broker-default ones. Returns the number of events sent."""
     from streams.admin import create_topics
     from streams.producer import BatchProducer
     from streams.topics import Topics
 
     await create_topics(settings)
-    topic = Topics.from_settings(settings).for_kind(kind)
+    topics = Topics.from_settings(settings)
+    by_kind = {kind: topic for topic, kind in topics.inputs.items()}
+    headers = [(HEADER_REPLAY, replay_id.encode())]
+    end_ms = 0
     async with BatchProducer(settings.kafka_bootstrap, settings.partitions,
                              client_id="pulse-replay") as out:
         started = time.monotonic()
-        for i, ev in enumerate(events, 1):
-            await out.send(topic, ev.customer_id.encode(), encode(ev))
+        i = 0
+        for kind, ev in events:
+            i += 1
+            await out.send(by_kind[kind], ev.customer_id.encode(), encode(ev), headers=headers)
+            end_ms = max(end_ms, ev.occurred_at)
             tick()
+            if i % FLUSH_EVERY == 0:  # every topic's records leave together, in time order
+                await out.flush()
             if rate > 0:
                 ahead = i / rate - (time.monotonic() - started)
                 if ahead > 0.02:
                     await out.flush()
                     await asyncio.sleep(ahead)
-        await out.flush()
-        return out.sent
+        await send_end_marker(out, list(topics.inputs), settings.partitions, replay_id, end_ms)
+        return i
 
 
-def run(path: str, *, kind: str, fmt: str | None, rules: Rules, settings: Settings,
-        currency: str | None = None, source: str = "replay", emit: str | None = None,
-        rate: float = 0.0, stdout: IO[bytes] | None = None, stderr: IO[str] | None = None
-        ) -> int:
-    """The whole command; returns the exit code. Raises ``ReplayError`` for usage errors."""
-    from streams.topics import Topics
+@dataclass
+class Outcomes:
+    """What the workers did with a replay's records, summed over the partitions."""
 
-    stdout = stdout or sys.stdout.buffer
-    stderr = stderr or sys.stderr
-    fmt = detect_format(path, fmt)
-    parser = RowParser(kind, rules, currency=currency, source=source)
-    reading = Progress(stderr, "reading")
-    if path == "-":
+    counts: Counter[str] = field(default_factory=Counter)
+    ended: int = 0  # partitions where the replay has ended
+    partitions: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.ended >= self.partitions
+
+    def lines(self) -> list[str]:
+        c = self.counts
+        dead = {k.split(":", 1)[1]: n for k, n in c.items() if k.startswith("deadletter:")}
+        out = [f"worker: {c['applied']} applied, {c['duplicate']} duplicate, "
+               f"{sum(dead.values())} dead-lettered"
+               + ("" if self.done else
+                  f" (the replay has ended on {self.ended} of {self.partitions} partitions)")]
+        out += [f"  dead-lettered {reason:<18s} {n}" for reason, n in sorted(dead.items())]
+        if dead:
+            out.append("  (pulse deadletters --reason REASON lists them)")
+        return out
+
+
+async def wait_outcomes(settings: Settings, replay_id: str, timeout_s: float,
+                        poll_s: float = 0.5) -> Outcomes:
+    """Poll the outcome counters the workers keep in Redis until the replay has ended on
+    every partition (or ``timeout_s`` passed)."""
+    import redis.asyncio as aioredis
+
+    from streams.keys import Keys
+
+    keys = Keys(settings.redis_prefix)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            async with client.pipeline(transaction=False) as pipe:
+                for p in range(settings.partitions):
+                    pipe.hgetall(keys.replay_outcome(p, replay_id))
+                hashes = await pipe.execute()
+            got = Outcomes(partitions=settings.partitions)
+            for h in hashes:
+                for k, v in h.items():
+                    name = k.decode()
+                    if name == "ended":
+                        got.ended += 1
+                    else:
+                        got.counts[name] += int(v)
+            if got.done or time.monotonic() >= deadline:
+                return got
+            await asyncio.sleep(poll_s)
+    finally:
+        await client.aclose()
+
+
+def _read(src: Source, rules: Rules, *, currency: str | None, source: str,
+          stderr: IO[str]) -> None:
+    parser = RowParser(src.kind, rules, currency=currency, source=source)
+    reading = Progress(stderr, f"reading {src.path}")
+    if src.path == "-":
         handle: IO[str] = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
     else:
-        handle = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed below)
+        handle = open(src.path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed below)
     try:
-        rows = read_csv(handle, parser.spec) if fmt == "csv" else read_jsonl(handle)
-        parsed = parse_rows(rows, parser, reading.update, keep=SHOW_REJECTED)
+        rows = read_csv(handle, parser.spec) if src.fmt == "csv" else read_jsonl(handle)
+        src.parsed = parse_rows(rows, parser, reading.update, keep=SHOW_REJECTED)
     except UnicodeDecodeError as exc:
-        raise ReplayError(f"{path} is not UTF-8 text: {exc}") from None
+        raise ReplayError(f"{src.path} is not UTF-8 text: {exc}") from None
     finally:
         reading.close()
-        if path != "-":
+        if src.path != "-":
             handle.close()
-    sending = Progress(stderr, "emitting" if emit else "sending", len(parsed.events))
+
+
+def sources_of(paths: list[str], kinds: list[str], fmt: str | None) -> list[Source]:
+    """One ``Source`` a path: ``kinds`` has one kind for all files, one a file, or none (each
+    file's kind from its columns)."""
+    if not paths:
+        raise ReplayError("no file given")
+    if paths.count("-") > 1:
+        raise ReplayError("standard input ('-') can be read once")
+    if len(kinds) not in (0, 1, len(paths)):
+        raise ReplayError(f"--kind given {len(kinds)} times for {len(paths)} files: give it "
+                          "once (all files), once a file (in order), or not at all (each "
+                          "file's kind from its columns)")
+    out = []
+    for i, path in enumerate(paths):
+        f = detect_format(path, fmt)
+        if kinds:
+            kind = kinds[0] if len(kinds) == 1 else kinds[i]
+        elif path == "-":
+            kind = PURCHASE
+        else:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                try:
+                    head = next((line for line in handle if line.strip()), "")
+                except UnicodeDecodeError as exc:
+                    raise ReplayError(f"{path} is not UTF-8 text: {exc}") from None
+            kind = infer_kind(path, f, head)
+        out.append(Source(path, kind, f))
+    return out
+
+
+def run(paths: list[str] | str, *, kind: str | list[str] | None = None, fmt: str | None,
+        rules: Rules, settings: Settings, currency: str | None = None, source: str = "replay",
+        emit: str | None = None, rate: float = 0.0, wait: float | None = None,
+        stdout: IO[bytes] | None = None, stderr: IO[str] | None = None) -> int:
+    """The whole command; returns the exit code. Raises ``ReplayError`` for usage errors.
+    ``wait``: after sending, wait up to that many seconds for the workers' outcomes."""
+    stdout = stdout or sys.stdout.buffer
+    stderr = stderr or sys.stderr
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    kinds = [] if kind is None else [kind] if isinstance(kind, str) else list(kind)
+    sources = sources_of(paths, kinds, fmt)
+    for src in sources:
+        _read(src, rules, currency=currency, source=source, stderr=stderr)
+    total = sum(len(src.parsed.events) for src in sources)
+    rejected = sum(src.parsed.rejected_count for src in sources)
+    sending = Progress(stderr, "emitting" if emit else "sending", total)
     if emit:
         try:
-            for ev in parsed.events:
+            for _kind, ev in merged(sources):
                 stdout.write(emit_line(ev))
                 sending.update()
             stdout.flush()
@@ -512,21 +672,49 @@ def run(path: str, *, kind: str, fmt: str | None, rules: Rules, settings: Settin
             sending.close()
             return EXIT_OK
         sending.close()
-        stderr.write(summary(path, kind, parsed, len(parsed.events), "emitted") + "\n")
-    else:
-        topic = Topics.from_settings(settings).for_kind(kind)
-        sent = 0
-        try:
-            if parsed.events:
-                sent = asyncio.run(send(settings, kind, parsed.events, rate=rate,
-                                        tick=sending.update))
-        except Exception as exc:  # broker unreachable, topic mismatch: nothing to retry here
-            sending.close()
-            stderr.write(f"error: sending to {topic} at {settings.kafka_bootstrap} failed after "
-                         f"queuing {sending.count} of {len(parsed.events)} events: {exc!r}\n"
-                         "(re-running is safe: the event ids are the same every time)\n")
-            return EXIT_SEND_FAILED
+        for src in sources:
+            stderr.write(summary(src.path, src.kind, src.parsed, len(src.parsed.events),
+                                 "emitted") + "\n")
+        return EXIT_REJECTED if rejected else EXIT_OK
+    from streams.topics import Topics
+
+    topics = Topics.from_settings(settings)
+    replay_id = new_replay_id()
+    sent = 0
+    try:
+        if total:
+            sent = asyncio.run(send(settings, merged(sources), replay_id=replay_id, rate=rate,
+                                    tick=sending.update))
+    except Exception as exc:  # broker unreachable, topic mismatch: nothing to retry here
         sending.close()
-        stdout.write((summary(path, kind, parsed, sent, f"sent to {topic}") + "\n").encode())
-        stdout.flush()
-    return EXIT_REJECTED if parsed.rejected_count else EXIT_OK
+        stderr.write(f"error: sending to {settings.kafka_bootstrap} failed after queuing "
+                     f"{sending.count} of {total} events: {exc!r}\n"
+                     "(re-running is safe: the event ids are the same every time)\n")
+        return EXIT_SEND_FAILED
+    sending.close()
+    lines = [summary(src.path, src.kind, src.parsed, len(src.parsed.events),
+                     f"sent to {topics.for_kind(src.kind)}") for src in sources]
+    if len(sources) > 1:
+        lines.append(f"replay {replay_id}: {sent} events sent merged in event time from "
+                     f"{len(sources)} files, {rejected} rows rejected")
+    else:
+        lines.append(f"replay {replay_id}")
+    stdout.write(("\n".join(lines) + "\n").encode())
+    stdout.flush()
+    if wait is None:
+        return EXIT_REJECTED if rejected else EXIT_OK
+    try:
+        got = asyncio.run(wait_outcomes(settings, replay_id, wait))
+    except Exception as exc:  # Redis unreachable
+        stderr.write(f"error: cannot read the workers' outcomes from Redis "
+                     f"(PULSE_REDIS_URL): {exc}\n")
+        return EXIT_SEND_FAILED
+    stdout.write(("\n".join(got.lines()) + "\n").encode())
+    stdout.flush()
+    if not got.done:
+        stderr.write(f"error: the workers did not finish replay {replay_id} within {wait:g} s "
+                     "(are they running? it goes on without you: run pulse deadletters "
+                     "later)\n")
+        return EXIT_WAIT_TIMEOUT
+    dead = sum(n for k, n in got.counts.items() if k.startswith("deadletter:"))
+    return EXIT_REJECTED if rejected or dead else EXIT_OK

@@ -56,6 +56,15 @@ class Settings:
     commit_interval_s: float = 1.0
     align_idle_s: float = 2.0  # longest an input topic with unread records holds the others
     clock: str = "live"  # live: wall clock also advances idle partitions; event: event time only
+    # an event dated more than this after the wall clock is dead-lettered (from_future): a
+    # till whose clock is wrong must not move anyone else's time. A day covers a time zone
+    # sent as UTC by mistake (up to 14 h) and clock drift; anything later is not a real event
+    max_future_skew_s: float = 86_400.0
+    # outputs of events (or time-driven changes) older than this are marked backfill, and so
+    # is everything a replay causes: a notifier skips stale "we miss you" messages
+    backfill_after_s: float = 86_400.0
+    # a replay that sent nothing for this long without its end marker ends anyway
+    replay_idle_end_s: float = 600.0
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     instance_id: str = ""  # static group membership (faster restart after a crash)
@@ -145,6 +154,12 @@ def validate(s: Settings) -> None:
         raise bad("align_idle_s", "must be between 0 and 600 seconds")
     if s.clock not in ("live", "event"):
         raise bad("clock", "must be 'live' or 'event'")
+    if not 1 <= s.max_future_skew_s <= 366 * 86_400:
+        raise bad("max_future_skew_s", "must be between 1 and 31622400 seconds (366 days)")
+    if not 0 <= s.backfill_after_s <= 3650 * 86_400:
+        raise bad("backfill_after_s", "must be between 0 and 315360000 seconds (10 years)")
+    if not 1 <= s.replay_idle_end_s <= 30 * 86_400:
+        raise bad("replay_idle_end_s", "must be between 1 and 2592000 seconds (30 days)")
     if not 1.0 <= s.session_timeout_s <= 300:
         raise bad("session_timeout_s", "must be between 1 and 300 seconds")
     if not 0.1 <= s.heartbeat_interval_s < s.session_timeout_s:

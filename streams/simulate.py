@@ -1,9 +1,12 @@
 """``pulse simulate``: the simulator's traffic, paced, onto the input topics.
 
 Phase 1 produces ``history_days`` of history (event times from now - history_days up to
-now) at ``rate`` events/s; phase 2 goes on live, ``rate`` events/s with current event
-times, until the duration ends. Records are keyed by customer id and partitioned like the
-Java client (murmur2), so the engine re-routes nothing unless a test wants it to.
+now) at ``rate`` events/s, as a replay (streams.replays): every record carries the header
+``pulse.replay`` and the phase ends with the replay's end marker, so a worker on the live
+clock plays the history out on the history's own clock, exactly as ``pulse replay`` would;
+phase 2 goes on live, ``rate`` events/s with current event times, until the duration ends.
+Records are keyed by customer id and partitioned like the Java client (murmur2), so the
+engine re-routes nothing unless a test wants it to.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Iterable
 
 from processors.timeutil import DAY_MS
 from streams.producer import BatchProducer
+from streams.replay import new_replay_id
+from streams.replays import HEADER_REPLAY, send_end_marker
 from streams.settings import Settings
 from streams.simulator import SimConfig, SimRecord, Simulator
 from streams.topics import Topics
@@ -38,6 +43,7 @@ class SimulationRun:
         self.stop = asyncio.Event()
         self.phase = "history"
         self.sim_time_ms = self.start_ms
+        self.replay_id = new_replay_id()
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.sent.items()))
@@ -50,10 +56,15 @@ class SimulationRun:
                                  client_id="pulse-simulator") as out:
             pacer = _Pacer(self.rate)
             t = self.start_ms
+            history = [(HEADER_REPLAY, self.replay_id.encode())]
             while t < self.now_ms and not self._done(deadline):
                 t = min(t + STEP_MS, self.now_ms)
-                await self._send(out, self.sim.events_until(t), pacer, deadline)
+                await self._send(out, self.sim.events_until(t), pacer, deadline, history)
                 self.sim_time_ms = t
+            if self._done(deadline):
+                return
+            await send_end_marker(out, list(self.topics.inputs), self.settings.partitions,
+                                  self.replay_id, t)
             self.phase = "live"
             while not self._done(deadline) and self.rate > 0:
                 now = int(time.time() * 1000)
@@ -66,11 +77,13 @@ class SimulationRun:
         return self.stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
     async def _send(self, out: BatchProducer, records: Iterable[SimRecord], pacer: _Pacer,
-                    deadline: float | None) -> None:
+                    deadline: float | None, headers: list[tuple[str, bytes]] | None = None
+                    ) -> None:
         for rec in records:
             if self._done(deadline):
                 return
-            await out.send(self.topics.for_kind(rec.kind), rec.key, rec.value)
+            await out.send(self.topics.for_kind(rec.kind), rec.key, rec.value,
+                           headers=headers or ())
             self.sent[rec.kind] += 1
             if not rec.valid:
                 self.malformed += 1

@@ -14,6 +14,7 @@ from importlib import resources
 import redis.asyncio as aioredis
 
 from streams.keys import Keys
+from streams.replays import OUTCOME_TTL_S, ShardReplays
 
 
 class FenceMoved(RuntimeError):
@@ -38,6 +39,7 @@ class ShardMeta:
     high: dict[str, int] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> last applied offset
     outbox: list[bytes] = field(default_factory=list)
+    replays: ShardReplays = field(default_factory=ShardReplays)  # replays under way here
 
 
 @dataclass
@@ -50,8 +52,15 @@ class ShardCommit:
     outbox: list[bytes]
     trim: int = 0  # outbox entries acknowledged by Kafka since the last commit
     increments: list[tuple[str, str, int]] = field(default_factory=list)  # (key, field, delta)
-    due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time
+    # customer -> next due time, in the live schedule (replay None) or a replay's
+    due: dict[str, int | None] = field(default_factory=dict)
     ledger: list[tuple[str, bytes]] = field(default_factory=list)  # (customer, entry JSON)
+    due_on: dict[str, str] = field(default_factory=dict)  # customer -> replay it waits on
+    # (schedule, customer): the customer left that schedule (None: the live one)
+    unscheduled: list[tuple[str | None, str]] = field(default_factory=list)
+    fence: dict[str, str | int] = field(default_factory=dict)  # more fence fields to set
+    fence_del: list[str] = field(default_factory=list)  # fence fields to delete
+    released: list[str] = field(default_factory=list)  # replays that ended on this partition
 
 
 LEDGER_KEEP = 10  # recent ledger entries kept per customer for `pulse customer`
@@ -86,34 +95,51 @@ class Store:
                 meta.high[name[2:]] = int(v)
             elif name.startswith("o:"):
                 meta.offsets[name[2:]] = int(v)
+            else:
+                meta.replays.read_fence(name, v)
+        rids = list(meta.replays.clocks)
+        if rids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for rid in rids:
+                    pipe.zrange(self.keys.replay_due(partition, rid), 0, -1)
+                members = await pipe.execute()
+            for rid, ids in zip(rids, members, strict=True):
+                for cid in ids:
+                    meta.replays.scheduled[cid.decode()] = rid
         return meta
 
     async def load(
         self, wanted: dict[int, list[str]], due_upto: dict[int, int], limit: int = 2000,
         cached: Mapping[int, Container[str]] | None = None,
+        replay_upto: Mapping[int, Mapping[str, int]] | None = None,
     ) -> tuple[dict[int, dict[str, bytes | None]], dict[int, list[str]]]:
         """States of the wanted customers, plus the customers of ``due_upto``'s partitions
-        whose time-driven change is due by then (with their states, unless ``cached`` has
+        whose time-driven change is due by then on the live schedule, or by
+        ``replay_upto[p][replay]`` on a replay's (with their states, unless ``cached`` has
         them: the caller holds those already). One round trip, two when due customers
         outside ``wanted`` must be fetched."""
         parts = [p for p, ids in wanted.items() if ids]
-        scan = list(due_upto)
+        scan = [(p, self.keys.due(p), upto) for p, upto in due_upto.items()]
+        for p, per in (replay_upto or {}).items():
+            scan += [(p, self.keys.replay_due(p, rid), upto) for rid, upto in per.items()]
         if not parts and not scan:
             return {}, {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in parts:
                 pipe.mget([self.keys.customer(p, cid) for cid in wanted[p]])
-            for p in scan:
-                pipe.zrangebyscore(self.keys.due(p), "-inf", due_upto[p], start=0, num=limit)
+            for _, key, upto in scan:
+                pipe.zrangebyscore(key, "-inf", upto, start=0, num=limit)
             results = await pipe.execute()
         states = {p: dict(zip(wanted[p], vals, strict=True))
                   for p, vals in zip(parts, results[: len(parts)], strict=True)}
         due: dict[int, list[str]] = {}
         extra: dict[int, list[str]] = {}
-        for p, members in zip(scan, results[len(parts):], strict=True):
-            if not members:
-                continue
-            due[p] = [m.decode() for m in members]
+        found: dict[int, list[str]] = {}
+        for (p, _, _), members in zip(scan, results[len(parts):], strict=True):
+            if members:
+                found.setdefault(p, []).extend(m.decode() for m in members)
+        for p, members in found.items():
+            due[p] = list(dict.fromkeys(members))
             have = states.setdefault(p, {})
             known = cached.get(p, ()) if cached else ()
             missing = [cid for cid in due[p] if cid not in have and cid not in known]
@@ -164,6 +190,8 @@ class Store:
             fence_fields += [Keys.high_field(topic), t]
         for topic, off in c.offsets.items():
             fence_fields += [Keys.offset_field(topic), off]
+        for name, fv in c.fence.items():
+            fence_fields += [name, fv]
         args += [len(fence_fields) // 2, *fence_fields]
         args += [len(c.outbox), *c.outbox]
         args.append(len(c.states))
@@ -171,23 +199,33 @@ class Store:
             keys.append(self.keys.customer(p, cid))
             args.append(value)
         extra: dict[str, int] = {}
+
+        def index(key: str) -> int:  # KEYS index of a key named by the arguments below
+            if key not in extra:
+                keys.append(key)
+                extra[key] = len(keys)
+            return extra[key]
+
         incs: list[bytes | str | int] = []
         for key, fld, delta in c.increments:
-            if key not in extra:
-                keys.append(key)
-                extra[key] = len(keys)
-            incs += [extra[key], fld, delta]
+            incs += [index(key), fld, delta]
         args += [len(c.increments), *incs]
-        args.append(len(c.due))
+        zops: list[bytes | str | int] = []
+        for rid, cid in c.unscheduled:
+            zops += [3 if rid is None else index(self.keys.replay_due(p, rid)), cid, ""]
         for cid, at in c.due.items():
-            args += [cid, "" if at is None else at]
+            rid = c.due_on.get(cid)
+            zops += [3 if rid is None else index(self.keys.replay_due(p, rid)), cid,
+                     "" if at is None else at]
+        args += [len(zops) // 3, *zops]
         args += [len(c.ledger), LEDGER_KEEP]
         for cid, entry in c.ledger:
-            key = self.keys.ledger(p, cid)
-            if key not in extra:
-                keys.append(key)
-                extra[key] = len(keys)
-            args += [extra[key], entry]
+            args += [index(self.keys.ledger(p, cid)), entry]
+        args += [len(c.fence_del), *c.fence_del]
+        args.append(len(c.released))
+        for rid in c.released:
+            args += [index(self.keys.replay_due(p, rid)),
+                     index(self.keys.replay_outcome(p, rid)), OUTCOME_TTL_S]
         return keys, args
 
     async def ack(self, partition: int, gen: str, count: int) -> bool:

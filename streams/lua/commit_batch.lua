@@ -10,8 +10,12 @@
 --       O, O x entry,                                      -- outputs to append to the outbox
 --       S, S x state,                                      -- values for KEYS[4..3+S]
 --       I, I x (key_index, field, delta),                  -- HINCRBY on KEYS[key_index]
---       Z, Z x (customer_id, due_ms or ""),                -- ZADD to (or ZREM from) due
+--       Z, Z x (key_index, customer_id, due_ms or ""),     -- ZADD to (or ZREM from) a due set
 --       L, keep, L x (key_index, entry)                    -- LPUSH + LTRIM: recent ledger
+--       D, D x field,                                      -- HDEL from the fence
+--       U, U x (key_index, outcome_index, ttl)             -- a replay ended: its due set
+--                                                             merged into KEYS[3], deleted;
+--                                                             its outcome hash expires
 -- Returns the new gen, or -1 when the fence moved (nothing written).
 local fence, outbox, due = KEYS[1], KEYS[2], KEYS[3]
 local current = redis.call('HGET', fence, 'gen') or ''
@@ -41,12 +45,13 @@ for _ = 1, ni do
 end
 local nz = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nz do
-  if ARGV[i + 1] == '' then
-    redis.call('ZREM', due, ARGV[i])
+  local zkey = KEYS[tonumber(ARGV[i])]
+  if ARGV[i + 2] == '' then
+    redis.call('ZREM', zkey, ARGV[i + 1])
   else
-    redis.call('ZADD', due, ARGV[i + 1], ARGV[i])
+    redis.call('ZADD', zkey, ARGV[i + 2], ARGV[i + 1])
   end
-  i = i + 2
+  i = i + 3
 end
 local nl = tonumber(ARGV[i]); i = i + 1
 local keep = tonumber(ARGV[i]); i = i + 1
@@ -55,5 +60,17 @@ for _ = 1, nl do
   redis.call('LPUSH', key, ARGV[i + 1])
   redis.call('LTRIM', key, 0, keep - 1)
   i = i + 2
+end
+local nd = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nd do
+  redis.call('HDEL', fence, ARGV[i]); i = i + 1
+end
+local nu = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nu do
+  local rdue = KEYS[tonumber(ARGV[i])]
+  redis.call('ZUNIONSTORE', due, 2, due, rdue, 'AGGREGATE', 'MIN')
+  redis.call('DEL', rdue)
+  redis.call('EXPIRE', KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]))
+  i = i + 3
 end
 return redis.call('HINCRBY', fence, 'gen', 1)

@@ -72,12 +72,15 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
 
 @contextlib.asynccontextmanager
 async def running_engine(settings: Settings, rules: Rules = DEFAULT_RULES,
-                         metrics: Metrics | None = None, *, wait_assignment: bool = True
+                         metrics: Metrics | None = None, *, wait_assignment: bool = True,
+                         wall_clock: Callable[[], float] | None = None
                          ) -> AsyncIterator[Engine]:
     """An engine running in this process. ``wait_assignment=False`` for a second member of
-    a group: its join waits for a slow Tansu rebalance, the caller waits for the split."""
+    a group: its join waits for a slow Tansu rebalance, the caller waits for the split.
+    ``wall_clock``: what the engine takes for the time of day (seconds), e.g. a fixed one."""
     await create_topics(settings)
-    engine = Engine(settings, rules, metrics or Metrics.create())
+    extra = {} if wall_clock is None else {"wall_clock": wall_clock}
+    engine = Engine(settings, rules, metrics or Metrics.create(), **extra)  # type: ignore[arg-type]
     await engine.start()
     task = asyncio.create_task(engine.run())
     try:

@@ -24,6 +24,7 @@ from streams.replay import (
     read_jsonl,
     to_minor,
 )
+from streams.replays import BadControl, ReplayEnd, end_marker, headers_of, parse_control
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 MAR1 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
@@ -417,7 +418,9 @@ def test_emit_exits_0_when_every_row_is_good(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "says"), [
     (["x.txt"], "cannot tell the format of"),
     (["p.csv", "--currency", "XYZ"], "--currency XYZ: no rate in the rules"),
-    (["bad.csv"], "missing required column amount"),
+    (["bad.csv"], "cannot tell whether its rows are purchases (an amount column)"),
+    (["bad.csv", "--kind", "purchase"], "missing required column amount"),
+    (["p.csv", "--kind", "purchase", "--kind", "ticket"], "--kind given 2 times for 1 files"),
     (["p.csv", "--kind", "refund"], "'refund' is not one of"),
     (["missing.csv"], "does not exist"),
     (["p.csv", "--rate", "-1"], "-1"),
@@ -430,3 +433,45 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str], says: str) -> None
     result = CliRunner().invoke(cli, ["replay", *args, "--emit", "jsonl"], env={})
     assert result.exit_code == 2, result.output
     assert says in result.stderr
+
+
+def test_several_files_are_merged_in_event_time_with_kinds_from_their_columns(
+        tmp_path: Path) -> None:
+    """``pulse replay purchases.csv tickets.csv surveys.jsonl`` sends one stream in event
+    time, whatever order the files come in: each kind's rows take their place among the
+    others (a replay of one kind after another would judge them against a clock the other
+    kinds had already moved)."""
+    (tmp_path / "p.csv").write_text("customer_id,occurred_at,amount\n"
+                                   "C1,2026-03-05,10.00\nC1,2026-03-01,20.00\n")
+    (tmp_path / "t.csv").write_text("customer_id,occurred_at,ticket_id,status,priority\n"
+                                   "C1,2026-03-03,T1,opened,high\nC1,2026-03-06,T1,resolved,high\n")
+    (tmp_path / "s.jsonl").write_text(json.dumps(
+        {"customer_id": "C1", "occurred_at": "2026-03-02", "kind": "nps", "score": 3}) + "\n")
+    files = [str(tmp_path / n) for n in ("t.csv", "s.jsonl", "p.csv")]
+    result = CliRunner().invoke(cli, ["replay", *files, "--emit", "jsonl"], env={})
+    assert result.exit_code == 0, result.output
+    docs = [json.loads(line.rpartition("\t")[2]) for line in result.stdout.splitlines()]
+    assert [d["occurred_at"][:10] for d in docs] == [
+        "2026-03-01", "2026-03-02", "2026-03-03", "2026-03-05", "2026-03-06"]
+    assert ["ticket_id" in d for d in docs] == [False, False, True, False, True]
+    assert "t.csv (ticket): 2 rows read" in result.stderr
+    assert "s.jsonl (survey): 1 rows read" in result.stderr
+    # --kind once a file, in order, says the same thing
+    paired = CliRunner().invoke(cli, ["replay", *files, "--kind", "ticket", "--kind", "survey",
+                                      "--kind", "purchase", "--emit", "jsonl"], env={})
+    assert paired.exit_code == 0 and paired.stdout == result.stdout
+
+
+def test_end_marker_round_trips_and_bad_ones_are_refused() -> None:
+    value, headers = end_marker("r1", ["purchases", "surveys"], 1_700_000_000_000)
+    assert headers_of(headers) == ("r1", True)
+    assert parse_control(value) == ReplayEnd("r1", ("purchases", "surveys"), 1_700_000_000_000)
+    for bad, says in [(b"{", "not JSON"), (b'{"control": "other"}', "not a replay_end"),
+                      (b'{"control": "replay_end", "topics": ["a"], "end_ms": 1}',
+                       "without a replay_id"),
+                      (b'{"control": "replay_end", "replay_id": "r", "topics": [], '
+                       b'"end_ms": 1}', "list of topics"),
+                      (b'{"control": "replay_end", "replay_id": "r", "topics": ["a"], '
+                       b'"end_ms": "x"}', "integer end_ms")]:
+        with pytest.raises(BadControl, match=says):
+            parse_control(bad)
