@@ -326,11 +326,11 @@ def _dlq_letters(reason: str | None, topic: str | None, since: str | None,
     keep = Filter(reason, topic, _event_time(since, "--since"), _event_time(until, "--until"))
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # one message below says it
     try:
-        letters = asyncio.run(read_all(settings))
+        letters = asyncio.run(read_all(settings, keep))
     except KafkaUnavailable as exc:
         click.echo(f"error: cannot reach Kafka at {exc} (check PULSE_KAFKA_BOOTSTRAP)", err=True)
         sys.exit(3)
-    return settings, [d for d in letters if keep(d)]
+    return settings, letters
 
 
 @cli.group(invoke_without_command=True)

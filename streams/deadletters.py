@@ -3,7 +3,8 @@
 Reading: every partition of the dead-letter topic is assigned (no consumer group: nothing
 is committed, any number of readers) and read from the beginning up to its end as the
 fetches report it (``highwater`` after a fetch; ListOffsets' latest is wrong on Tansu, see
-shared/TANSU.md), or until fetches have returned nothing for ``idle_s``.
+shared/TANSU.md; every fetch response carries it, also an empty one), or, as a fallback
+for a partition no fetch has answered yet, until fetches have returned nothing for ``idle_s``.
 
 A dead letter is the original record's bytes and key with headers set by
 ``Engine._deadletter``: ``pulse.dlq.reason``, ``.message``, ``.topic``, ``.partition``,
@@ -132,8 +133,11 @@ class Filter:
                 and (self.until is None or d.timestamp < self.until))
 
 
-async def read_all(settings: Settings, idle_s: float = 1.0) -> list[DeadLetter]:
-    """Every record of the dead-letter topic, from the beginning to the current end."""
+async def read_all(settings: Settings, keep: Filter | None = None, idle_s: float = 3.0
+                   ) -> list[DeadLetter]:
+    """The records of the dead-letter topic that ``keep`` accepts (default: all), from the
+    beginning to the current end, oldest original first. Only those are held in memory."""
+    keep = keep or Filter()
     topic = Topics.from_settings(settings).deadletter
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
@@ -151,7 +155,7 @@ async def read_all(settings: Settings, idle_s: float = 1.0) -> list[DeadLetter]:
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for records in batch.values():
-                out.extend(DeadLetter.from_record(r) for r in records)
+                out.extend(d for d in map(DeadLetter.from_record, records) if keep(d))
             if any(batch.values()):
                 quiet_since = time.monotonic()
             if await _at_end(consumer, tps) or time.monotonic() - quiet_since >= idle_s:
