@@ -65,9 +65,10 @@ MAX_QUANTITY = 10_000
 MAX_UNIT_PRICE_MINOR = 10**10
 MAX_AMOUNT_MINOR = 10**11
 MAX_REDEEM_POINTS = 10**9
-MIN_YEAR, MAX_YEAR = 2000, 2099  # the year as written (the schema's pattern can only see that)
-MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z; an offset can put an event up to a day
-MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z; either side of these two instants
+MIN_YEAR, MAX_YEAR = 1970, 2099  # the year as written (the schema's pattern can only see that)
+MIN_TIME_MS = 0  # 1970-01-01T00:00:00Z: no instant before it, whatever the offset written
+MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z; an offset can put an event up to a
+# day after it (the year as written counts at that end)
 
 # RFC 3339 date-time (§5.6 ABNF, the JSON Schema "date-time" format): full date, "T", time,
 # offset required. Always used with fullmatch: "$" alone would accept a trailing newline.
@@ -189,10 +190,15 @@ def parse_time(value: Any, path: str = "occurred_at") -> int:
         dt = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
     except ValueError:
         raise _fail(path, "is not a valid calendar date-time", value) from None
-    if not MIN_YEAR <= dt.year <= MAX_YEAR:
-        raise _fail(path, f"must be between the years {MIN_YEAR} and {MAX_YEAR}", value)
+    if dt.year > MAX_YEAR:
+        raise _fail(path, f"must be between the years {MIN_YEAR} and {MAX_YEAR} as written",
+                    value)
     delta = dt - _EPOCH
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    ms = delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    if dt.year < MIN_YEAR or ms < MIN_TIME_MS:  # negative epoch ms: before 1970 in UTC
+        raise _fail(path, f"must not be before 1970-01-01T00:00:00Z (the year as written is "
+                          f"{MIN_YEAR}-{MAX_YEAR})", value)
+    return ms
 
 
 def _envelope(obj: dict[str, Any], kind: str) -> tuple[str, str, int, str]:
@@ -575,11 +581,11 @@ _EDGE_OFFSET = timedelta(hours=23, minutes=59)  # the largest offset the wire fo
 
 
 def _wire_time(ms: int) -> str:
-    """``format_time``, except within a day of the year bounds: an instant in 1999 or 2100 UTC
-    may have been written in 2000 or 2099 with an offset, and must be written so again."""
-    if MIN_TIME_MS <= ms < MAX_TIME_MS:
+    """``format_time``, except within a day after the upper year bound: an instant in 2100 UTC
+    may have been written in 2099 with an offset, and must be written so again."""
+    if ms < MAX_TIME_MS:
         return format_time(ms)
-    tz = timezone(_EDGE_OFFSET if ms < MIN_TIME_MS else -_EDGE_OFFSET)
+    tz = timezone(-_EDGE_OFFSET)
     return (_EPOCH + timedelta(milliseconds=ms)).astimezone(tz).isoformat(timespec="milliseconds")
 
 

@@ -323,6 +323,95 @@ def evaluate_churn(history: str, cutoff: str, horizon: float, tickets: str | Non
     sys.exit(code)
 
 
+
+def _dlq_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--topic", default=None, help="Only records from this source topic."),
+        click.option("--since", default=None,
+                     help="Only originals produced at or after this time (RFC 3339 or "
+                          "YYYY-MM-DD)."),
+        click.option("--until", default=None, help="Only originals produced before this time."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _dlq_letters(reason: str | None, topic: str | None, since: str | None,
+                 until: str | None) -> tuple[Any, list[Any]]:
+    from streams.deadletters import Filter, KafkaUnavailable, read_all
+
+    settings = _settings()
+    keep = Filter(reason, topic, _event_time(since, "--since"), _event_time(until, "--until"))
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # one message below says it
+    try:
+        letters = asyncio.run(read_all(settings, keep))
+    except KafkaUnavailable as exc:
+        click.echo(f"error: cannot reach Kafka at {exc} (check PULSE_KAFKA_BOOTSTRAP)", err=True)
+        sys.exit(3)
+    return settings, letters
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--reason", default=None, help="Only this reason (e.g. unknown_currency).")
+@_dlq_filter_options
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="List at most this many (the summary counts all that match).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line; the summary goes to stderr.")
+@click.pass_context
+def deadletters(ctx: click.Context, reason: str | None, topic: str | None, since: str | None,
+                until: str | None, limit: int | None, as_json: bool) -> None:
+    """List the dead-letter topic: reason, source topic/partition/offset, Kafka timestamp,
+    message and the first bytes of the original, oldest first, with a count by reason.
+
+    Reads from the beginning to the current end without joining a consumer group.
+    Exit 0; 2 usage error; 3 Kafka unreachable."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import orjson
+
+    from streams.deadletters import summary
+
+    _, letters = _dlq_letters(reason, topic, since, until)
+    shown = letters if limit is None else letters[:limit]
+    for d in shown:
+        click.echo(orjson.dumps(d.as_dict()).decode() if as_json else d.line())
+    more = f" ({len(shown)} listed)" if len(shown) < len(letters) else ""
+    click.echo(summary(letters) + more, err=as_json)
+
+
+@deadletters.command("redrive")
+@click.option("--reason", required=True, help="Re-send the dead letters of this reason.")
+@_dlq_filter_options
+@click.option("--dry-run", is_flag=True, help="Count what would be sent; send nothing.")
+def deadletters_redrive(reason: str, topic: str | None, since: str | None, until: str | None,
+                        dry_run: bool) -> None:
+    """Re-send the originals of dead letters (value and key unchanged, so the event ids are
+    too: the worker drops any it has applied already) to their source topic, after a fix.
+
+    Exit 0 all sent; 1 some skipped (original truncated, or no input topic to send it to);
+    2 usage error; 3 Kafka unreachable."""
+    from streams.deadletters import KafkaUnavailable, plan, resend
+    from streams.topics import Topics
+
+    settings, letters = _dlq_letters(reason, topic, since, until)
+    todo, result = plan(letters, Topics.from_settings(settings).inputs, settings.partitions)
+    if todo and not dry_run:
+        try:
+            asyncio.run(resend(settings, todo))
+        except KafkaUnavailable as exc:
+            click.echo(f"error: cannot reach Kafka at {exc} (check PULSE_KAFKA_BOOTSTRAP)",
+                       err=True)
+            sys.exit(3)
+    verb = "would send" if dry_run else "sent"
+    for t, n in sorted(result.sent.items()):
+        click.echo(f"{n} {verb} to {t}")
+    skipped = result.truncated + result.unknown_source
+    click.echo(f"redrive {reason}: {len(letters)} matched, {len(todo)} {verb}, {skipped} "
+               f"skipped ({result.truncated} original truncated, {result.unknown_source} "
+               "without a known source topic)")
+    sys.exit(1 if skipped else 0)
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="pulse")

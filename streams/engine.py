@@ -45,6 +45,7 @@ from processors.rules import Rules
 from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode, format_time
 from schemas.events import Event
+from streams import dlqlog
 from streams.metrics import Metrics
 from streams.outbox import OutMsg
 from streams.partitioning import key_partition, owner
@@ -690,6 +691,7 @@ class Engine:
     def _deadletter(self, r: ConsumerRecord, reason: str, message: str) -> OutMsg:
         self.metrics.events.labels(r.topic, "deadletter").inc()
         self.metrics.deadletters.labels(r.topic, reason).inc()
+        dlqlog.note(reason, r.topic, r.partition, r.offset, message)  # rate-limited WARNING
         value = r.value if r.value is not None else b""
         headers = [
             ("pulse.dlq.reason", reason.encode()),

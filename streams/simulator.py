@@ -246,7 +246,7 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if type(self.start_ms) is not int or not MIN_TIME_MS <= self.start_ms < MAX_TIME_MS:
-            raise ValueError(f"start_ms must be epoch ms between 2000 and 2099: {self.start_ms!r}")
+            raise ValueError(f"start_ms must be epoch ms from 1970 to 2099: {self.start_ms!r}")
         if not 0 <= self.customers <= 10_000_000:
             raise ValueError(f"customers must be between 0 and 10,000,000: {self.customers}")
         if not 0.0 <= self.malformed_rate < 1.0:

@@ -341,7 +341,8 @@ _EDGE = (23 * 60 + 59) * 60_000  # the largest offset: up to a day beyond the ye
 @st.composite
 def _timestamps(draw: st.DrawFn) -> str:
     """RFC 3339 in the forms producers write: any offset, 0-9 fraction digits, Z or z."""
-    ms = draw(st.integers(codec.MIN_TIME_MS - _EDGE, codec.MAX_TIME_MS + _EDGE))
+    ms = draw(st.integers(codec.MIN_TIME_MS - _EDGE, codec.MAX_TIME_MS + _EDGE)
+              | st.integers(-_EDGE, _EDGE))  # around 1970-01-01T00:00:00Z
     offset = draw(st.sampled_from([0, 0, 60, -300, 330, 23 * 60 + 59, -(23 * 60 + 59)]))
     t = datetime.fromtimestamp(ms / 1000, timezone(timedelta(minutes=offset)))
     text = t.strftime("%Y-%m-%dT%H:%M:%S")

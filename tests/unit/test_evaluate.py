@@ -116,6 +116,13 @@ def test_the_cli(tmp_path: Path) -> None:
     res = runner.invoke(cli, ["evaluate", "churn", "--history", path, "--cutoff", "March",
                               "--horizon", "30"])
     assert res.exit_code == 2 and "--cutoff" in res.output
+    res = runner.invoke(cli, ["evaluate", "churn", "--history", path, "--cutoff", "1969-12-31",
+                              "--horizon", "30"])
+    assert res.exit_code == 2 and "must not be before 1970-01-01T00:00:00Z" in res.output
+    res = runner.invoke(cli, ["evaluate", "churn", "--history", path, "--cutoff", "1970-01-01",
+                              "--horizon", "30", "--json"])
+    assert res.exit_code == 0, res.output  # a valid cutoff: nobody bought before it
+    assert json.loads(res.output)["cutoff"] == "1970-01-01T00:00:00.000Z"
     bad = _write(tmp_path, "customer,when\nA,2024-01-01\n", "bad.csv")
     res = runner.invoke(cli, ["evaluate", "churn", "--history", bad, "--cutoff", "2024-03-01",
                               "--horizon", "30"])

@@ -58,6 +58,10 @@ def csv_lines(text: str) -> list[str]:
     ("2026-03-01T02:30:00+02:30", MAR1),  # the offset is applied
     ("2026-02-28T19:00:00-05:00", MAR1),  # ... across a day (and month) boundary
     ("2026-03-01T00:00:00.250Z", MAR1 + 250),
+    ("1970-01-01", 0),  # history from the epoch on
+    ("1970-01-01T01:00:00+01:00", 0),
+    ("1989-12-31", 631_065_600_000),
+    ("1999-12-31T23:59:59.999Z", 946_684_799_999),
 ])
 def test_occurred_at_dates_and_timestamps(cell: str, ms: int) -> None:
     assert purchase(occurred_at=cell).occurred_at == ms
@@ -69,6 +73,8 @@ def test_occurred_at_dates_and_timestamps(cell: str, ms: int) -> None:
     ("2026-03-01T10:00:00", "must be an RFC 3339 date-time with an offset"),  # no offset
     ("01/03/2026", "must be an RFC 3339 date-time with an offset"),
     ("2026-02-30", "is not a valid calendar date-time"),
+    ("1969-12-31", "must not be before 1970-01-01T00:00:00Z"),
+    ("1970-01-01T00:59:59+01:00", "must not be before 1970-01-01T00:00:00Z"),
 ])
 def test_bad_times_are_rejected_with_the_codecs_message(cell: str, says: str) -> None:
     err = rejected(occurred_at=cell)
@@ -475,3 +481,16 @@ def test_end_marker_round_trips_and_bad_ones_are_refused() -> None:
                        b'"end_ms": "x"}', "integer end_ms")]:
         with pytest.raises(BadControl, match=says):
             parse_control(bad)
+
+
+def test_historical_rows_from_1970_are_emitted_and_earlier_ones_rejected(tmp_path: Path) -> None:
+    f = tmp_path / "old.csv"
+    f.write_text("customer_id,occurred_at,amount\nC,1970-01-01,1.00\nC,1989-12-31,2.00\n"
+                 "C,1969-12-31T23:59:59Z,3.00\n")
+    result = CliRunner().invoke(cli, ["replay", str(f), "--emit", "jsonl"], env={})
+    assert result.exit_code == 1, result.output  # one row rejected, the rest emitted
+    times = [json.loads(line.split("\t", 1)[1])["occurred_at"]
+             for line in result.stdout.splitlines()]
+    assert times == ["1970-01-01T00:00:00.000Z", "1989-12-31T00:00:00.000Z"]
+    assert "line 4: schema_violation: purchase.occurred_at: must not be before " \
+        "1970-01-01T00:00:00Z" in result.stderr

@@ -184,7 +184,9 @@ BOUNDARIES = [  # (kind, field, last accepted value, first rejected value or Non
     ("survey", "comment", "x" * codec.MAX_COMMENT_LEN, "x" * (codec.MAX_COMMENT_LEN + 1)),
     ("redemption", "points", codec.MAX_REDEEM_POINTS, codec.MAX_REDEEM_POINTS + 1),
     ("ticket", "occurred_at", "2099-12-31T23:59:59.999-23:59", "2100-01-01T00:00:00+23:59"),
-    ("ticket", "occurred_at", "2000-01-01T00:00:00+23:59", "1999-12-31T23:59:59.999-23:59"),
+    ("ticket", "occurred_at", "1970-01-01T23:59:00+23:59", "1970-01-01T23:58:59.999+23:59"),
+    ("ticket", "occurred_at", "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z"),
+    ("ticket", "occurred_at", "1970-01-01T00:00:00-23:59", "1969-12-31T23:59:59.999-23:59"),
 ]
 
 
@@ -304,14 +306,15 @@ def _nonblank(max_size: int) -> st.SearchStrategy[str]:
 
 
 ids, names = _nonblank(codec.MAX_ID_LEN), _nonblank(codec.MAX_NAME_LEN)
-# Years 2000-2099 *as written*: with a +/-23:59 offset, up to a day beyond those years in UTC.
+# From 1970-01-01T00:00:00Z (epoch ms 0) to the year 2099 *as written*: with a -23:59 offset,
+# up to a day into 2100 in UTC.
 _EDGE = (23 * 60 + 59) * 60_000
-_first, _last = codec.MIN_TIME_MS - _EDGE, codec.MAX_TIME_MS + _EDGE - 1
+_first, _last = codec.MIN_TIME_MS, codec.MAX_TIME_MS + _EDGE - 1
 _times = st.integers(_first, _last) | st.sampled_from(
     [
         _first,
-        codec.MIN_TIME_MS - 1,
-        codec.MIN_TIME_MS,
+        1,
+        _EDGE,
         codec.MAX_TIME_MS - 1,
         codec.MAX_TIME_MS,
         _last,
@@ -477,3 +480,30 @@ def test_parse_time_utc_shortcut_agrees_with_the_general_path(
     assert parsed(value + "Z") == parsed(value + "+00:00")
     if any(c in _UNICODE_DIGITS.values() for c in value):
         assert parsed(value + "Z") is None
+
+
+def test_the_1970_floor_agrees_for_every_offset() -> None:
+    """Every offset the wire format allows, at instants around 1970-01-01T00:00:00Z: the
+    pattern (what a producer's validator runs) and the codec accept exactly the times that
+    are not before the epoch in UTC and are written in 1970 or later."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    pattern = re.compile(SCHEMAS["purchase"]["$defs"]["timestamp"]["pattern"])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    checked = accepted = 0
+    for minutes in range(-(23 * 60 + 59), 23 * 60 + 60):
+        tz = timezone(timedelta(minutes=minutes))
+        for ms in (-_EDGE - 60_000, -60_001, -60_000, -1, 0, 1, 59_999, 60_000, _EDGE):
+            local = (epoch + timedelta(milliseconds=ms)).astimezone(tz)
+            text = local.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            expected = ms >= 0 and local.year >= 1970
+            try:
+                codec_ok = codec.parse_time(text) == ms
+            except InvalidEvent as exc:
+                codec_ok = False
+                assert "1970-01-01T00:00:00Z" in exc.message, exc.message
+            assert codec_ok == expected, text
+            assert bool(pattern.search(text)) == expected, text
+            checked += 1
+            accepted += expected
+    assert checked == 2879 * 9 and 0 < accepted < checked

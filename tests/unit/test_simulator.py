@@ -304,7 +304,7 @@ def test_sample_events_live_path() -> None:
 
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError, match="start_ms"):
-        SimConfig(start_ms=0)
+        SimConfig(start_ms=-1)  # before 1970-01-01T00:00:00Z
     with pytest.raises(ValueError, match="malformed_rate"):
         SimConfig(start_ms=START, malformed_rate=1.0)
     with pytest.raises(ValueError, match="currency"):
