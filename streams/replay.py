@@ -461,7 +461,7 @@ async def send(settings: Settings, kind: str, events: Iterable[Event], *, rate: 
 
     await create_topics(settings)
     topic = Topics.from_settings(settings).for_kind(kind)
-    async with BatchProducer(settings.kafka_bootstrap, settings.partitions,
+    async with BatchProducer(settings, settings.partitions,
                              client_id="pulse-replay") as out:
         started = time.monotonic()
         for i, ev in enumerate(events, 1):
