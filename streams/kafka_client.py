@@ -107,8 +107,21 @@ def explain(settings: Settings, exc: BaseException) -> str:
         return (f"{where}: the broker refused the {settings.kafka_sasl_mechanism} login of "
                 f"{settings.kafka_sasl_username!r}; check PULSE_KAFKA_SASL_USERNAME and "
                 "PULSE_KAFKA_SASL_PASSWORD (or _FILE), and PULSE_KAFKA_SASL_MECHANISM")
-    return (f"{where} is unreachable or refused the connection ({_why(exc)}); check "
-            "PULSE_KAFKA_BOOTSTRAP and PULSE_KAFKA_SECURITY_PROTOCOL")
+    if _is_closed(exc):
+        if settings.kafka_security_protocol.endswith("SSL"):
+            return (f"{where} closed the connection after the TLS handshake: it may want a "
+                    "client certificate (PULSE_KAFKA_SSL_CERTFILE, PULSE_KAFKA_SSL_KEYFILE) "
+                    "signed by a CA it trusts, or SASL (PULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL)")
+        return (f"{where} closed the connection: if it expects TLS or SASL, set "
+                f"PULSE_KAFKA_SECURITY_PROTOCOL (now {settings.kafka_security_protocol})")
+    return (f"{where} is unreachable ({_why(exc)}); check PULSE_KAFKA_BOOTSTRAP")
+
+
+def _is_closed(exc: BaseException) -> bool:
+    """The broker accepted the TCP connection and then closed it: a refusal, not an outage."""
+    from aiokafka.errors import KafkaConnectionError
+
+    return isinstance(exc, KafkaConnectionError) and str(exc).rstrip().endswith("closed")
 
 
 def _is_auth_failure(exc: BaseException) -> bool:
@@ -123,9 +136,10 @@ def _is_auth_failure(exc: BaseException) -> bool:
 async def check(settings: Settings, timeout: float = 15.0) -> None:
     """Connect to a bootstrap server with the configured TLS and SASL, retrying for up to
     ``timeout`` seconds while it is unreachable; raise ``KafkaSetupError`` with one line
-    (``explain``) when it refuses us or stays unreachable. A refused certificate or login
-    is not retried: it will not get better."""
+    (``explain``) when it refuses us or stays unreachable. A refused certificate or login,
+    or a connection the broker closes, is not retried: it will not get better."""
     from aiokafka.conn import create_conn
+    from aiokafka.protocol.metadata import MetadataRequest
 
     kw = client_kwargs(settings)
     hosts = [hp.strip().rsplit(":", 1) for hp in settings.kafka_bootstrap.split(",")]
@@ -145,13 +159,18 @@ async def check(settings: Settings, timeout: float = 15.0) -> None:
                 )
             except Exception as exc:
                 last = exc
-                if isinstance(exc, ssl.SSLError) or (
+                if isinstance(exc, ssl.SSLError) or _is_closed(exc) or (
                         settings.kafka_security_protocol.startswith("SASL_")
                         and _is_auth_failure(exc)):
                     raise KafkaSetupError(explain(settings, exc)) from None
                 continue
-            with contextlib.suppress(Exception):
-                conn.close()
+            try:  # a real request: a broker that wants SASL answers ApiVersions, not this
+                await conn.send(MetadataRequest([]))
+            except Exception as exc:
+                raise KafkaSetupError(explain(settings, exc)) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
             return
         if loop.time() >= deadline:
             assert last is not None

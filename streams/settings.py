@@ -145,7 +145,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     for f in fields(Settings):
         name = _env_name(f.name)
         if f.name in SECRETS and f"{name}_FILE" in env:
-            if name in env:
+            if env.get(name, "").strip():
                 raise SettingsError(f"{name} and {name}_FILE are both set: keep one")
             values[f.name] = _secret_file(name, env[f"{name}_FILE"]).strip()
             continue
