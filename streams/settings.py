@@ -107,6 +107,14 @@ SECRETS = frozenset({"kafka_sasl_password", "redis_password", "api_tokens", "met
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MIN_TOKEN_CHARS = 16
+# the Kafka/Redis transport security fields at their defaults: for the embedded dev stack,
+# which is plaintext on loopback whatever the environment says about production
+PLAIN_TRANSPORT: dict[str, object] = {
+    "kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": "",
+    "kafka_sasl_username": "", "kafka_sasl_password": "", "kafka_ssl_cafile": "",
+    "kafka_ssl_certfile": "", "kafka_ssl_keyfile": "", "redis_password": "",
+    "redis_ssl_ca_certs": "", "redis_ssl_certfile": "", "redis_ssl_keyfile": "",
+}
 
 
 def redact_url(url: str) -> str:

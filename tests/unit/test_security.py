@@ -146,3 +146,10 @@ def test_the_views_default_as_of_is_the_engines_partition_clock(clock: str,
     wall_ms = int(wall_s * 1000)
     assert partition_clock(high.values(), clock, wall_ms) == e.clock(0)
     assert partition_clock([], clock, wall_ms) == e.clock(1)
+
+
+def test_the_dev_stack_transport_is_the_plain_default() -> None:
+    from streams.settings import PLAIN_TRANSPORT
+
+    assert all(getattr(Settings(), k) == v for k, v in PLAIN_TRANSPORT.items())
+    assert not any(k in ("api_tokens", "metrics_token") for k in PLAIN_TRANSPORT)
