@@ -39,6 +39,7 @@ from schemas.codec import decode
 from streams.admin import create_topics
 from streams.devstack import running_stack
 from streams.engine import Engine, _Item
+from streams.kafka_client import client_kwargs
 from streams.keys import Keys
 from streams.producer import BatchProducer
 from streams.settings import Settings
@@ -68,7 +69,7 @@ def records(customers: int, days: int, start_ms: int) -> list[tuple[str, bytes, 
 async def produce_all(s: Settings, recs: list[tuple[str, bytes, bytes]]) -> float:
     topics = Topics.from_settings(s)
     t0 = time.perf_counter()
-    async with BatchProducer(s.kafka_bootstrap, s.partitions) as out:
+    async with BatchProducer(s, s.partitions) as out:
         for kind, key, value in recs:
             await out.send(topics.for_kind(kind), key, value)
     return time.perf_counter() - t0
@@ -76,7 +77,7 @@ async def produce_all(s: Settings, recs: list[tuple[str, bytes, bytes]]) -> floa
 
 async def raw_ceiling(s: Settings, n: int) -> float:
     topics = Topics.from_settings(s)
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_kwargs(s), enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_poll_records=5000,
                                 max_partition_fetch_bytes=4 * 1024 * 1024,
                                 fetch_max_bytes=32 * 1024 * 1024)
@@ -177,7 +178,7 @@ async def latency(s: Settings, rate: float, seconds: float, customers: int) -> l
     engine.__dict__["latencies"] = []
     tick = 0.02
     per_tick = max(1, int(rate * tick))
-    async with BatchProducer(s.kafka_bootstrap, s.partitions) as out:
+    async with BatchProducer(s, s.partitions) as out:
         t0 = time.perf_counter()
         k = 0
         while time.perf_counter() - t0 < seconds:

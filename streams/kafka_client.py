@@ -91,6 +91,8 @@ def _why(exc: BaseException) -> str:
 
 def explain(settings: Settings, exc: BaseException) -> str:
     """One line saying which setting to look at for a failure to connect."""
+    from aiokafka.errors import UnsupportedSaslMechanismError
+
     where = f"Kafka at {settings.kafka_bootstrap}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         if "hostname" in str(exc.verify_message or "") or "IP address" in str(exc):
@@ -103,6 +105,9 @@ def explain(settings: Settings, exc: BaseException) -> str:
         return (f"{where}: TLS handshake failed ({_why(exc)}); check "
                 "PULSE_KAFKA_SECURITY_PROTOCOL, PULSE_KAFKA_SSL_CAFILE and, if the broker "
                 "asks for a client certificate, PULSE_KAFKA_SSL_CERTFILE/_KEYFILE")
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return (f"{where} does not offer SASL mechanism {settings.kafka_sasl_mechanism}; "
+                "set PULSE_KAFKA_SASL_MECHANISM to one it offers")
     if settings.kafka_security_protocol.startswith("SASL_") and _is_auth_failure(exc):
         return (f"{where}: the broker refused the {settings.kafka_sasl_mechanism} login of "
                 f"{settings.kafka_sasl_username!r}; check PULSE_KAFKA_SASL_USERNAME and "
@@ -129,8 +134,9 @@ def _is_auth_failure(exc: BaseException) -> bool:
 
     # aiokafka's SCRAM client raises KeyError/ValueError on a server's error message
     # instead of an authentication error; an unsupported mechanism is an auth failure too
-    return isinstance(exc, errors.AuthenticationFailedError | errors.UnsupportedSaslMechanismError
-                      | errors.IllegalSaslStateError | KeyError | ValueError | AssertionError)
+    return isinstance(exc, errors.AuthenticationFailedError | errors.SaslAuthenticationFailed
+                      | errors.UnsupportedSaslMechanismError | errors.IllegalSaslStateError
+                      | KeyError | ValueError | AssertionError)
 
 
 async def check(settings: Settings, timeout: float = 15.0) -> None:
