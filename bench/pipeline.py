@@ -42,6 +42,7 @@ from streams.engine import Engine, _Item
 from streams.kafka_client import client_kwargs
 from streams.keys import Keys
 from streams.producer import BatchProducer
+from streams.redis_client import connect as redis_connect
 from streams.settings import Settings
 from streams.simulator import SimConfig, Simulator
 from streams.topics import Topics
@@ -113,7 +114,7 @@ async def applied(s: Settings, redis: aioredis.Redis) -> int:
 async def rate_between(s: Settings, start: float, end: float) -> float:
     """Events/s applied while the applied count went from ``start`` to ``end`` (both > 0,
     so that the group join before the first batch is not counted)."""
-    redis = aioredis.Redis.from_url(s.redis_url)
+    redis = redis_connect(s)
     try:
         while (done := await applied(s, redis)) < start:
             await asyncio.sleep(0.01)
@@ -197,7 +198,7 @@ async def latency(s: Settings, rate: float, seconds: float, customers: int) -> l
 
 
 async def state_size(s: Settings) -> tuple[float, float, float, int]:
-    redis = aioredis.Redis.from_url(s.redis_url)
+    redis = redis_connect(s)
     keys = Keys(s.redis_prefix)
     mem, enc = [], []
     async for key in redis.scan_iter(match=keys.customer_pattern(), count=2000):
