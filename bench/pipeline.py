@@ -39,8 +39,10 @@ from schemas.codec import decode
 from streams.admin import create_topics
 from streams.devstack import running_stack
 from streams.engine import Engine, _Item
+from streams.kafka_client import client_kwargs
 from streams.keys import Keys
 from streams.producer import BatchProducer
+from streams.redis_client import connect as redis_connect
 from streams.settings import Settings
 from streams.simulator import SimConfig, Simulator
 from streams.topics import Topics
@@ -68,7 +70,7 @@ def records(customers: int, days: int, start_ms: int) -> list[tuple[str, bytes, 
 async def produce_all(s: Settings, recs: list[tuple[str, bytes, bytes]]) -> float:
     topics = Topics.from_settings(s)
     t0 = time.perf_counter()
-    async with BatchProducer(s.kafka_bootstrap, s.partitions) as out:
+    async with BatchProducer(s, s.partitions) as out:
         for kind, key, value in recs:
             await out.send(topics.for_kind(kind), key, value)
     return time.perf_counter() - t0
@@ -76,7 +78,7 @@ async def produce_all(s: Settings, recs: list[tuple[str, bytes, bytes]]) -> floa
 
 async def raw_ceiling(s: Settings, n: int) -> float:
     topics = Topics.from_settings(s)
-    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**client_kwargs(s), enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_poll_records=5000,
                                 max_partition_fetch_bytes=4 * 1024 * 1024,
                                 fetch_max_bytes=32 * 1024 * 1024)
@@ -112,7 +114,7 @@ async def applied(s: Settings, redis: aioredis.Redis) -> int:
 async def rate_between(s: Settings, start: float, end: float) -> float:
     """Events/s applied while the applied count went from ``start`` to ``end`` (both > 0,
     so that the group join before the first batch is not counted)."""
-    redis = aioredis.Redis.from_url(s.redis_url)
+    redis = redis_connect(s)
     try:
         while (done := await applied(s, redis)) < start:
             await asyncio.sleep(0.01)
@@ -177,7 +179,7 @@ async def latency(s: Settings, rate: float, seconds: float, customers: int) -> l
     engine.__dict__["latencies"] = []
     tick = 0.02
     per_tick = max(1, int(rate * tick))
-    async with BatchProducer(s.kafka_bootstrap, s.partitions) as out:
+    async with BatchProducer(s, s.partitions) as out:
         t0 = time.perf_counter()
         k = 0
         while time.perf_counter() - t0 < seconds:
@@ -196,7 +198,7 @@ async def latency(s: Settings, rate: float, seconds: float, customers: int) -> l
 
 
 async def state_size(s: Settings) -> tuple[float, float, float, int]:
-    redis = aioredis.Redis.from_url(s.redis_url)
+    redis = redis_connect(s)
     keys = Keys(s.redis_prefix)
     mem, enc = [], []
     async for key in redis.scan_iter(match=keys.customer_pattern(), count=2000):

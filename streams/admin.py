@@ -14,6 +14,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -27,7 +28,7 @@ class TopicMismatch(RuntimeError):
 async def _admin(settings: Settings, timeout: float = 20.0) -> AIOKafkaAdminClient:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+        admin = AIOKafkaAdminClient(**client_kwargs(settings),
                                     client_id=f"{settings.app_id}-admin")
         try:
             await admin.start()

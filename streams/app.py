@@ -17,14 +17,13 @@ from aiohttp import web
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from processors import wire
-from processors.customer import view
 from processors.rules import Rules
-from schemas.codec import InvalidEvent, parse_time
+from streams.api import auth_middleware
+from streams.api import install as install_api
 from streams.engine import Engine
+from streams.kafka_client import faust_credentials
 from streams.kpis import KpiCollector
 from streams.metrics import Metrics
-from streams.partitioning import owner
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,6 +70,8 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         broker_heartbeat_interval=0.5,
         broker_rebalance_timeout=2.0,
         consumer_auto_offset_reset="earliest",
+        broker_credentials=faust_credentials(settings),
+        web_application_options={"middlewares": [auth_middleware(settings)]},
     )
     engine = Engine(settings, rules, metrics)
     app.pulse_engine = engine  # type: ignore[attr-defined]
@@ -97,21 +98,6 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         return self.json({"ok": True, "partitions": engine.owned_partitions,
                           "batches": engine.batches})
 
-    @app.page("/customers/{customer_id}")  # type: ignore[arg-type]
-    async def customer_view(self: Any, request: web.Request, customer_id: str) -> web.Response:
-        store = engine.store
-        if store is None:
-            return self.error(503, "engine not started")
-        raw = await store.get_state(owner(customer_id, settings.partitions), customer_id)
-        if raw is None:
-            return self.error(404, f"no customer {customer_id}")
-        state = wire.loads(raw)
-        q = request.query.get("as_of")
-        try:
-            as_of = parse_time(q, "as_of") if q else engine.clock(
-                owner(customer_id, settings.partitions))
-        except InvalidEvent as exc:
-            return self.error(400, exc.message)
-        return self.json(view(state, rules, as_of))
+    install_api(app, engine, settings, rules)  # /customers/{id}, /openapi.json
 
     return app

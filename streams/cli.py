@@ -42,6 +42,37 @@ def _logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+def _check(settings: Settings, *, kafka: bool = False, redis: bool = False) -> None:
+    """Connect once with the configured security before anything starts: a refused
+    certificate, password or token is one line naming the setting (exit 3; an unusable
+    certificate or key file is a bad setting, exit 2), never a traceback."""
+    from streams.kafka_client import KafkaSetupError
+    from streams.kafka_client import check as check_kafka
+    from streams.redis_client import RedisSetupError
+    from streams.redis_client import check as check_redis
+
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # it logs each failed attempt; explain() says it better
+    try:
+        if redis:
+            asyncio.run(check_redis(settings))
+        if kafka:
+            asyncio.run(check_kafka(settings))
+    except (KafkaSetupError, RedisSetupError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    except SettingsError as exc:
+        click.echo(f"error: bad setting: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        quiet.setLevel(level)
+
+
+def _check_redis(settings: Settings) -> None:
+    _check(settings, redis=True)
+
+
 def _run(coro_factory: Callable[[], Any]) -> Any:
     try:
         return asyncio.run(coro_factory())
@@ -63,11 +94,17 @@ def worker() -> None:
     import faust
 
     from streams.admin import create_topics
+    from streams.api import exposure_error
     from streams.app import create_app
 
     settings = _settings()
     rules = _rules(settings)
+    exposed = exposure_error(settings)
+    if exposed:
+        click.echo(f"error: {exposed}", err=True)
+        sys.exit(2)
     _logging(settings.log_level)
+    _check(settings, kafka=True, redis=True)
     asyncio.run(create_topics(settings))
     app = create_app(settings, rules)
     w = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
@@ -86,6 +123,7 @@ def topics_create() -> None:
     from streams.admin import create_topics
 
     settings = _settings()
+    _check(settings, kafka=True)
     result = asyncio.run(create_topics(settings))
     for topic, what in result.items():
         click.echo(f"{topic:30s} {what} ({settings.partitions} partitions)")
@@ -108,6 +146,7 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
 
     settings = _settings()
     _logging(settings.log_level)
+    _check(settings, kafka=True)
     run = SimulationRun(settings, customers=customers, rate=rate, history_days=history_days,
                         malformed_rate=malformed_rate, seed=seed)
 
@@ -195,6 +234,8 @@ def replay(files: tuple[str, ...], kinds: tuple[str, ...], fmt: str | None,
     _logging(settings.log_level)
     # aiokafka logs every reconnect attempt at ERROR; one final message says it better
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    if emit is None:
+        _check(settings, kafka=True)
     try:
         code = run(list(files), kind=list(kinds) or None, fmt=fmt, rules=rules,
                    settings=settings, currency=currency, source=source, emit=emit, rate=rate,
@@ -224,6 +265,7 @@ def customers_export(as_of: str, fmt: str, output: str | None) -> None:
     rules = _rules(settings)
     at = _event_time(as_of, "--as-of")
     assert at is not None
+    _check_redis(settings)
     loaded = asyncio.run(load_rows(settings, rules, at))
     write = write_csv if fmt == "csv" else write_jsonl
     if output:
@@ -243,43 +285,38 @@ def customers_export(as_of: str, fmt: str, output: str | None) -> None:
 @cli.command()
 @click.argument("customer_id")
 @click.option("--as-of", "as_of", default=None,
-              help="Event time to evaluate at [default: the customer's latest event].")
+              help="Event time to evaluate at [default: the partition clock: now in live "
+                   "mode, the newest event applied on the customer's partition in event mode].")
 @click.option("--json", "as_json", is_flag=True, help="Print the export row as JSON.")
 def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
-    """One customer's state, readably (or as the JSON export row)."""
+    """One customer's state, readably (or as the JSON export row); the same view, as-of and
+    units as GET /customers/{id}."""
+    import time
+
     from processors.errors import WireError
-    from streams.export import (
-        json_line,
-        load_ledger,
-        load_state,
-        render,
-        render_ledger,
-        state_row,
-    )
+    from streams.export import json_line, load_customer, render, render_ledger
 
     settings = _settings()
     rules = _rules(settings)
     at = _event_time(as_of, "--as-of")
+    _check_redis(settings)
     try:
-        state = asyncio.run(load_state(settings, customer_id))
+        got = asyncio.run(load_customer(settings, rules, customer_id, at, int(time.time() * 1000)))
     except WireError as exc:
         raise click.ClickException(f"customer {customer_id!r}: stored state unreadable: {exc}")\
             from None
-    if state is None:
+    if got is None:
         raise click.ClickException(
             f"unknown customer {customer_id!r}: no state in Redis "
             f"(PULSE_REDIS_PREFIX={settings.redis_prefix}, PULSE_PARTITIONS={settings.partitions})"
         )
-    note = ""
-    if at is None:
-        at = state.max_event_at if state.max_event_at is not None else 0
-        note = "the customer's latest event; --as-of to change"
-    row = state_row(state, rules, at)
     if as_json:  # exactly the export row
-        click.echo(json_line(row))
+        click.echo(json_line(got.row))
     else:
-        click.echo(render(row, note))
-        click.echo(render_ledger(asyncio.run(load_ledger(settings, customer_id))))
+        note = f"the partition clock, PULSE_CLOCK={settings.clock}; --as-of to change" \
+            if got.as_of_is_default else ""
+        click.echo(render(got.row, note))
+        click.echo(render_ledger(got.ledger))
 
 
 @cli.group()

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from schemas.codec import format_time
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -139,7 +140,7 @@ async def read_all(settings: Settings, keep: Filter | None = None, idle_s: float
     beginning to the current end, oldest original first. Only those are held in memory."""
     keep = keep or Filter()
     topic = Topics.from_settings(settings).deadletter
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 client_id="pulse-deadletters")
     await _start(consumer, settings)
@@ -217,7 +218,7 @@ def plan(letters: Iterable[DeadLetter], inputs: Iterable[str], partitions: int
 async def resend(settings: Settings, letters: list[DeadLetter]) -> None:
     """Send each original (value, key) to its source topic and partition."""
     dlq = Topics.from_settings(settings).deadletter
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all",
                                 client_id="pulse-deadletters-redrive",
                                 max_request_size=2 * 1024 * 1024)
     await _start(producer, settings)

@@ -28,13 +28,16 @@ from streams.admin import create_topics
 from streams.devstack import Child, _die_with_parent, free_port, running_stack, wait_port
 from streams.kpis import counts_from_scrape
 from streams.rules_file import load_rules
-from streams.settings import Settings, to_env
+from streams.settings import PLAIN_TRANSPORT, Settings, to_env
 from streams.simulate import SimulationRun
 
 
-def scrape(url: str, timeout: float = 5.0) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """Prometheus text from ``url`` -> sample name -> labels -> value."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def scrape(url: str, timeout: float = 5.0, token: str = ""
+           ) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Prometheus text from ``url`` -> sample name -> labels -> value (``token``: the
+    PULSE_METRICS_TOKEN, if set)."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         text = resp.read().decode()
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
     for fam in text_string_to_metric_families(text):
@@ -100,7 +103,8 @@ class DevRun:
         print(f"pulse dev: starting Tansu and redis-server (logs in {workdir})", flush=True)
         with running_stack(workdir=workdir) as stack:
             settings = self.base.with_(kafka_bootstrap=stack.kafka_bootstrap,
-                                       redis_url=stack.redis_url, web_port=free_port())
+                                       redis_url=stack.redis_url, web_port=free_port(),
+                                       **PLAIN_TRANSPORT)
             asyncio.run(create_topics(settings))
             worker = start_worker(settings, workdir)
             try:
@@ -175,7 +179,8 @@ class DevRun:
         return now
 
     def _counts(self, settings: Settings) -> dict[str, float]:
-        m = scrape(f"http://{settings.web_host}:{settings.web_port}/metrics")
+        m = scrape(f"http://{settings.web_host}:{settings.web_port}/metrics",
+                   token=settings.metrics_token)
         ev = m.get("pulse_events_total", {})
         c: dict[str, float] = {"t": time.monotonic()}
         for short, topic in (("purchases", settings.topic("purchases")),

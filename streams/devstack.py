@@ -127,22 +127,41 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path,
     return child
 
 
-def start_tansu(workdir: Path, port: int | None = None) -> Child:
+def start_tansu(workdir: Path, port: int | None = None, *, advertised_port: int | None = None,
+                authentication: bool = False, name: str = "tansu") -> Child:
+    """``advertised_port``: the port clients are told to use (a TLS terminator in front of
+    the broker); ``authentication``: SASL required (Tansu's ``--authentication``)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+            advertised, "--storage-engine", "memory://tansu/"]
+    if authentication:
+        argv.append("--authentication")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "warn")
-    return _spawn("tansu", argv, port, workdir, env)
+    return _spawn(name, argv, port, workdir, env)
 
 
-def start_redis(workdir: Path, port: int | None = None) -> Child:
+def start_redis(workdir: Path, port: int | None = None, *, password: str = "",
+                tls: tuple[Path, Path, Path] | None = None, name: str = "redis") -> Child:
+    """``password``: ``requirepass``; ``tls``: (server certificate, its key, CA) to serve
+    TLS only on ``port`` (client certificates optional)."""
     port = port or free_port()
     argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
             "--save", "", "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
             "--protected-mode", "no"]
-    return _spawn("redis", argv, port, workdir)
+    if tls is not None:
+        cert, key, ca = tls
+        argv[2] = "0"  # no plaintext port
+        argv += ["--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file",
+                 str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "optional"]
+    if password:
+        conf = workdir / f"{name}.conf"  # not on the command line, where ps would show it
+        conf.write_text(f"requirepass {password}\n")
+        conf.chmod(0o600)
+        argv.insert(1, str(conf))
+    return _spawn(name, argv, port, workdir)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode, format_time
 from schemas.events import Event
 from streams import dlqlog
+from streams.kafka_client import client_kwargs
 from streams.metrics import Metrics
 from streams.outbox import OutMsg
 from streams.partitioning import key_partition, owner
@@ -155,10 +156,10 @@ class Engine:
     async def start(self) -> None:
         s = self.settings
         tune_gc(s.gc_young_threshold)
-        self.store = Store.from_url(s.redis_url, s.redis_prefix)
+        self.store = Store.from_settings(s)
         await self.store.redis.ping()
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_kwargs(s),
             acks="all",
             linger_ms=5,
             max_request_size=2 * 1024 * 1024,
@@ -169,7 +170,7 @@ class Engine:
         if s.instance_id:
             extra["group_instance_id"] = s.instance_id
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_kwargs(s),
             group_id=s.group_id,
             client_id=f"{s.app_id}-engine",
             enable_auto_commit=False,

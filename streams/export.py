@@ -224,7 +224,7 @@ class Loaded:
 
 async def load_rows(settings: Settings, rules: Rules, as_of: int) -> Loaded:
     """Every customer's export row as of ``as_of`` (SCAN, never blocking Redis)."""
-    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    store = Store.from_settings(settings)
     states: dict[str, bytes] = {}  # SCAN may return a key twice: keyed by customer
     try:
         async for chunk in store.scan_states():
@@ -246,7 +246,7 @@ async def load_rows(settings: Settings, rules: Rules, as_of: int) -> Loaded:
 
 async def load_ledger(settings: Settings, customer_id: str) -> list[dict[str, Any]]:
     """The customer's latest ledger entries, newest first (the engine keeps the last few)."""
-    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    store = Store.from_settings(settings)
     try:
         raw = await store.recent_ledger(owner(customer_id, settings.partitions), customer_id)
     finally:
@@ -265,9 +265,55 @@ def render_ledger(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def partition_clock(high: Iterable[int], clock: str, wall_ms: int) -> int:
+    """The partition's clock from its fence (the newest event time applied per topic), as
+    ``Engine.clock`` computes it for the partitions a worker owns: event mode, the newest
+    event time applied; live mode, the wall clock alone (no event moves it). The default
+    as-of of ``pulse customer`` and ``GET /customers/{id}`` (a unit test checks the two
+    agree)."""
+    return wall_ms if clock == "live" else max(high, default=0)
+
+
+@dataclass
+class CustomerView:
+    """What ``pulse customer`` and ``GET /customers/{id}`` show: the export row as of
+    ``as_of`` (the partition clock unless asked for another time) and the latest ledger
+    entries, newest first."""
+
+    row: dict[str, Any]
+    ledger: list[dict[str, Any]]
+    as_of_is_default: bool
+
+
+async def load_view(store: Store, settings: Settings, rules: Rules, customer_id: str,
+                    as_of: int | None, wall_ms: int) -> CustomerView | None:
+    """One customer's view from Redis, or ``None`` if unknown (``WireError`` if its
+    stored state cannot be read)."""
+    partition = owner(customer_id, settings.partitions)
+    raw = await store.get_state(partition, customer_id)
+    if raw is None:
+        return None
+    state = wire.loads(raw)
+    default = as_of is None
+    if as_of is None:
+        meta = await store.load_shard(partition)
+        as_of = partition_clock(meta.high.values(), settings.clock, wall_ms)
+    ledger = [orjson.loads(x) for x in await store.recent_ledger(partition, customer_id)]
+    return CustomerView(state_row(state, rules, as_of), ledger, default)
+
+
+async def load_customer(settings: Settings, rules: Rules, customer_id: str,
+                        as_of: int | None, wall_ms: int) -> CustomerView | None:
+    store = Store.from_settings(settings)
+    try:
+        return await load_view(store, settings, rules, customer_id, as_of, wall_ms)
+    finally:
+        await store.close()
+
+
 async def load_state(settings: Settings, customer_id: str) -> CustomerState | None:
     """The customer's state from its owner partition's shard; ``None`` if unknown."""
-    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    store = Store.from_settings(settings)
     try:
         raw = await store.get_state(owner(customer_id, settings.partitions), customer_id)
     finally:

@@ -14,15 +14,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from streams.kafka_client import client_kwargs
 from streams.partitioning import owner
+from streams.settings import Settings
 
 
 class BatchProducer:
-    def __init__(self, bootstrap: str, partitions: int, batch_records: int = 1000,
+    def __init__(self, kafka: Settings | str, partitions: int, batch_records: int = 1000,
                  client_id: str = "pulse-producer") -> None:
+        """``kafka``: the settings (their TLS/SASL apply), or a plaintext bootstrap string."""
         self.partitions = partitions
         self.batch_records = batch_records
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+        kw = client_kwargs(kafka) if isinstance(kafka, Settings) else {"bootstrap_servers": kafka}
+        self.producer = AIOKafkaProducer(**kw, acks="all",
                                          linger_ms=5, client_id=client_id,
                                          max_request_size=2 * 1024 * 1024)
         self._batches: dict[tuple[str, int], tuple[Any, int]] = {}

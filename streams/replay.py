@@ -521,7 +521,7 @@ async def send(settings: Settings, events: Iterable[tuple[str, Event]], *, repla
     by_kind = {kind: topic for topic, kind in topics.inputs.items()}
     headers = [(HEADER_REPLAY, replay_id.encode())]
     end_ms = 0
-    async with BatchProducer(settings.kafka_bootstrap, settings.partitions,
+    async with BatchProducer(settings, settings.partitions,
                              client_id="pulse-replay") as out:
         started = time.monotonic()
         i = 0
@@ -570,12 +570,11 @@ async def wait_outcomes(settings: Settings, replay_id: str, timeout_s: float,
                         poll_s: float = 0.5) -> Outcomes:
     """Poll the outcome counters the workers keep in Redis until the replay has ended on
     every partition (or ``timeout_s`` passed)."""
-    import redis.asyncio as aioredis
-
     from streams.keys import Keys
+    from streams.redis_client import connect
 
     keys = Keys(settings.redis_prefix)
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect(settings)
     deadline = time.monotonic() + timeout_s
     try:
         while True:

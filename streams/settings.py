@@ -6,12 +6,13 @@ Every setting is documented in the README ("Settings"). A wrong value stops star
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 
 class SettingsError(ValueError):
@@ -69,6 +70,35 @@ class Settings:
     heartbeat_interval_s: float = 1.0
     instance_id: str = ""  # static group membership (faster restart after a crash)
     log_level: str = "INFO"
+    # security (README "Security"): Kafka TLS/SASL, Redis password/TLS, API bearer tokens.
+    # The secrets (SECRETS) may also come from a file named by PULSE_<NAME>_FILE.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* only)
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""  # empty: the system's CAs
+    kafka_ssl_certfile: str = ""  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = True
+    redis_password: str = ""  # overrides a password in PULSE_REDIS_URL
+    redis_ssl_ca_certs: str = ""  # rediss:// only; empty: the system's CAs
+    redis_ssl_certfile: str = ""
+    redis_ssl_keyfile: str = ""
+    api_tokens: str = ""  # comma-separated bearer tokens for /customers/{id}
+    metrics_token: str = ""  # bearer token for /metrics, /healthz, /readyz (empty: open)
+
+    def __repr__(self) -> str:
+        """Never shows a secret: a secret field is ``'***'`` when set, the Redis URL's
+        password is masked."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRETS and value:
+                value = "***"
+            elif f.name == "redis_url":
+                value = redact_url(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     def topic(self, name: str) -> str:
         """Full topic name for one of the ``topic_*`` fields (``purchases``, ``deadletter``...)."""
@@ -82,16 +112,60 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+SECRETS = frozenset({"kafka_sasl_password", "redis_password", "api_tokens", "metrics_token"})
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MIN_TOKEN_CHARS = 16
+# the Kafka/Redis transport security fields at their defaults: for the embedded dev stack,
+# which is plaintext on loopback whatever the environment says about production
+PLAIN_TRANSPORT: dict[str, object] = {
+    "kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": "",
+    "kafka_sasl_username": "", "kafka_sasl_password": "", "kafka_ssl_cafile": "",
+    "kafka_ssl_certfile": "", "kafka_ssl_keyfile": "", "redis_password": "",
+    "redis_ssl_ca_certs": "", "redis_ssl_certfile": "", "redis_ssl_keyfile": "",
+}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked (``redis://:***@host:6379/0``); anything that
+    prints or logs a URL goes through this."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<unparsable URL>"
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def _env_name(field: str) -> str:
     return "PULSE_" + field.upper()
 
 
+def _secret_file(name: str, path: str) -> str:
+    """A secret from the file named by ``<name>_FILE`` (a Kubernetes secret volume):
+    the file's text without its trailing newline."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not readable text"
+        raise SettingsError(f"{name}_FILE={path!r}: {why}") from None
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Build and validate settings from ``PULSE_*`` variables (unset ones keep defaults)."""
+    """Build and validate settings from ``PULSE_*`` variables (unset ones keep defaults).
+    A secret may also come from ``PULSE_<NAME>_FILE``, never from both."""
     env = os.environ if env is None else env
     values: dict[str, object] = {}
     for f in fields(Settings):
         name = _env_name(f.name)
+        if f.name in SECRETS and f"{name}_FILE" in env:
+            if env.get(name, "").strip():
+                raise SettingsError(f"{name} and {name}_FILE are both set: keep one")
+            values[f.name] = _secret_file(name, env[f"{name}_FILE"]).strip()
+            continue
         if name not in env:
             continue
         raw = env[name].strip()
@@ -106,6 +180,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             else:
                 values[f.name] = raw
         except ValueError:
+            if f.name in SECRETS:  # never echo a secret
+                raise SettingsError(f"{name}: not a valid value") from None
             kind = type(default).__name__
             article = "an" if kind == "int" else "a"
             raise SettingsError(f"{name}={raw!r}: must be {article} {kind}") from None
@@ -168,6 +244,62 @@ def validate(s: Settings) -> None:
         raise bad("rules_file", "no such file")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    _validate_security(s, bad)
+
+
+def _validate_security(s: Settings, bad: Callable[[str, str], SettingsError]) -> None:
+    """Kafka TLS/SASL, Redis TLS and API token settings. A message never shows a secret."""
+    if s.kafka_security_protocol not in SECURITY_PROTOCOLS:
+        raise bad("kafka_security_protocol", f"must be one of {', '.join(SECURITY_PROTOCOLS)}")
+    if s.kafka_security_protocol.startswith("SASL_"):
+        if s.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise bad("kafka_sasl_mechanism", f"must be one of {', '.join(SASL_MECHANISMS)} "
+                      f"with PULSE_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol}")
+        if not s.kafka_sasl_username:
+            raise SettingsError("PULSE_KAFKA_SASL_USERNAME is required with SASL")
+        if not s.kafka_sasl_password:
+            raise SettingsError("PULSE_KAFKA_SASL_PASSWORD (or PULSE_KAFKA_SASL_PASSWORD_FILE) "
+                                "is required with SASL")
+    elif s.kafka_sasl_mechanism:
+        raise bad("kafka_sasl_mechanism", "needs PULSE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+                  "or SASL_SSL")
+    # (TLS file settings, whether TLS is on, what turns it on, the client certificate)
+    tls = (
+        (("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"),
+         s.kafka_security_protocol.endswith("SSL"),
+         "PULSE_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL", "kafka_ssl_certfile"),
+        (("redis_ssl_ca_certs", "redis_ssl_certfile", "redis_ssl_keyfile"),
+         s.redis_url.startswith("rediss://"), "a rediss:// PULSE_REDIS_URL", "redis_ssl_certfile"),
+    )
+    for names, tls_on, turned_on_by, certfile in tls:
+        for name in names:
+            path = getattr(s, name)
+            if path and not tls_on:
+                raise bad(name, f"needs {turned_on_by}")
+            if path and not Path(path).is_file():
+                raise bad(name, "no such file")
+        if getattr(s, names[2]) and not getattr(s, certfile):
+            raise bad(names[2], f"needs {_env_name(certfile)} (the client certificate)")
+    for name in ("api_tokens", "metrics_token"):
+        tokens = api_tokens(getattr(s, name))
+        if any(len(t) < MIN_TOKEN_CHARS or not t.isprintable() or " " in t for t in tokens):
+            raise SettingsError(f"{_env_name(name)}: every token must be at least "
+                                f"{MIN_TOKEN_CHARS} printable characters without spaces")
+
+
+def api_tokens(value: str) -> tuple[str, ...]:
+    """The comma-separated tokens of ``PULSE_API_TOKENS`` (several during a rotation)."""
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def to_env(s: Settings) -> dict[str, str]:

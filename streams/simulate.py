@@ -52,7 +52,7 @@ class SimulationRun:
     async def run(self, duration: float | None = None) -> None:
         started = time.monotonic()
         deadline = None if duration is None else started + duration
-        async with BatchProducer(self.settings.kafka_bootstrap, self.settings.partitions,
+        async with BatchProducer(self.settings, self.settings.partitions,
                                  client_id="pulse-simulator") as out:
             pacer = _Pacer(self.rate)
             t = self.start_ms

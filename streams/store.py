@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from streams.keys import Keys
 from streams.replays import OUTCOME_TTL_S, ShardReplays
+from streams.settings import Settings
 
 
 class FenceMoved(RuntimeError):
@@ -74,9 +75,12 @@ class Store:
         self._ack = client.register_script(_lua("ack_outbox.lua"))
 
     @classmethod
-    def from_url(cls, url: str, prefix: str) -> Store:
-        client = aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
-        return cls(client, Keys(prefix))
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store with the settings' Redis password and TLS (streams.redis_client)."""
+        from streams.redis_client import connect
+
+        client = connect(settings, decode_responses=False, health_check_interval=30)
+        return cls(client, Keys(settings.redis_prefix))
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -14,6 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from processors.rules import DEFAULT_RULES, Rules
 from streams.admin import create_topics
 from streams.engine import Engine
+from streams.kafka_client import client_kwargs
 from streams.metrics import Metrics
 from streams.producer import BatchProducer
 from streams.settings import Settings
@@ -36,7 +37,7 @@ async def wait_until(pred: Callable[[], Awaitable[bool] | bool], timeout: float 
 async def produce(settings: Settings, records: Iterable[tuple[str, bytes, bytes]],
                   partition_of: Callable[[bytes], int] | None = None) -> int:
     """Send (topic, key, value) records; partitioned by murmur2 unless told otherwise."""
-    async with BatchProducer(settings.kafka_bootstrap, settings.partitions) as out:
+    async with BatchProducer(settings, settings.partitions) as out:
         for topic, key, value in records:
             p = partition_of(key) if partition_of else None
             await out.send(topic, key, value, partition=p)
@@ -47,7 +48,7 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
                      settle: float = 0.5) -> list[ConsumerRecord]:
     """Every record of ``topic`` from the beginning, once ``expect`` have arrived (then a
     short settle to catch any surplus)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(**client_kwargs(settings),
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

@@ -18,6 +18,7 @@ from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
 from streams.devrun import scrape, start_worker, total
 from streams.devstack import free_port
+from streams.kafka_client import client_kwargs
 from streams.keys import Keys
 from streams.topics import Topics
 from tests.integration.helpers import produce, wait_until
@@ -103,7 +104,7 @@ async def test_two_workers_share_partitions_and_sigterm_commits(settings, tmp_pa
         assert time.monotonic() - started < 15
 
         fence = await fence_offsets(settings, topics.purchases)
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_kwargs(settings))
         await admin.start()
         committed = await admin.list_consumer_group_offsets(
             settings.group_id,
