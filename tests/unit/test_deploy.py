@@ -184,8 +184,29 @@ def test_grafana_provisioning_and_dashboards_agree() -> None:
                 "Consumer lag by topic", "Dead letters by reason"} <= titles
         for p in dash["panels"]:
             if p["type"] != "row":
-                assert p["datasource"]["uid"] == source["uid"], p["title"]
+                assert p["datasource"] == DS_VARIABLE, p["title"]
                 assert p["targets"], p["title"]
+                for target in p["targets"]:
+                    assert target.get("datasource", DS_VARIABLE) == DS_VARIABLE, p["title"]
+
+
+DS_VARIABLE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.name for p in DASHBOARDS])
+def test_dashboards_import_into_any_grafana(path: Path) -> None:
+    """No datasource uid is hard-coded: a datasource variable (what provisioning resolves to
+    the default Prometheus) and an import input (what Grafana's import asks for)."""
+    text = path.read_text()
+    dash = json.loads(text)
+    ds = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["uid"] not in text
+    (var,) = [v for v in dash["templating"]["list"] if v["name"] == "DS_PROMETHEUS"]
+    assert var["type"] == "datasource" and var["query"] == "prometheus"
+    (inp,) = dash["__inputs"]
+    assert inp == inp | {"name": "DS_PROMETHEUS", "type": "datasource", "pluginId": "prometheus"}
+    uids = {m for m in re.findall(r'"uid": "([^"]*)"', text)} - {dash["uid"]}
+    assert uids == {"${DS_PROMETHEUS}"}
 
 
 # -- docker-compose ----------------------------------------------------------------------------
@@ -194,7 +215,8 @@ def test_grafana_provisioning_and_dashboards_agree() -> None:
 def test_docker_compose_is_the_production_shaped_stack() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "redis", "worker", "simulator", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "redis", "worker", "simulator", "prometheus", "grafana", "notifier",
+            "webhook-receiver"} <= set(services)
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
@@ -217,3 +239,77 @@ def test_docker_compose_is_the_production_shaped_stack() -> None:
             src = vol.split(":")[0]
             if src.startswith("./"):
                 assert (ROOT / src).exists(), vol
+
+
+def compose_services() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(host address, host port(s), container port) of each published port."""
+    out = []
+    for p in service.get("ports", []):
+        parts = str(p).split(":")
+        assert len(parts) == 3, f"{p}: name the host address (127.0.0.1:HOST:CONTAINER)"
+        out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def test_docker_compose_publishes_to_loopback_only() -> None:
+    services = compose_services()
+    ports = {name: published(svc) for name, svc in services.items()}
+    assert all(addr == "127.0.0.1" for p in ports.values() for addr, _, _ in p), ports
+    assert ("127.0.0.1", "9090", "9090") in ports["prometheus"]
+    assert ("127.0.0.1", "3000", "3000") in ports["grafana"]
+    assert ("127.0.0.1", "6379", "6379") in ports["redis"]
+    # the worker's API, one host port per replica of the range
+    (api,) = ports["worker"]
+    first, _, last = api[1].partition("-")
+    env = services["worker"]["environment"]
+    assert api[2] == env["PULSE_WEB_PORT"] and int(last) - int(first) + 1 == int(
+        env["PULSE_PARTITIONS"])
+    assert not ports["webhook-receiver"] and not ports["notifier"]
+
+
+def test_kafka_is_reachable_from_the_host_on_its_external_listener() -> None:
+    kafka = compose_services()["kafka"]
+    env = kafka["environment"]
+    listeners = dict(x.split("://") for x in env["KAFKA_LISTENERS"].split(","))
+    advertised = dict(x.split("://") for x in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    protocols = dict(x.split(":") for x in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(advertised) == {"PLAINTEXT", "EXTERNAL"} and "EXTERNAL" in protocols
+    host, port = advertised["EXTERNAL"].rsplit(":", 1)
+    assert host == "127.0.0.1" and listeners["EXTERNAL"] == f":{port}"
+    assert ("127.0.0.1", port, port) in published(kafka)
+    assert advertised["PLAINTEXT"] == compose_services()["worker"]["environment"][
+        "PULSE_KAFKA_BOOTSTRAP"]
+
+
+def test_prometheus_and_grafana_are_not_open() -> None:
+    services = compose_services()
+    assert not any("enable-lifecycle" in arg for arg in services["prometheus"]["command"])
+    env = services["grafana"]["environment"]
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}", env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert str(env["GF_USERS_ALLOW_SIGN_UP"]).lower() == "false"
+
+
+def test_the_notifier_delivers_to_the_demo_receiver() -> None:
+    services = compose_services()
+    notifier, receiver = services["notifier"], services["webhook-receiver"]
+    assert notifier["command"] == ["pulse", "notifier"]
+    env = notifier["environment"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in notifier["volumes"]}
+    hooks = yaml.safe_load((ROOT / mounted[env["PULSE_WEBHOOKS_FILE"]]).read_text())
+    (endpoint,) = hooks["endpoints"]
+    assert endpoint["url"].startswith(f"http://webhook-receiver:{receiver['environment']['RECEIVER_PORT']}/")
+    secret_var = endpoint["secret_env"]
+    assert env[secret_var] == receiver["environment"][secret_var]
+    assert receiver["command"][:2] == ["python", "/app/deploy/webhook-receiver/receiver.py"]
+    dockerfile = (ROOT / "deploy/docker/worker.Dockerfile").read_text()
+    assert "COPY deploy/webhook-receiver ./deploy/webhook-receiver" in dockerfile
+    scrape = yaml.safe_load((PROM / "prometheus.yml").read_text())["scrape_configs"]
+    (job,) = [j for j in scrape if j["job_name"] == "pulse-notifier"]
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["notifier"] and sd["port"] == int(env["PULSE_NOTIFIER_WEB_PORT"])
