@@ -305,6 +305,15 @@ def evaluate_churn(history: str, cutoff: str, horizon: float, tickets: str | Non
     sys.exit(code)
 
 
+def _add_commands() -> None:
+    from streams.notifier.cli import notifier
+
+    cli.add_command(notifier)
+
+
+_add_commands()
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="pulse")
