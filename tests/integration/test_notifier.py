@@ -299,13 +299,15 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
     async with Receiver({"dead": secret(3), "ok": secret(4)}) as rx:
         webhooks = write_yaml(tmp_path / "webhooks.yaml", [
             {"name": "dead", "url": rx.url("dead"), "secret": secret(3),
-             "streams": {"points": None, "engagement": None}, "timeout_s": 0.5,
+             "streams": {"points": None, "engagement": None}, "timeout_s": 0.3,
              "max_attempts": 2, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
-             "circuit_failures": 3, "circuit_open_s": 60, "queue_depth": 5},
+             "circuit_failures": 3, "circuit_open_s": 600, "queue_depth": 5,
+             "concurrency": 1},
             {"name": "ok", "url": rx.url("ok"), "secret": secret(4),
              "streams": {"points": None, "engagement": None}},
         ])
-        rx.plans["dead"] = lambda wid, n: (500, {}, 0.0)
+        # dead and slow: every attempt times out, or (once the test is done waiting) fails
+        rx.plans["dead"] = lambda wid, n: (500, {}, 0.6)
         await create_topic(s, topics.engagement)
         entries = [entry(i) for i in range(40)]
         message = {"message_id": "C0001:birthday@2026", "kind": "birthday",
@@ -326,6 +328,10 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
             assert n.proc.wait(20) == 0, n.log_tail()
         assert len(dead) == len(want)
         assert not rx.got["dead"]
+        # the dead endpoint did not hold up the healthy one: with one delivery at a time and
+        # a queue of 5, "ok" got all 41 records while "dead" was tried only for the 3
+        # dead letters in a row that opened its circuit (2 attempts each)
+        assert sum(n for (name, _), n in rx.attempts.items() if name == "dead") == 6
         envelopes = [json.loads(r.value) for r in dead]
         assert {e["webhook_id"] for e in envelopes} == want
         by_id = {e["entry_id"]: e for e in entries} | {message["message_id"]: message}
@@ -333,13 +339,14 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
             assert header(r, "pulse.notify.endpoint") == env_["endpoint"] == "dead"
             assert env_["record"] == by_id[env_["webhook_id"]]
             assert env_["reason"] in ("retries_exhausted", "circuit_open")
-            assert "HTTP 500" in env_["last_error"]
+            assert "timeout after 0.3 s" in env_["last_error"]
             if env_["reason"] == "retries_exhausted":
                 assert env_["attempts"] == 2 == int(header(r, "pulse.notify.attempts") or 0)
         assert total(metrics["pulse_notifier_deliveries_total"], endpoint="dead",
                      outcome="deadletter") == len(want)
         assert total(metrics["pulse_notifier_deadletter_total"], endpoint="dead",
-                     reason="circuit_open") > 0  # the circuit opened after 3 in a row
+                     reason="retries_exhausted") == 3
+        assert total(metrics["pulse_notifier_circuit_open"], endpoint="dead") == 1
 
         # the endpoint is fixed: redrive delivers every dead letter once
         del rx.plans["dead"]
