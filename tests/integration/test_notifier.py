@@ -19,6 +19,7 @@ import sys
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,8 @@ def secret(n: int) -> str:
 def alert(i: int) -> dict[str, Any]:
     level = LEVELS[i % 3]
     return ChurnAlert(
-        alert_id=f"C{i:04d}:alert:{level}@{T0 + i}", customer_id=f"C{i:04d}",
+        alert_id="churn-" + blake2b(f"C{i:04d}|{level}|{i}".encode(), digest_size=10).hexdigest(),
+        customer_id=f"C{i:04d}",
         kind="recovered" if i % 7 == 6 else "alert", level=level, previous_level="low",
         score=0.71 + (i % 20) / 100,
         reasons=(Reason("overdue", "overdue 3.1x the usual gap (62 days since the last "
@@ -370,3 +372,54 @@ async def create_topic(settings: Settings, topic: str) -> None:
         await admin.create_topics([NewTopic(topic, settings.partitions, 1)])
     finally:
         await admin.close()
+
+
+async def test_the_readme_receiver_accepts_our_deliveries_and_refuses_forgeries(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver example of the README ("Notifications"), run as written, behind a real
+    server, gets one delivery from an EndpointWorker; a wrong secret is refused (401, so a
+    dead letter with reason 'rejected', no retry)."""
+    from streams.metrics import NotifierMetrics
+    from streams.notifier.config import parse_webhooks
+    from streams.notifier.delivery import EndpointWorker, Job
+    from streams.notifier.messages import DeadLetter, cloud_event
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("A receiver, in a few")[1].split("```python\n")[1].split("```")[0]
+    code = code.split("app = web.Application()")[0]  # everything but starting the server
+    monkeypatch.setenv("CRM_WEBHOOK_SECRET", secret(7))
+    scope: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    app = web.Application()
+    app.add_routes([web.post("/hooks/pulse", scope["receive"])])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    dead: list[DeadLetter] = []
+
+    async def dead_letter(dl: DeadLetter) -> None:
+        dead.append(dl)
+
+    cfg = parse_webhooks({"endpoints": [
+        {"name": n, "url": f"http://127.0.0.1:{port}/hooks/pulse", "secret": secret(k),
+         "streams": {"alerts": None}, "max_attempts": 3, "backoff_initial_s": 0.01}
+        for n, k in (("right", 7), ("wrong", 8))]}, {})
+    a = alert(2)
+    try:
+        for ep in cfg.endpoints:
+            w = EndpointWorker(ep, NotifierMetrics.create(), dead_letter)
+            await w.start()
+            try:
+                job = Job(stream="alerts", topic="churn-alerts", partition=0, offset=0, record=a,
+                          webhook_id=a["alert_id"], timestamp_ms=T0,
+                          body=cloud_event("alerts", "churn-alerts", a, a["alert_id"]))
+                assert await w.deliver(job) is (ep.name == "right")
+                assert await w.deliver(job) is (ep.name == "right")  # a redelivery: dropped
+            finally:
+                await w.stop()
+    finally:
+        await runner.cleanup()
+    assert scope["seen"] == {a["alert_id"]}
+    assert [(d.endpoint, d.reason, d.attempts, d.last_error) for d in dead] == \
+        [("wrong", "rejected", 1, "HTTP 401")] * 2
