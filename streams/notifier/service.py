@@ -105,18 +105,24 @@ class DeadLetterWriter:
     offset committable, only once its dead letter is stored)."""
 
     def __init__(self, settings: Settings, run_id: str) -> None:
+        self.settings = settings
         self.topic = NotifierTopics.from_settings(settings).deadletter
         self.run_id = run_id
-        self.producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all",
-                                         client_id=f"{settings.notifier_group_id}-deadletter")
+        self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        s = self.settings
+        self.producer = AIOKafkaProducer(**kafka_kwargs(s), acks="all",
+                                         client_id=f"{s.notifier_group_id}-deadletter")
         await self.producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
 
     async def __call__(self, dl: DeadLetter) -> None:
+        assert self.producer is not None
         key = dl.record.get("customer_id")
         while True:  # Kafka down: hold the delivery (and the commit frontier) until it is back
             try:
@@ -189,6 +195,13 @@ class Notifier:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._shutdown()  # what did start, stops
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         await ensure_deadletter_topic(s)
         await self.dead_letters.start()
@@ -245,7 +258,9 @@ class Notifier:
         await self.dead_letters.stop()
         if self._web is not None:
             await self._web.cleanup()
-        log.info("notifier stopped; committed %d partitions", len(self.tracks.committed))
+        if self.tracks.by_tp:
+            log.info("notifier stopped; offsets committed on %d partitions",
+                     len(self.tracks.committed))
 
     # -- reading and dispatching --------------------------------------------------------
 
@@ -371,10 +386,10 @@ async def _redrive_endpoint(settings: Settings, config: WebhooksConfig, name: st
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     result = RedriveResult(name)
     tracks = _Tracks()
-    await writer.start()
-    await worker.start()
-    await consumer.start()
     try:
+        await writer.start()
+        await worker.start()
+        await consumer.start()
         await consumer.topics()  # metadata for the partition count
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
                                                          or ())]
