@@ -108,6 +108,10 @@ class EndpointWorker:
     def name(self) -> str:
         return self.endpoint.name
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks)
+
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout_s),
@@ -133,7 +137,7 @@ class EndpointWorker:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # run() reports it
                 await t
         self._tasks = []
         if self._session is not None:
@@ -150,7 +154,12 @@ class EndpointWorker:
             self.in_flight += 1
             try:
                 if job.track is None or not job.track.revoked:
-                    await self.deliver(job)
+                    try:
+                        await self.deliver(job)
+                    except Exception as exc:  # a bug: keep the record, stop loudly
+                        log.exception("endpoint %s: delivery of %s failed", self.name,
+                                      job.webhook_id)
+                        await self._give_up(job, job.attempts_before, "error", repr(exc)[:200])
                 job.finish()
             finally:
                 self.in_flight -= 1
@@ -216,6 +225,8 @@ class EndpointWorker:
             return None, None, f"connection error: {type(exc).__name__}: {str(exc)[:200]}"
         except OSError as exc:
             return None, None, f"connection error: {exc.strerror or type(exc).__name__}"
+        except ValueError as exc:  # e.g. a control character in the id: no retry helps
+            return 0, None, f"cannot send: {str(exc)[:200]}"
         finally:
             self.metrics.attempt_duration.labels(self.endpoint.name).observe(
                 time.monotonic() - started)

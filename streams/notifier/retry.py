@@ -25,7 +25,8 @@ R_RETRY_AFTER, R_CIRCUIT = "retry_after_too_long", "circuit_open"
 
 
 def classify(status: int | None) -> str:
-    """``status`` None stands for a timeout or a connection error."""
+    """``status`` None stands for a timeout or a connection error, 0 for a request that
+    cannot be sent at all (rejected)."""
     if status is None or status == 429 or 500 <= status <= 599:
         return RETRY
     if 200 <= status <= 299:

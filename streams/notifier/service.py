@@ -233,17 +233,21 @@ class Notifier:
         consume = asyncio.create_task(self._consume(), name="notifier-consume")
         committer = asyncio.create_task(self._commit_loop(), name="notifier-commit")
         stop = asyncio.create_task(self._stop.wait())
+        workers = [t for w in self.workers for t in w.tasks]
         try:
-            await asyncio.wait({consume, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({consume, stop, *workers},
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (consume, committer, stop):
+            own: list[asyncio.Task[Any]] = [consume, committer, stop]
+            for t in own:
                 t.cancel()
-            for t in (consume, committer, stop):
+            for t in own:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await self._shutdown()
-        if consume.done() and not consume.cancelled() and consume.exception():
-            raise consume.exception()  # type: ignore[misc]
+        for t in done:  # the reader or an endpoint's task died: not a clean stop
+            if t is not stop and not t.cancelled() and t.exception():
+                raise t.exception()  # type: ignore[misc]
 
     async def _shutdown(self) -> None:
         self.consuming = False

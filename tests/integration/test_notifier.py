@@ -416,10 +416,15 @@ async def test_the_readme_receiver_accepts_our_deliveries_and_refuses_forgeries(
                           body=cloud_event("alerts", "churn-alerts", a, a["alert_id"]))
                 assert await w.deliver(job) is (ep.name == "right")
                 assert await w.deliver(job) is (ep.name == "right")  # a redelivery: dropped
+                if ep.name == "right":  # an id no HTTP header can carry: rejected, no retry
+                    job.webhook_id = "C1:expiry_notice\r\nx: y"
+                    assert await w.deliver(job) is False
             finally:
                 await w.stop()
     finally:
         await runner.cleanup()
     assert scope["seen"] == {a["alert_id"]}
-    assert [(d.endpoint, d.reason, d.attempts, d.last_error) for d in dead] == \
-        [("wrong", "rejected", 1, "HTTP 401")] * 2
+    assert [(d.endpoint, d.reason, d.attempts) for d in dead] == \
+        [("right", "rejected", 1)] + [("wrong", "rejected", 1)] * 2
+    assert dead[0].last_error.startswith("cannot send: ")
+    assert [d.last_error for d in dead[1:]] == ["HTTP 401"] * 2

@@ -222,7 +222,7 @@ def test_dead_letter_round_trip() -> None:
     (200, "delivered"), (204, "delivered"), (299, "delivered"), (301, "rejected"),
     (400, "rejected"), (401, "rejected"), (404, "rejected"), (408, "rejected"),
     (410, "rejected"), (429, "retry"), (500, "retry"), (503, "retry"), (599, "retry"),
-    (None, "retry"),
+    (None, "retry"), (0, "rejected"),  # 0: the request could not be sent at all
 ])
 def test_classify(status: int | None, kind: str) -> None:
     assert classify(status) == kind
