@@ -62,8 +62,10 @@ class Job:
 class RateLimiter:
     """Token bucket: ``rate`` per second, bursts of up to max(1, rate)."""
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.rate = rate
+        self.sleep = sleep
         self.capacity = max(1.0, rate)
         self.tokens = self.capacity
         self.clock = clock
@@ -79,7 +81,7 @@ class RateLimiter:
             if self.tokens >= 1.0:
                 self.tokens -= 1.0
                 return
-            await asyncio.sleep((1.0 - self.tokens) / self.rate)
+            await self.sleep((1.0 - self.tokens) / self.rate)
 
 
 class EndpointWorker:

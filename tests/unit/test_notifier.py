@@ -303,3 +303,30 @@ def test_frontier_refuses_what_would_corrupt_it() -> None:
     t.add(7, 1)
     t.done(7)
     assert t.frontier == 8
+
+
+# -- the rate limit -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rate", "acquires", "waits"), [
+    (0.0, 5, []),  # unlimited
+    (2.0, 2, []),  # a burst of up to the rate
+    (2.0, 3, [0.5]),  # then one token every 1/rate s
+    (2.0, 5, [0.5, 0.5, 0.5]),
+    (0.5, 2, [2.0]),  # below 1/s: a burst of 1
+])
+async def test_rate_limiter_spaces_requests(rate: float, acquires: int, waits: list[float]
+                                            ) -> None:
+    from streams.notifier.delivery import RateLimiter
+
+    now = [100.0]
+    slept: list[float] = []
+
+    async def fake_sleep(s: float) -> None:  # time passes only when the limiter waits
+        slept.append(round(s, 6))
+        now[0] += s
+
+    limiter = RateLimiter(rate, clock=lambda: now[0], sleep=fake_sleep)
+    for _ in range(acquires):
+        await limiter.acquire()
+    assert slept == waits
