@@ -331,22 +331,3 @@ async def test_rate_limiter_spaces_requests(rate: float, acquires: int, waits: l
         await limiter.acquire()
     assert slept == waits
 
-
-# -- the notifier's settings ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("var", "value", "says"), [
-    ("PULSE_NOTIFIER_GROUP_ID", "customer-pulse-engine", "differ from PULSE_GROUP_ID"),
-    ("PULSE_NOTIFIER_GROUP_ID", "customer-pulse", "differ from PULSE_GROUP_ID and PULSE_APP_ID"),
-    ("PULSE_NOTIFIER_GROUP_ID", "", "must be set"),
-    ("PULSE_NOTIFIER_WEB_PORT", "65536", "TCP port"),
-    ("PULSE_WEBHOOKS_FILE", "/nonexistent/webhooks.yaml", "no such file"),
-    ("PULSE_TOPIC_NOTIFICATIONS_DEADLETTER", "dead letters", "Kafka topic name"),
-    ("PULSE_TOPIC_ENGAGEMENT", "a/b", "Kafka topic name"),
-])
-def test_a_wrong_notifier_setting_names_the_variable(var: str, value: str, says: str) -> None:
-    from streams.settings import SettingsError, from_env
-
-    with pytest.raises(SettingsError) as err:
-        from_env({var: value})
-    assert str(err.value).startswith(f"{var}=") and says in str(err.value)
