@@ -449,6 +449,17 @@ def deadletters_redrive(reason: str, topic: str | None, since: str | None, until
                "without a known source topic)")
     sys.exit(1 if skipped else 0)
 
+
+
+def _add_commands() -> None:
+    from streams.notifier.cli import notifier
+
+    cli.add_command(notifier)
+
+
+_add_commands()
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="pulse")

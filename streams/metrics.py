@@ -104,3 +104,78 @@ class Metrics(NamedTuple):
             ),
             registry=r,
         )
+
+
+class NotifierMetrics(NamedTuple):
+    """``pulse notifier``'s own metrics (its own process and registry). Label ``endpoint`` is
+    an endpoint's configured name, a handful at most."""
+
+    records: Counter
+    deliveries: Counter
+    attempt_duration: Histogram
+    delivery_latency: Histogram
+    retries: Counter
+    deadletters: Counter
+    queue_depth: Gauge
+    circuit_open: Gauge
+    registry: CollectorRegistry
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> NotifierMetrics:
+        r = registry if registry is not None else CollectorRegistry()
+        return cls(
+            records=Counter(
+                "pulse_notifier_records_total",
+                "Output records read, by topic and outcome (dispatched, unwanted, backfill, "
+                "undecodable).",
+                ["topic", "outcome"],
+                registry=r,
+            ),
+            deliveries=Counter(
+                "pulse_notifier_deliveries_total",
+                "Deliveries finished, by endpoint and outcome (delivered, deadletter).",
+                ["endpoint", "outcome"],
+                registry=r,
+            ),
+            attempt_duration=Histogram(
+                "pulse_notifier_attempt_duration_seconds",
+                "Duration of one HTTP attempt (request to response, timeout or error).",
+                ["endpoint"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            delivery_latency=Histogram(
+                "pulse_notifier_delivery_latency_seconds",
+                "From the output's Kafka timestamp to its delivery (retries included).",
+                ["endpoint"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            ),
+            retries=Counter(
+                "pulse_notifier_retries_total",
+                "Attempts that will be retried, by endpoint and cause (5xx, 429, timeout, "
+                "connection).",
+                ["endpoint", "cause"],
+                registry=r,
+            ),
+            deadletters=Counter(
+                "pulse_notifier_deadletter_total",
+                "Deliveries sent to the notifications dead-letter topic, by endpoint and "
+                "reason (rejected, retries_exhausted, retry_after_too_long, circuit_open).",
+                ["endpoint", "reason"],
+                registry=r,
+            ),
+            queue_depth=Gauge(
+                "pulse_notifier_queue_depth",
+                "Deliveries waiting in an endpoint's queue (bounded by its queue_depth).",
+                ["endpoint"],
+                registry=r,
+            ),
+            circuit_open=Gauge(
+                "pulse_notifier_circuit_open",
+                "1 while an endpoint's circuit is open (new deliveries dead-lettered at once).",
+                ["endpoint"],
+                registry=r,
+            ),
+            registry=r,
+        )

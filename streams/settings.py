@@ -87,6 +87,13 @@ class Settings:
     api_tokens: str = ""  # comma-separated bearer tokens for /customers/{id}
     metrics_token: str = ""  # bearer token for /metrics, /healthz, /readyz (empty: open)
 
+    # pulse notifier (streams/notifier/): webhooks file, its own group, topics, web port
+    webhooks_file: str = ""
+    notifier_group_id: str = "customer-pulse-notifier"
+    topic_notifications_deadletter: str = "notifications-deadletter"
+    topic_engagement: str = "engagement"  # written by the engagement layer (a later issue)
+    notifier_web_port: int = 6067
+
     def __repr__(self) -> str:
         """Never shows a secret: a secret field is ``'***'`` when set, the Redis URL's
         password is masked."""
@@ -242,6 +249,13 @@ def validate(s: Settings) -> None:
         raise bad("heartbeat_interval_s", "must be at least 0.1 s and below the session timeout")
     if s.rules_file and not Path(s.rules_file).is_file():
         raise bad("rules_file", "no such file")
+    if not 0 <= s.notifier_web_port <= 65535:
+        raise bad("notifier_web_port", "must be a TCP port (0-65535)")
+    if s.notifier_group_id in (s.group_id, s.app_id) or not s.notifier_group_id:
+        raise bad("notifier_group_id", "must be set and differ from PULSE_GROUP_ID and "
+                  "PULSE_APP_ID (the notifier is its own consumer group)")
+    if s.webhooks_file and not Path(s.webhooks_file).is_file():
+        raise bad("webhooks_file", "no such file")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
     _validate_security(s, bad)

@@ -35,6 +35,13 @@ def test_values_are_parsed_by_type() -> None:
     ("PULSE_RULES_FILE", "/nonexistent/rules.yaml", "no such file"),
     ("PULSE_HEARTBEAT_INTERVAL_S", "30", "below the session timeout"),
     ("PULSE_GC_YOUNG_THRESHOLD", "-1", "between 0 and 10000000"),
+    ("PULSE_NOTIFIER_GROUP_ID", "customer-pulse-engine", "differ from PULSE_GROUP_ID"),
+    ("PULSE_NOTIFIER_GROUP_ID", "customer-pulse", "differ from PULSE_GROUP_ID and PULSE_APP_ID"),
+    ("PULSE_NOTIFIER_GROUP_ID", "", "must be set"),
+    ("PULSE_NOTIFIER_WEB_PORT", "65536", "TCP port"),
+    ("PULSE_WEBHOOKS_FILE", "/nonexistent/webhooks.yaml", "no such file"),
+    ("PULSE_TOPIC_NOTIFICATIONS_DEADLETTER", "dead letters", "Kafka topic name"),
+    ("PULSE_TOPIC_ENGAGEMENT", "a/b", "Kafka topic name"),
 ])
 def test_a_wrong_value_names_the_variable(var: str, value: str, says: str) -> None:
     with pytest.raises(SettingsError) as err:
