@@ -40,6 +40,10 @@ accepted redemption), announced ``expiry_notice_days`` before. Time-driven entri
 the event time they were due at and an id from the customer and that time
 (``"<customer>:expiry@<ms>"``), so a tick and an event that both see them due produce the
 same entry once: whichever comes first changes the state, the other finds nothing due.
+An activity that arrives late, dated after the last activity but before an expiry already
+written (a store's upload after an outage), undoes it: rule ``expiry_reversed`` gives the
+points back with the reason (``"expiry of 2026-03-01 reversed: purchase of 2026-02-27
+arrived late"``), as if it had come in time; the latest expiry is remembered for that.
 
 Redemptions: a member with enough balance gets ``redemption`` (debited); otherwise
 ``redemption_rejected`` with 0 points and the reason (unknown customer = no state before
@@ -88,6 +92,7 @@ X = "\N{MULTIPLICATION SIGN}"  # in reasons: "42.50 EUR x 1 pt/EUR x gold 1.5 = 
 EARN, REFUND, SURVEY_BONUS, SERVICE_RECOVERY = "earn", "refund", "survey_bonus", "service_recovery"
 REDEMPTION, REDEMPTION_REJECTED = "redemption", "redemption_rejected"
 TIER_CHANGE, EXPIRY_NOTICE, EXPIRY = "tier_change", "expiry_notice", "expiry"
+EXPIRY_REVERSED = "expiry_reversed"
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -129,6 +134,9 @@ class LoyaltyState(NamedTuple):
     noticed: bool = False  # the expiry notice for the current deadline was written
     orders: tuple[OrderPoints, ...] = ()  # sorted by (day, key)
     surveys: tuple[SurveyMark, ...] = ()  # sorted
+    # the latest expiry, while a late activity could still undo it: (at, points expired,
+    # last activity before it); () when there is none
+    expired: tuple[int, ...] = ()
 
 
 # tuple.__new__(Cls, items) builds one of the NamedTuples above without the Python-level
@@ -425,7 +433,7 @@ def _run_dues(ly: LoyaltyState, days: tuple[DayBucket, ...], d: _Derived, book: 
                      f"before then keeps them", at, None)
         else:
             gone = ly.balance
-            ly = ly._replace(balance=0, noticed=True)
+            ly = ly._replace(balance=0, noticed=True, expired=(at, gone, ly.last_activity_at))
             book.add(ly, f"{book.cid}:{EXPIRY}@{at}", -gone, EXPIRY,
                      f"{_pts(gone)} expired: no activity for {d.lr.expiry_months} months "
                      f"since {_date(ly.last_activity_at)}", at, None)
@@ -642,7 +650,7 @@ def _purchase(ly: LoyaltyState | None, ev: Purchase, rules: Rules, d: _Derived, 
         last, noticed = t, False
     ly = _new(LoyaltyState, (ly.balance + points, ly.lifetime_points + points, ly.tier,
                              ly.tier_since, ly.qualified_until, last, noticed, orders,
-                             ly.surveys))
+                             ly.surveys, ly.expired))
     if points:
         book.add(ly, f"{eid}:{EARN}", points, EARN, f"order {ev.order_id}: {text}", t, eid)
     return ly
@@ -792,6 +800,9 @@ def on_event(before: CustomerState, event: Event, rules: Rules, *,
     book = _Book(before.customer_id, d)
     ly = before.loyalty
     t = event.occurred_at
+    if ly is not None and ly.expired and ly.expired[2] < t < ly.expired[0] and _is_activity(
+            ly, event, d, sla_breaches - before.sla_breaches):
+        ly = _reverse_expiry(ly, event, book)
     if ly is not None:
         if isinstance(event, Purchase):
             tier_bound = t
@@ -814,13 +825,43 @@ def on_event(before: CustomerState, event: Event, rules: Rules, *,
     return ly, tuple(book.out)
 
 
+def _is_activity(ly: LoyaltyState, event: Event, d: _Derived, new_breaches: int) -> bool:
+    """Whether ``event`` resets the expiry clock (with the expired points back, for a
+    redemption)."""
+    if isinstance(event, Purchase):
+        return event.kind == "purchase"
+    if isinstance(event, Survey):
+        return True
+    if isinstance(event, SupportTicket):
+        return new_breaches > 0 and d.lr.service_recovery_points.of(event.priority) > 0
+    if isinstance(event, Redemption):
+        return event.points <= ly.balance + ly.expired[1]
+    return False
+
+
+def _reverse_expiry(ly: LoyaltyState, event: Event, book: _Book) -> LoyaltyState:
+    """A late activity dated between the last activity and an expiry already written: in
+    the order things happened the points would not have expired. Give them back, in one
+    entry that says why; the event then resets the expiry clock as usual."""
+    at, points, _ = ly.expired
+    # (the notice stays sent, as it was in the order things happened: the event's own
+    # activity clears it)
+    ly = ly._replace(balance=ly.balance + points, expired=())
+    book.add(ly, f"{event.event_id}:{EXPIRY_REVERSED}", points, EXPIRY_REVERSED,
+             f"expiry of {_date(at)} reversed: {event.event_kind} of "
+             f"{_date(event.occurred_at)} arrived late: +{_pts(points)}", event.occurred_at,
+             event.event_id)
+    return ly
+
+
 def _noted_late(entries: list[LedgerEntry], event: Event, applied_at: int
                 ) -> tuple[LedgerEntry, ...]:
     """The event's own entries say that it arrived late (what was due before it keeps its
     reason: it happened when it was due)."""
     note = (f" (arrived late: {event.event_kind} of {_date(event.occurred_at)}, applied "
             f"{_date(applied_at)})")
-    return tuple(replace(e, reason=e.reason + note) if e.event_id == event.event_id else e
+    return tuple(replace(e, reason=e.reason + note)
+                 if e.event_id == event.event_id and e.rule != EXPIRY_REVERSED else e
                  for e in entries)
 
 
@@ -882,9 +923,10 @@ def view_fields(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any
 
 def to_wire(ly: LoyaltyState) -> list[Any]:
     """``[balance, lifetime, tier, tier_since, qualified_until, last_activity, noticed,
-    orders, surveys]``; orders flat: ``key, day, paid, points, refunded, clawed, n`` then n
-    lines ``key, units, points, refunded_units``; surveys flat: ``day, key``."""
-    bal, life, tier, since, qu, last, noticed, ords, marks = ly
+    orders, surveys(, expired)]``; orders flat: ``key, day, paid, points, refunded, clawed,
+    n`` then n lines ``key, units, points, refunded_units``; surveys flat: ``day, key``;
+    ``expired`` ``[at, points, last activity]`` only while there is one."""
+    bal, life, tier, since, qu, last, noticed, ords, marks, expired = ly
     orders: list[Any] = []
     for o in ords:
         orders += o  # key, day, paid, points, refunded, clawed, lines
@@ -892,8 +934,11 @@ def to_wire(ly: LoyaltyState) -> list[Any]:
         orders[-1] = len(lines)  # (cheaper than slicing the order's first six off)
         for x in lines:
             orders += x
-    return [bal, life, tier, since, qu, last, 1 if noticed else 0, orders,
-            list(chain(*marks)) if marks else []]
+    out = [bal, life, tier, since, qu, last, 1 if noticed else 0, orders,
+           list(chain(*marks)) if marks else []]
+    if expired:
+        out.append(list(expired))
+    return out
 
 
 def _bad(value: Any, what: str) -> WireError:
@@ -906,9 +951,14 @@ def _all_int(xs: list[Any]) -> bool:
 
 
 def from_wire(value: Any) -> LoyaltyState:
-    if type(value) is not list or len(value) != 9:
-        raise _bad(value, "expected a list of 9 items")
-    bal, life, tier, since, qu, last, noticed, flat, marks = value
+    if type(value) is not list or len(value) not in (9, 10):
+        raise _bad(value, "expected a list of 9 or 10 items")
+    bal, life, tier, since, qu, last, noticed, flat, marks = value[:9]
+    expired: tuple[int, ...] = ()
+    if len(value) == 10:
+        if type(value[9]) is not list or len(value[9]) != 3 or not _all_int(value[9]):
+            raise _bad(value, "expired must be [at, points, last activity]")
+        expired = tuple(value[9])
     if not (type(bal) is int and type(life) is int and type(tier) is int
             and type(since) is int and type(last) is int) or tier < 0:
         raise _bad(value, "expected integers")
@@ -942,4 +992,4 @@ def from_wire(value: Any) -> LoyaltyState:
         it = iter(marks)
         surveys = tuple(map(_new, repeat(SurveyMark), zip(it, it, strict=False)))
     return _new(LoyaltyState, (bal, life, tier, since, qu, last, noticed == 1, tuple(orders),
-                               surveys))
+                               surveys, expired))

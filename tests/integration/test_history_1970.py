@@ -60,7 +60,7 @@ async def test_history_from_1970_is_replayed_and_exported(settings: Settings,
         "1970-01-01T00:00:00.000Z", 2, "15.00")
     code, text, err = await pulse(settings, "customer", "H-EPOCH")
     assert code == 0, err
-    assert "as of 1970-01-01T11:00:00.000Z (the customer's latest event" in text
+    assert "as of 1970-01-01T11:00:00.000Z (the partition clock, PULSE_CLOCK=event" in text
 
     code, _, err = await pulse(settings, "customers", "export", "--as-of", "1969-12-31")
     assert code == 2

@@ -148,17 +148,23 @@ async def test_a_till_clock_in_2099_or_a_month_ahead_harms_no_one(settings) -> N
 
 
 async def test_a_store_upload_a_week_late_is_applied_in_full(settings) -> None:
-    live = history(2000, 150, span_ms=60 * D)  # until WALL - 1 day
+    # a member who last bought a year and four days ago: the live clock expires the points
+    # three days ago; the store's upload holds a purchase of five days ago
+    dormant = Purchase("dormant-1", "C-DORMANT", WALL - 369 * D, "web", "o-d1", "web",
+                       "purchase", 12_300, "EUR")
+    live = [dormant, *history(2000, 150, span_ms=60 * D)]  # until WALL - 1 day
     customers = sorted({e.customer_id for e in live})[:60]
     upload = [Purchase(f"late-{i}", cid, WALL - 7 * D + i * 90 * 60_000, "pos", f"o-late-{i}",
                        "store", "purchase", 2_000 + 37 * i, "EUR", (), "S-OFFLINE")
               for i, cid in enumerate(customers)]
     assert max(e.occurred_at for e in upload) < WALL - 2 * D
+    assert "C-DORMANT" in customers
     s = run_settings(settings)
     metrics = Metrics.create()
     async with running_engine(s, metrics=metrics, wall_clock=lambda: WALL / 1000):
         await produce(s, records(s, live))
         await wait_until(lambda: handled(metrics) >= len(live), timeout=90, what="live traffic")
+        await wait_until(lambda: nothing_due(s), timeout=30, what="the scanner")
         await produce(s, records(s, upload))  # the store comes back online
         await wait_until(lambda: handled(metrics) >= len(live) + len(upload), timeout=60,
                          what="the upload")
@@ -175,6 +181,13 @@ async def test_a_store_upload_a_week_late_is_applied_in_full(settings) -> None:
         assert earn["backfill"] is True  # days old: a notifier skips it by default
     for cid, entries in ledger.items():  # balance = sum of entries, whatever arrived when
         assert stored[cid].loyalty.balance == sum(e["points"] for e in entries), cid
+    # the expiry the live clock wrote is undone by the purchase that predates it
+    rules = [e["rule"] for e in ledger["C-DORMANT"]]
+    assert rules == ["earn", "expiry_notice", "expiry", "expiry_reversed", "earn"], rules
+    reversal = ledger["C-DORMANT"][3]
+    assert reversal["points"] == 123 and reversal["reason"].startswith("expiry of ")
+    assert "reversed: purchase of " in reversal["reason"]
+    assert stored["C-DORMANT"].loyalty.balance == 123 + ledger["C-DORMANT"][4]["points"]
 
 
 def first_difference(got: dict[str, list[Any]], want: dict[str, list[Any]]) -> str:

@@ -174,6 +174,21 @@ def test_a_survey_does_not_downgrade_before_no_purchase_can_predate_it() -> None
     assert loyalty.next_due(state, NO_EXPIRY) == DOWN_AT
 
 
+def test_a_late_purchase_that_predates_a_written_downgrade_brings_the_tier_back() -> None:
+    """The live clock downgraded the member; a purchase made during the grace period comes
+    in late. In order the member would have kept silver: the ledger says so right after."""
+    ticked, _ = loyalty.on_tick(run([buy("p", T0, 60000)], NO_EXPIRY)[0], NO_EXPIRY, DOWN_AT)
+    assert ticked.loyalty.tier == 0  # type: ignore[union-attr]
+    late = buy("q", T0 + 400 * DAY_MS, 50000)
+    step = apply(ticked, late, NO_EXPIRY, DOWN_AT + DAY_MS)
+    entries = points(step.outputs)
+    assert [(e.rule, e.tier_after) for e in entries] == [("tier_change", "silver"),
+                                                        ("earn", "silver")]
+    assert entries[0].reason.startswith("tier up: bronze -> silver")
+    in_order, _ = run([buy("p", T0, 60000), late], NO_EXPIRY)
+    assert step.state.loyalty.tier == in_order.loyalty.tier  # type: ignore[union-attr]
+
+
 def test_buying_during_the_grace_period_keeps_the_tier() -> None:
     state, entries = run([buy("p", T0, 60000), buy("q", T0 + 400 * DAY_MS, 50000)], NO_EXPIRY)
     assert [e.rule for e in entries] == ["tier_change", "earn", "earn"]
@@ -351,6 +366,64 @@ def test_activity_moves_the_deadline_and_clears_the_notice() -> None:
     assert loyalty.expires_at(ly, DEFAULT_RULES.loyalty) == parse_time("2025-12-03T00:00:00Z")
 
 
+LATE_ACTIVITY = [
+    pytest.param(buy("late", DEADLINE - 5 * DAY_MS, 2000), 20, id="purchase"),
+    pytest.param(survey("late", DEADLINE - 5 * DAY_MS, "S-9"), 25, id="survey"),
+    pytest.param(redeem("late", DEADLINE - 5 * DAY_MS, 60), -60, id="redemption"),
+]
+
+
+@pytest.mark.parametrize(("event", "own"), LATE_ACTIVITY)
+def test_a_late_activity_before_a_written_expiry_reverses_it(event: Event, own: int) -> None:
+    """The points expired at the deadline; then a store's upload brings an activity of five
+    days before it. In the order things happened they never expired: the ledger gives them
+    back, says why, and ends where the history in order ends."""
+    state, before = run([buy("p", T0, 10000)])
+    state, ticked = loyalty.on_tick(state, DEFAULT_RULES, DEADLINE)  # notice and expiry
+    assert [e.rule for e in ticked] == ["expiry_notice", "expiry"]
+    step = apply(state, event, DEFAULT_RULES, DEADLINE + 2 * DAY_MS)
+    entries = points(step.outputs)
+    assert (entries[0].entry_id, entries[0].points, entries[0].rule) == (
+        "late:expiry_reversed", 100, "expiry_reversed")
+    assert entries[0].reason == (f"expiry of 2025-01-01 reversed: {event.event_kind} of "
+                                 "2024-12-27 arrived late: +100 pts")
+    in_order, _ = run([buy("p", T0, 10000), event])
+    ly = step.state.loyalty
+    assert ly is not None and in_order.loyalty is not None
+    assert ly.balance == in_order.loyalty.balance == 100 + own
+    assert ly.balance == sum(e.points for e in [*before, *ticked, *entries])
+    assert loyalty.expires_at(ly, DEFAULT_RULES.loyalty) == loyalty.expires_at(
+        in_order.loyalty, DEFAULT_RULES.loyalty)
+    assert [e.rule for e in entries].count("expiry_notice") == 0  # it went out in time
+    assert ly.expired == ()  # reversed once: a copy of the event changes nothing more
+    assert apply(step.state, event, DEFAULT_RULES, DEADLINE + 3 * DAY_MS).duplicate
+
+
+@pytest.mark.parametrize("event", [
+    pytest.param(buy("old", T0 - DAY_MS, 2000), id="before-the-last-activity"),
+    pytest.param(buy("after", DEADLINE + DAY_MS, 2000), id="after-the-expiry"),
+    pytest.param(refund("r", DEADLINE - 5 * DAY_MS, "o-p", 1000), id="a-refund-is-no-activity"),
+    pytest.param(ticket("t", DEADLINE - 5 * DAY_MS, "opened"), id="no-goodwill-no-activity"),
+    pytest.param(redeem("big", DEADLINE - 5 * DAY_MS, 500), id="redemption-refused-anyway"),
+])
+def test_what_would_not_have_prevented_the_expiry_leaves_it(event: Event) -> None:
+    state, _ = run([buy("p", T0, 10000)])
+    state, _ = loyalty.on_tick(state, DEFAULT_RULES, DEADLINE)
+    step = apply(state, event, DEFAULT_RULES, DEADLINE + 2 * DAY_MS)
+    assert "expiry_reversed" not in [e.rule for e in points(step.outputs)]
+
+
+def test_the_remembered_expiry_survives_the_wire() -> None:
+    state, _ = run([buy("p", T0, 10000)])
+    state, _ = loyalty.on_tick(state, DEFAULT_RULES, DEADLINE)
+    ly = state.loyalty
+    assert ly is not None and ly.expired == (DEADLINE, 100, T0)
+    assert loyalty.from_wire(loyalty.to_wire(ly)) == ly
+    assert len(loyalty.to_wire(ly)) == 10 and len(loyalty.to_wire(LoyaltyState())) == 9
+    with pytest.raises(WireError, match="expired must be"):
+        loyalty.from_wire([*loyalty.to_wire(ly)[:9], [1, 2]])
+
+
 @pytest.mark.parametrize(("start", "months", "end"), [
     ("2024-01-31T10:00:00Z", 1, "2024-02-29T10:00:00Z"),
     ("2024-03-31T00:00:00Z", 12, "2025-03-31T00:00:00Z"),
@@ -466,7 +539,7 @@ def test_wire_round_trip(ly: LoyaltyState) -> None:
 
 
 @pytest.mark.parametrize(("ly", "message"), [
-    ("[]", "list of 9 items"),
+    ("[]", "list of 9 or 10 items"),
     ("[0,0,0,0,null,0,2,[],[]]", "noticed must be 0 or 1"),
     ("[0,0,-1,0,null,0,0,[],[]]", "expected integers"),
     ("[0,0,0,0,1.5,0,0,[],[]]", "qualified_until"),

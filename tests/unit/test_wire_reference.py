@@ -37,9 +37,10 @@ def ref_loyalty(ly: LoyaltyState) -> list[Any]:
         orders += o[:6]
         orders.append(len(o.lines))
         orders += chain.from_iterable(o.lines)
-    return [ly.balance, ly.lifetime_points, ly.tier, ly.tier_since, ly.qualified_until,
-            ly.last_activity_at, int(ly.noticed), orders,
-            list(chain.from_iterable(ly.surveys))]
+    out = [ly.balance, ly.lifetime_points, ly.tier, ly.tier_since, ly.qualified_until,
+           ly.last_activity_at, int(ly.noticed), orders,
+           list(chain.from_iterable(ly.surveys))]
+    return [*out, list(ly.expired)] if ly.expired else out
 
 
 def ref_dumps(state: CustomerState) -> bytes:
@@ -153,7 +154,7 @@ LOYALTY = st.builds(
     LoyaltyState, INTS, INTS, st.integers(0, 5), INTS, OPT, INTS, st.booleans(),
     _few(st.builds(OrderPoints, INTS, INTS, INTS, INTS, INTS, INTS,
                    _few(st.builds(LinePoints, INTS, INTS, INTS, INTS), 4))),
-    _few(st.builds(SurveyMark, INTS, INTS)))
+    _few(st.builds(SurveyMark, INTS, INTS)), st.just(()) | st.tuples(INTS, INTS, INTS))
 CHURN = st.builds(
     ChurnState, st.floats(0, 1), st.sampled_from(LEVELS), INTS, INTS, INTS, INTS,
     st.booleans(), INTS, INTS, INTS, st.booleans()).map(  # level_since <= at, as ever
