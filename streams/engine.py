@@ -337,7 +337,11 @@ class Engine:
     def _take(self, p: int, shard: _Shard, now: float) -> list[_Item]:
         bound = self._bound(p, shard, now)
         runs = []
-        for buf in shard.buf.values():
+        bufs = shard.buf
+        for topic in self.topics.inputs:  # a fixed order: ties in time go the same way always
+            buf = bufs.get(topic)
+            if not buf:
+                continue
             run = []
             while buf and buf[0][0] <= bound:
                 run.append(buf.popleft())

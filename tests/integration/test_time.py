@@ -241,9 +241,9 @@ def renamed(events: list[Event], prefix: str) -> list[Event]:
 async def test_history_loaded_into_a_running_system_plays_out_as_in_an_empty_one(
         settings, tmp_path: Path) -> None:
     """Customers the system has not seen: their history, replayed while live traffic runs,
-    gives the ledger, alerts and export of the same replay into an empty system: points,
-    expiries and silence alerts at their event times, not at today's date, and all of it
-    marked backfill."""
+    gives the ledger, alerts and export of the same replay into an empty system (with
+    another batch size): points, expiries and silence alerts at their event times, not at
+    today's date, the same entry and alert ids, and all of it marked backfill."""
     # two years of history that ended more than a year before the wall clock: every member
     # with points sees them expire, the silent ones are alerted on the way
     shift = WALL - 800 * D - T0
@@ -254,8 +254,8 @@ async def test_history_loaded_into_a_running_system_plays_out_as_in_an_empty_one
     live = history(1500, 100, span_ms=60 * D)
     backfilled = {e.customer_id for e in backfill}
 
-    async def system(with_live: bool) -> tuple[Settings, str]:
-        s = run_settings(settings)
+    async def system(with_live: bool, batch: int) -> tuple[Settings, str]:
+        s = run_settings(settings, batch_max_records=batch)
         metrics = Metrics.create()
         async with running_engine(s, metrics=metrics, wall_clock=lambda: WALL / 1000):
             if with_live:
@@ -267,8 +267,8 @@ async def test_history_loaded_into_a_running_system_plays_out_as_in_an_empty_one
             await wait_until(lambda: nothing_due(s), timeout=30, what="the scanner")
         return s, out
 
-    running, out_running = await system(with_live=True)
-    empty, out_empty = await system(with_live=False)
+    running, out_running = await system(with_live=True, batch=1000)
+    empty, out_empty = await system(with_live=False, batch=37)
     assert "events sent merged in event time from 3 files" in out_running
     applied = [line for line in out_running.splitlines() if line.startswith("worker:")]
     assert applied and applied[0] == next(
@@ -286,6 +286,9 @@ async def test_history_loaded_into_a_running_system_plays_out_as_in_an_empty_one
     alerts = [r for r in await outputs(running, topics_r.alerts)
               if orjson.loads(r.value)["customer_id"] in backfilled]
     assert alerts and all(header(r, "pulse.backfill") == "1" for r in alerts)
+    alone = await outputs(empty, topics_e.alerts)
+    assert sorted(orjson.loads(r.value)["alert_id"] for r in alerts) == sorted(
+        orjson.loads(r.value)["alert_id"] for r in alone)
     ledger = by_customer(await outputs(empty, topics_e.points))
     expiries = [e for v in ledger.values() for e in v if e["rule"] == "expiry"]
     assert expiries, "no member's points expired"
