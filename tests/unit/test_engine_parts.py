@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any
 
+import pytest
+from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from hypothesis import given
@@ -172,3 +174,33 @@ def test_an_idle_topic_with_more_to_come_holds_the_others_for_align_idle_s() -> 
     assert [it[0] for it in e._take(0, shard, 100.0)] == []  # held at 5
     assert [it[0] for it in e._take(0, shard, 101.0)] == []
     assert [it[0] for it in e._take(0, shard, 102.0)] == [10, 20, 30]  # waited 2 s
+
+
+@pytest.mark.parametrize("clock", ["live", "event"])
+def test_an_event_dated_after_the_wall_clock_plus_the_skew_is_dead_lettered(clock: str) -> None:
+    """In both modes: no real event happens in the future of the wall clock. Within the
+    skew an event is taken (its own customer's clock moves, nobody else's)."""
+    wall_ms = 1_750_000_000_000
+    e = Engine(Settings(clock=clock, max_future_skew_s=3600, partitions=2), DEFAULT_RULES,
+               wall_clock=lambda: wall_ms / 1000)
+    e._shards[0] = _Shard(ShardMeta(0))
+    e._shards[1] = _Shard(ShardMeta(1))
+    recs = []
+    for i, ahead in enumerate((3_600_000, 3_600_001, 4_070_908_800_000 - wall_ms)):  # 2099
+        cid = ("ann", "bob", "cy")[i]
+        ev = Purchase(f"f{i}", cid, wall_ms + ahead, "pos", f"o{i}", "store", "purchase", 100,
+                      "EUR")
+        recs.append(ConsumerRecord("purchases", owner(cid, 2), i, 0, 0, cid.encode(),
+                                   encode(ev), None, 0, 0, ()))
+    for r in recs:
+        e._ingest({TopicPartition("purchases", r.partition): [r]})
+    items = [it for shard in e._shards.values() for it in shard.buf.get("purchases", ())]
+    taken = [it[1].event_id for it in items if it[1] is not None]
+    dead = {it[2].offset: dict(it[3].headers) for it in items if it[3] is not None}
+    assert taken == ["f0"]
+    assert sorted(dead) == [1, 2]
+    assert {h["pulse.dlq.reason"] for h in dead.values()} == {b"from_future"}
+    assert b"2099-01-01T00:00:00.000Z" in dead[2]["pulse.dlq.message"]  # both times
+    assert b"after the wall clock 2025-06-15T15:06:40.000Z" in dead[2]["pulse.dlq.message"]
+    # the partition's event time did not move (event mode's clock, the live one anyway)
+    assert max(s.high_t.get("purchases", 0) for s in e._shards.values()) == wall_ms + 3_600_000
