@@ -600,7 +600,8 @@ class Engine:
                 outcome(rid, "applied")  # type: ignore[arg-type]
             states[cid] = step.state
             changed.add(cid)
-            touched[cid] = rid  # type: ignore[assignment]
+            if rid is not None or sched or touched:  # only replays make it a question
+                touched[cid] = rid  # type: ignore[assignment]
             emit(step, rid is not None)
         if len(replays.clocks) > len(ended):
             ended += self._idle_replays(replays, now_mono, exclude=ended)
@@ -621,31 +622,39 @@ class Engine:
             s = touched[cid] if cid in touched else sched.get(cid)
             return s if s in replays.clocks else None
 
-        if timed:
-            for cid in list(states):
-                rid = schedule(cid)
-                if rid is None:
-                    catch_up(cid, upto)
-                else:
-                    catch_up(cid, replays.clocks[rid] - lateness, True)
         due_now: dict[str, int | None] = {}
         due_on: dict[str, str] = {}
         unscheduled: list[tuple[str | None, str]] = []
-        for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
-            state = states.get(cid)
-            at = None if state is None else due_of(cid, state)
-            due_now[cid] = at
-            rid, was = schedule(cid), sched.get(cid)
-            if rid != was:
-                unscheduled.append((was, cid))
-            if rid is not None:
-                due_on[cid] = rid
-                if at is not None:
-                    sched[cid] = rid
-                    continue
-            sched.pop(cid, None)
-        for cid in [c for c, rid in sched.items() if rid not in replays.clocks]:
-            del sched[cid]  # their schedule was merged into the live one
+        if not touched and not sched:  # no replay here: everyone is on the live schedule
+            if timed:
+                for cid in list(states):
+                    catch_up(cid, upto)
+            for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
+                state = states.get(cid)
+                due_now[cid] = None if state is None else due_of(cid, state)
+        else:
+            if timed:
+                for cid in list(states):
+                    rid = schedule(cid)
+                    if rid is None:
+                        catch_up(cid, upto)
+                    else:
+                        catch_up(cid, replays.clocks[rid] - lateness, True)
+            for cid in (*due, *changed):
+                state = states.get(cid)
+                at = None if state is None else due_of(cid, state)
+                due_now[cid] = at
+                rid, was = schedule(cid), sched.get(cid)
+                if rid != was:
+                    unscheduled.append((was, cid))
+                if rid is not None:
+                    due_on[cid] = rid
+                    if at is not None:
+                        sched[cid] = rid
+                        continue
+                sched.pop(cid, None)
+            for cid in [c for c, rid in sched.items() if rid not in replays.clocks]:
+                del sched[cid]  # their schedule was merged into the live one
         shard.staged = {cid: st for cid, st in states.items() if st is not None}
         shard.staged_replays = replays
         commit = ShardCommit(
