@@ -399,7 +399,7 @@ class Engine:
                 rp = shard.meta.replays
                 if rp.clocks:
                     replay_upto[p] = {rid: c - lateness for rid, c in rp.clocks.items()}
-                    if scan_all and self._idle_replays(rp, now):
+                    if scan_all and self._idle_replays(rp, now, quiet=True):
                         idle.add(p)
         if not works and not scan_all:
             return False
@@ -686,8 +686,8 @@ class Engine:
         newest = max(newest, max(shard.meta.high.values(), default=_NEVER))
         return newest - self.rules.allowed_lateness_ms
 
-    def _idle_replays(self, rp: ShardReplays, now: float, exclude: Iterable[str] = ()
-                      ) -> list[str]:
+    def _idle_replays(self, rp: ShardReplays, now: float, exclude: Iterable[str] = (),
+                      quiet: bool = False) -> list[str]:
         """Replays that sent nothing here for replay_idle_end_s: end them (a ``pulse
         replay`` that died before its end marker must not hold its customers forever)."""
         limit = self.settings.replay_idle_end_s
@@ -695,8 +695,9 @@ class Engine:
         for rid in rp.clocks:
             seen = rp.last_seen.setdefault(rid, now)
             if now - seen >= limit and rid not in exclude:
-                log.warning("replay %s sent nothing for %.0f s and no end marker: ending it",
-                            rid, now - seen)
+                if not quiet:
+                    log.warning("replay %s sent nothing for %.0f s and no end marker: "
+                                "ending it", rid, now - seen)
                 out.append(rid)
         return out
 

@@ -21,9 +21,9 @@ Pure part (no I/O, unit-tested without services):
   (duplicates within its dedup window, ``too_late`` dead letters beyond it).
 * ``parse_rows`` collects events and rejections and sorts the events by ``occurred_at``
   (stable: rows with the same time keep the file's order, e.g. a refund after its
-  purchase). Why: the engine rejects an event older than its partition's watermark (the
-  newest event time seen on that partition minus ``allowed_lateness``) as ``too_late``, so
-  a file in any order must be sent oldest first.
+  purchase). Several files are merged in event time (``merged``): a customer's history is
+  applied in the order it happened, whatever file and order its rows came in, and the
+  replay's clock (README "Time") only moves forward.
 
 I/O part: ``send`` produces the events with ``BatchProducer`` (key = customer id, murmur2
 owner partition, like the engine), ``emit`` writes ``customer_id<TAB>json`` lines,

@@ -204,3 +204,34 @@ def test_an_event_dated_after_the_wall_clock_plus_the_skew_is_dead_lettered(cloc
     assert b"after the wall clock 2025-06-15T15:06:40.000Z" in dead[2]["pulse.dlq.message"]
     # the partition's event time did not move (event mode's clock, the live one anyway)
     assert max(s.high_t.get("purchases", 0) for s in e._shards.values()) == wall_ms + 3_600_000
+
+
+def test_a_replay_without_its_end_marker_ends_after_replay_idle_end_s() -> None:
+    """A ``pulse replay`` killed before its marker must not hold its customers for ever:
+    once it has sent nothing for PULSE_REPLAY_IDLE_END_S its schedule joins the live one."""
+    e = Engine(Settings(partitions=1, clock="live", replay_idle_end_s=5), DEFAULT_RULES,
+               wall_clock=lambda: 1_760_000_000.0)
+
+    class _Keys:
+        keys = Keys("t")
+
+    e.store = _Keys()  # type: ignore[assignment]
+    shard = e._shards[0] = _Shard(ShardMeta(0))
+    ev = Purchase("r1", "ann", 1_700_000_000_000, "pos", "o1", "store", "purchase", 100, "EUR")
+    rec = ConsumerRecord("purchases", 0, 0, 0, 0, b"ann", encode(ev), None, 0, 0,
+                         (("pulse.replay", b"R1"),))
+    e._ingest({TopicPartition("purchases", 0): [rec]})
+    items = list(shard.buf["purchases"])
+    shard.buf["purchases"].clear()
+    commit, _ = e._apply_shard(shard, 0, items, {"ann": None}, defaultdict(int))
+    assert commit.due_on == {"ann": "R1"} and not commit.released  # on the replay's clock
+    assert commit.fence["r:R1"] == ev.occurred_at
+    shard.meta.replays = shard.staged_replays  # type: ignore[assignment]
+    shard.meta.replays.last_seen["R1"] -= 4  # nothing for 4 s: still on
+    commit, _ = e._apply_shard(shard, 0, [], {}, defaultdict(int))
+    assert not commit.released
+    shard.meta.replays.last_seen["R1"] -= 2  # 6 s
+    commit, _ = e._apply_shard(shard, 0, [], {}, defaultdict(int))
+    assert commit.released == ["R1"] and "r:R1" in commit.fence_del
+    assert ("t:{p0}:replay:R1", "ended") in {(k, f) for k, f, _ in commit.increments}
+    assert not shard.staged_replays.clocks  # type: ignore[union-attr]
