@@ -9,7 +9,7 @@ Theory of operation
 2. recognises a duplicate: the event's key (64-bit blake2b of ``"<kind>:<event_id>"``) is in
    the dedup window -> ``Step(state, duplicate=True)``, state unchanged. A producer retry
    or a replay of recent data is a no-op; checked before lateness so that a retry that
-   arrives after the watermark moved is still recognised rather than dead-lettered;
+   arrives after the customer's clock moved is still recognised rather than dead-lettered;
 3. rejects an event that is too late for this customer: more than ``allowed_lateness``
    before the customer's newest event of the same kind (``kind_max``). Past that the dedup
    window and the day buckets have moved on, so the state could not tell a duplicate or
@@ -245,7 +245,7 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
 
     Window sums count the day buckets in ``(as_of_day - N, as_of_day]``: days after
     ``as_of`` are left out, and the sums are exact for any ``as_of >= max_event_at -
-    allowed_lateness`` (the watermark and the time of any accepted event always are; an
+    allowed_lateness`` (the time of any accepted event of the customer always is; an
     earlier ``as_of`` may reach past the bucket horizon and undercount the 365-day window).
     ``sla_breaches`` = settled breaches + breaches of open tickets whose deadline < ``as_of``.
     """

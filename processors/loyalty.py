@@ -870,8 +870,9 @@ def on_tick(state: CustomerState, rules: Rules, now: int
     """Time-driven changes due at or before event time ``now``: tier downgrades after the
     grace period, expiry notices, expiries. Deterministic and idempotent (a second call with
     the same or an earlier ``now`` finds nothing due); an event of the customer later
-    produces none of them again. ``now`` must not run ahead of the watermark the shell
-    judges lateness by, or an acceptable purchase could predate a downgrade."""
+    produces none of them again. When a tick runs ahead of events that are still accepted
+    (the live clock), a late activity reverses an expiry (``expiry_reversed``) and a late
+    purchase brings a tier back with a new tier change (README "Time")."""
     ly = state.loyalty
     if ly is None:
         return state, ()

@@ -14,7 +14,7 @@ topic keeps its own order and no event is too late. Concretely each field is one
 * a bounded set pruned by a rule that depends only on its own content and on
   ``max_event_at`` (which only grows): an element is dropped once it is older than the
   horizon, and an accepted event is never older than the horizon (an event is too late
-  when ``occurred_at < max(now, max_event_at - allowed_lateness)``), so nothing is ever
+  when ``occurred_at < kind_max[its kind] - allowed_lateness``), so nothing is ever
   added to a part that was already pruned; a capped set keeps the greatest elements by a
   total order, and "top-K" commutes with inserting.
 
