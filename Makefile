@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 60
+# 120 days of history replay in ~15 s, then live traffic (live KPIs: NPS, CSAT...)
+DEMO_HISTORY_DAYS ?= 120
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install system-deps demo test test-unit test-integration lint typecheck bench clean
@@ -25,7 +27,7 @@ system-deps:  ## install the Debian packages the stack and tests need (redis-ser
 	@bash .ci/system-deps
 
 demo: install  ## run the embedded stack on simulated traffic for DEMO_SECONDS (default 60)
-	$(BIN)/pulse dev --duration $(DEMO_SECONDS)
+	$(BIN)/pulse dev --duration $(DEMO_SECONDS) --history-days $(DEMO_HISTORY_DAYS)
 
 test: install  ## the whole test suite (unit + integration on a real Tansu broker and redis-server)
 	$(BIN)/pytest -q -p no:cacheprovider
