@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from streams.rules_file import load_rules
-from streams.settings import Settings, from_env
+from streams.settings import SECRETS, Settings, from_env
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -52,8 +52,8 @@ CONTRACT_SETTINGS = {
     # ops
     "on_state_loss", "on_offset_reset", "connect_timeout_s",
 }
-# secret settings, which can also be given as PULSE_<NAME>_FILE (CONTRACT.md)
-SECRET_SETTINGS = {"kafka_sasl_password", "redis_password", "api_tokens", "metrics_token"}
+# secret settings, which can also be given as PULSE_<NAME>_FILE
+SECRET_SETTINGS = set(SECRETS)
 # the values the contract allows, where it names them
 CONTRACT_CHOICES = {
     "PULSE_KAFKA_SECURITY_PROTOCOL": {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"},
