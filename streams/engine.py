@@ -45,9 +45,12 @@ from processors.rules import Rules
 from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode
 from schemas.events import Event
+from streams.health import Health
 from streams.metrics import Metrics
 from streams.outbox import OutMsg
 from streams.partitioning import key_partition, owner
+from streams.poison import TickGuard
+from streams.recovery import Recovery
 from streams.settings import Settings
 from streams.store import FenceMoved, ShardCommit, ShardMeta, Store
 from streams.topics import Topics
@@ -138,14 +141,19 @@ class Engine:
         self._last_scan = 0.0
         self._out_partitions: dict[str, tuple[float, list[int]]] = {}  # topic -> (when, ids)
         self.batches = 0
+        self.health = Health()
+        self.health.on_redis.append(self._redis_changed)
+        self.metrics.redis_up.set(1)
+        self.recovery = Recovery(self)  # state loss, offsets out of range (streams/recovery.py)
+        self.ticks = TickGuard(self.topics.deadletter, self.metrics)  # poison ticks
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         s = self.settings
         tune_gc(s.gc_young_threshold)
-        self.store = Store.from_url(s.redis_url, s.redis_prefix)
-        await self.store.redis.ping()
+        self.store = Store.from_url(s.redis_url, s.redis_prefix, self.health)
+        await self.store.retrying("ping", self.store.redis.ping)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
             acks="all",
@@ -178,6 +186,7 @@ class Engine:
         )
         await self.consumer.start()
         self.consumer.subscribe(list(self.topics.inputs), listener=_Listener(self))
+        self.health.started = True
         log.info("engine started: group %s, topics %s", s.group_id, list(self.topics.inputs))
 
     async def run(self) -> None:
@@ -209,6 +218,7 @@ class Engine:
         batch = await self.consumer.getmany(
             timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
         )
+        batch = await self.recovery.screen(batch)  # halted? fences beyond the partitions' end?
         n = sum(len(v) for v in batch.values())
         async with self._lock:
             if n:
@@ -220,6 +230,8 @@ class Engine:
                 await self._ack_idle()
             self._flow_control()
             await self._maybe_commit_kafka()
+            await self.recovery.periodic()
+            self._observe_health()
         return n
 
     # Event-time alignment. The input topics of one partition are merged in event time, the
@@ -380,11 +392,15 @@ class Engine:
         except FenceMoved as exc:
             m.fence_conflicts.inc()
             gens = exc.gens  # type: ignore[attr-defined]
-            for p in exc.partitions:  # type: ignore[attr-defined]
+            # taken over by another worker, or Redis lost what we had committed (then halt
+            # or rebuild: streams/recovery.py)
+            for p in await self.recovery.refused(exc.partitions,  # type: ignore[attr-defined]
+                                                 {c.partition: c.expected_gen for c in commits}):
                 log.warning("partition %d was taken over by another worker; batch dropped", p)
                 self._shards.pop(p, None)
             commits = [c for c in commits if c.partition in gens]
         m.redis_rtt.labels("commit").observe(time.perf_counter() - t0)
+        self.health.committed()
 
         to_send: list[OutMsg] = []
         cache_limit = self.settings.state_cache_customers // max(1, len(self._shards))
@@ -454,10 +470,13 @@ class Engine:
             dues[cid] = (state, at)
             return at
 
+        failures = shard.meta.tick_failures  # streams/poison.py: bounded retries, then parked
+        fail_key = self.store.keys.tick_failures(partition)  # type: ignore[union-attr]
+
         def catch_up(cid: str, until: int) -> None:
             """Run the customer's time-driven changes due at or before ``until``."""
             state = states.get(cid)
-            if state is None:
+            if state is None or self.ticks.blocked(partition, failures, cid):
                 return
             at = due_of(cid, state)
             for _ in range(16):  # each tick moves the next due time on; bound it anyway
@@ -465,9 +484,13 @@ class Engine:
                     return
                 try:
                     step = tick(state, rules, at)
-                except Exception:  # a bug must not stop the pipeline
-                    log.exception("time-driven change failed for %s at %d", cid, at)
+                except Exception as exc:  # a bug must not stop the pipeline
+                    dead = self.ticks.failed(partition, failures, cid, at, exc, incs, fail_key)
+                    if dead is not None:
+                        out.append(dead)
                     return
+                if failures:
+                    self.ticks.succeeded(partition, failures, cid, incs, fail_key)
                 state = states[cid] = step.state
                 changed.add(cid)
                 emit(step)
@@ -512,7 +535,8 @@ class Engine:
         due_now: dict[str, int | None] = {}
         for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
             state = states.get(cid)
-            due_now[cid] = None if state is None else due_of(cid, state)
+            due_now[cid] = None if state is None or self.ticks.parked(failures, cid) \
+                else due_of(cid, state)
         shard.staged = {cid: st for cid, st in states.items() if st is not None}
         commit = ShardCommit(
             partition=partition,
@@ -615,13 +639,18 @@ class Engine:
         if self.consumer is None:
             return
         now = self.wall_clock()
+        total_lag = 0
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
             shard = self._shards.get(tp.partition)
             if hw is None or shard is None:
                 continue
             done = shard.meta.offsets.get(tp.topic, -1) + 1
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - done))
+            # a fence beyond the end is never "no lag": everything there is unconsumed
+            lag = hw - done if done <= hw else hw
+            total_lag += lag
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        self.health.lag = total_lag
         for p, shard in self._shards.items():
             if shard.meta.high:
                 self.metrics.event_time_lag.labels(str(p)).set(
@@ -634,7 +663,7 @@ class Engine:
             if shard.pending_trim:
                 ok = await self.store.ack(p, shard.meta.gen, shard.pending_trim)
                 shard.pending_trim = 0
-                if not ok:
+                if not ok and await self.recovery.refused([p], {p: shard.meta.gen}):
                     self._shards.pop(p, None)
 
     async def _maybe_commit_kafka(self, force: bool = False) -> None:
@@ -674,6 +703,7 @@ class Engine:
         await self._commit_kafka(partitions)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.health.assigned = False
         parts = sorted({tp.partition for tp in revoked})
         async with self._lock:
             await self._flush(parts)
@@ -704,8 +734,22 @@ class Engine:
                 off = self._shards[tp.partition].meta.offsets.get(tp.topic)
                 if off is not None:
                     self.consumer.seek(tp, off + 1)
+            await self.recovery.check_assigned(parts)  # state lost? fence below the start?
+        self.health.assigned, self.health.assigned_at = True, time.monotonic()
         self.metrics.partitions_owned.set(len(self._shards))
         log.info("partitions assigned: %s", parts)
+
+    def _redis_changed(self, up: bool, down_s: float) -> None:
+        self.metrics.redis_up.set(1 if up else 0)
+        if up:
+            self.metrics.redis_down_seconds.inc(down_s)
+
+    def _observe_health(self) -> None:
+        h = self.health
+        h.last_step = time.monotonic()
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        # aiokafka forgets the group coordinator when the broker connection fails
+        h.kafka_up = coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
 
     def clock(self, partition: int) -> int:
         """The partition's clock (epoch ms) for time-driven work: windows "as of now",

@@ -10,6 +10,8 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
     <prefix>:{pN}:ledger:<customer> list: the customer's latest ledger entries (newest first)
+    <prefix>:{pN}:tickfail          hash: customer -> failed tries of its time-driven change
+                                    (streams/poison.py)
     <prefix>:{pN}:due               sorted set: customer -> event time of its next
                                     time-driven change (inactivity, expiry)
 """
@@ -47,6 +49,9 @@ class Keys:
 
     def due(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:due"
+
+    def tick_failures(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:tickfail"
 
     def kpi_prefix(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:kpi:"

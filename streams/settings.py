@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 
 class SettingsError(ValueError):
@@ -60,6 +60,11 @@ class Settings:
     heartbeat_interval_s: float = 1.0
     instance_id: str = ""  # static group membership (faster restart after a crash)
     log_level: str = "INFO"
+    # recovery (README "Recovery"): what to do when Redis lost a partition's state, or a
+    # stored offset is outside what the broker holds; how long commands retry at start
+    on_state_loss: str = "halt"  # halt | rebuild
+    on_offset_reset: str = "reset"  # reset | halt
+    connect_timeout_s: float = 30.0
 
     def topic(self, name: str) -> str:
         """Full topic name for one of the ``topic_*`` fields (``purchases``, ``deadletter``...)."""
@@ -71,6 +76,20 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked (``redis://:***@host:6379/0``): anything that prints
+    or logs a URL goes through this."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _env_name(field: str) -> str:
@@ -107,7 +126,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
 
 def validate(s: Settings) -> None:
     def bad(field: str, why: str) -> SettingsError:
-        return SettingsError(f"{_env_name(field)}={getattr(s, field)!r}: {why}")
+        value = getattr(s, field)
+        if field.endswith("_url"):
+            value = redact_url(value)
+        return SettingsError(f"{_env_name(field)}={value!r}: {why}")
 
     for hp in s.kafka_bootstrap.split(","):
         if not _HOSTPORT.match(hp.strip()):
@@ -119,8 +141,8 @@ def validate(s: Settings) -> None:
         raise bad("partitions", "must be between 1 and 10000")
     if not 1 <= s.replication_factor <= 32:
         raise bad("replication_factor", "must be between 1 and 32")
-    if not 0 <= s.web_port <= 65535:
-        raise bad("web_port", "must be a TCP port (0-65535)")
+    if not 1 <= s.web_port <= 65535:
+        raise bad("web_port", "must be a TCP port (1-65535)")
     for f in fields(Settings):
         is_topic = f.name.startswith("topic_") and f.name != "topic_prefix"
         if is_topic and not _TOPIC.match(s.topic_prefix + getattr(s, f.name)):
@@ -153,6 +175,12 @@ def validate(s: Settings) -> None:
         raise bad("rules_file", "no such file")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    if s.on_state_loss not in ("halt", "rebuild"):
+        raise bad("on_state_loss", "must be 'halt' or 'rebuild'")
+    if s.on_offset_reset not in ("reset", "halt"):
+        raise bad("on_offset_reset", "must be 'reset' or 'halt'")
+    if not 0 <= s.connect_timeout_s <= 3600:
+        raise bad("connect_timeout_s", "must be between 0 and 3600 seconds")
 
 
 def to_env(s: Settings) -> dict[str, str]:

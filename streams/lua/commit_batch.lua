@@ -11,11 +11,21 @@
 --       S, S x state,                                      -- values for KEYS[4..3+S]
 --       I, I x (key_index, field, delta),                  -- HINCRBY on KEYS[key_index]
 --       Z, Z x (customer_id, due_ms or ""),                -- ZADD to (or ZREM from) due
---       L, keep, L x (key_index, entry)                    -- LPUSH + LTRIM: recent ledger
+--       L, keep, L x (key_index, entry),                   -- LPUSH + LTRIM: recent ledger
+--       token                                              -- unique to this commit
 -- Returns the new gen, or -1 when the fence moved (nothing written).
+--
+-- Retries: a commit whose reply was lost (Redis restarted, connection dropped) is sent
+-- again by the worker. If the first one was applied, `gen` has moved, but the fence's
+-- `commit` field still holds this commit's token: the script answers the gen it produced
+-- instead of -1, and applies nothing twice.
 local fence, outbox, due = KEYS[1], KEYS[2], KEYS[3]
+local token = ARGV[#ARGV]
 local current = redis.call('HGET', fence, 'gen') or ''
 if current ~= ARGV[1] then
+  if token ~= '' and redis.call('HGET', fence, 'commit') == token then
+    return tonumber(current)
+  end
   return -1
 end
 local i = 2
@@ -56,4 +66,5 @@ for _ = 1, nl do
   redis.call('LTRIM', key, 0, keep - 1)
   i = i + 2
 end
+redis.call('HSET', fence, 'commit', token)
 return redis.call('HINCRBY', fence, 'gen', 1)
