@@ -182,6 +182,9 @@ class Engine:
             # long; aiokafka's 500 ms default would be up to half a second of latency on a
             # broker that does not wake the waiting fetch when a record arrives
             fetch_max_wait_ms=s.batch_timeout_ms,
+            # a topic recreated after the group rejoined (broker reset) is seen at the next
+            # metadata refresh: 10 s instead of aiokafka's 5 minutes
+            metadata_max_age_ms=10_000,
             **extra,
         )
         await self.consumer.start()
@@ -384,6 +387,7 @@ class Engine:
             commit, outs[p] = self._apply_shard(self._shards[p], p, works.get(p, []),
                                                 loaded.get(p, {}), counts, due.get(p, []),
                                                 upto.get(p, 0))
+            commit.stamps = self.recovery.stamps(works.get(p, ()))  # recreated-topic check
             commits.append(commit)
 
         t0 = time.perf_counter()

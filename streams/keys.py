@@ -6,7 +6,10 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
     <prefix>:{pN}:c:<customer_id>   customer state (processors.wire encoding)
     <prefix>:{pN}:fence             hash: gen (commit counter),
                                     o:<topic> (last offset applied from that topic partition),
-                                    h:<topic> (newest event time applied from it, ms)
+                                    h:<topic> (newest event time applied from it, ms),
+                                    s:<topic> (Kafka timestamp of the record at o:<topic>,
+                                    to recognise a recreated topic: streams/recovery.py),
+                                    commit (token of the last commit: retries)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
     <prefix>:{pN}:ledger:<customer> list: the customer's latest ledger entries (newest first)
@@ -59,6 +62,10 @@ class Keys:
     @staticmethod
     def offset_field(topic: str) -> str:
         return f"o:{topic}"
+
+    @staticmethod
+    def stamp_field(topic: str) -> str:
+        return f"s:{topic}"
 
     @staticmethod
     def high_field(topic: str) -> str:

@@ -116,8 +116,9 @@ class Metrics(NamedTuple):
             ),
             offset_out_of_range=Counter(
                 "pulse_offset_out_of_range_total",
-                "Stored fences outside the partition's offsets: beyond_end (topic recreated, "
-                "broker lost data) or below_start (retention deleted unprocessed records).",
+                "Stored fences that do not fit the partition: beyond_end (topic recreated, "
+                "broker lost data), replaced (the record at the fence is another one: topic "
+                "recreated) or below_start (retention deleted unprocessed records).",
                 ["topic", "partition", "kind"],
                 registry=r,
             ),

@@ -55,10 +55,16 @@ async def wait_kafka(settings: Settings, timeout: float) -> None:
 
     from streams.admin import _admin
 
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # one line of ours instead of one per attempt
+    log.warning("connecting to Kafka at %s (up to %.0f s)", settings.kafka_bootstrap, timeout)
     try:
         admin = await _admin(settings, timeout=timeout)
     except KafkaConnectionError as exc:
         raise kafka_down(settings, exc) from None
+    finally:
+        quiet.setLevel(level)
     await admin.close()
 
 

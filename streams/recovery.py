@@ -17,7 +17,11 @@ Theory of operation (README "Recovery"):
   every new record below them; a fence below the partition's start means retention deleted
   records before they were processed. The start comes from ListOffsets(earliest), the end
   from the high watermark of a fetch (Tansu's ListOffsets(latest) is wrong; a fetch's high
-  watermark is right on both brokers), checked before the fetched records are used.
+  watermark is right on both brokers), checked before the fetched records are used. A
+  recreated topic may already hold more records than the fence by the time the worker looks,
+  so the fence also keeps the Kafka timestamp of the last record it covers: on assignment
+  the worker reads that record again (seeks to the fence, not after it) and a different
+  timestamp there means another log.
 * **Policies.** ``PULSE_ON_STATE_LOSS=halt`` (default) stops the worker (exit 4) with the
   partitions, Kafka's offsets and what to do; ``rebuild`` deletes the partition's keys
   (states, KPI counters, ledgers, outbox, due set, fence), commits the log start as the
@@ -122,9 +126,14 @@ class Recovery:
                 continue
             for tp in self._tps(p):
                 nxt = fence_next.get(tp.topic)
-                if nxt is not None and nxt < start[tp.topic]:
+                if nxt is None:
+                    continue
+                if nxt < start[tp.topic]:
                     await self._out_of_range(tp, "below_start", nxt, start[tp.topic])
-            self._unchecked.update(self._tps(p))
+                    continue
+                if tp.topic in meta.stamps:  # read the fence's own record again
+                    consumer.seek(tp, nxt - 1)
+                self._unchecked.add(tp)
         if losses:
             await self.state_lost(losses)
 
@@ -141,16 +150,27 @@ class Recovery:
         consumer = self._consumer
         for tp in list(self._unchecked):
             hw = consumer.highwater(tp)
-            if hw is None:
-                continue
-            self._unchecked.discard(tp)
             shard = engine._shards.get(tp.partition)
             if shard is None or tp.topic not in shard.meta.offsets:
+                self._unchecked.discard(tp)
                 continue
-            nxt = shard.meta.offsets[tp.topic] + 1
-            if nxt > hw:
-                await self._out_of_range(tp, "beyond_end", nxt, hw)
+            if hw is None:
+                continue
+            last = shard.meta.offsets[tp.topic]
+            stamp = shard.meta.stamps.get(tp.topic)
+            records = batch.get(tp)
+            if last + 1 > hw:
+                self._unchecked.discard(tp)
+                await self._out_of_range(tp, "beyond_end", last + 1, hw)
                 batch.pop(tp, None)
+            elif stamp is None:
+                self._unchecked.discard(tp)
+            elif records:
+                self._unchecked.discard(tp)
+                first = records[0]
+                if first.offset < last or (first.offset == last and first.timestamp != stamp):
+                    await self._out_of_range(tp, "replaced", last + 1, hw)
+                    batch.pop(tp, None)
         self.halt_if_needed()
         return batch
 
@@ -171,7 +191,10 @@ class Recovery:
             return
         what = (f"{tp.topic}/{tp.partition}: the stored fence (next offset {fence_next}) is "
                 f"beyond the partition's end {bound}: the topic was recreated or the broker "
-                "lost data")
+                "lost data") if kind == "beyond_end" else (
+                f"{tp.topic}/{tp.partition}: the record at the stored fence (offset "
+                f"{fence_next - 1}) is not the one processed there: the topic was recreated "
+                f"(it holds {bound} records now)")
         if s.on_offset_reset == "halt":
             log.error("%s; halting (PULSE_ON_OFFSET_RESET=halt)", what)
             self._halt(f"{what}\nset PULSE_ON_OFFSET_RESET=reset to consume it again from its "
@@ -186,6 +209,12 @@ class Recovery:
         shard.buf.pop(tp.topic, None)
         shard.holding_since.pop(tp.topic, None)
         self._consumer.seek(tp, start)
+
+    @staticmethod
+    def stamps(items: Any) -> dict[str, int]:
+        """Kafka timestamp of the last record of each topic in a shard's batch (the record
+        the fence will point at)."""
+        return {r.topic: r.timestamp for _, _, r, _, _ in items}
 
     # -- while running ----------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class ShardMeta:
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> last applied offset
     outbox: list[bytes] = field(default_factory=list)
     tick_failures: dict[str, int] = field(default_factory=dict)  # streams/poison.py
+    stamps: dict[str, int] = field(default_factory=dict)  # Kafka timestamp at offsets[topic]
 
 
 @dataclass
@@ -70,6 +71,7 @@ class ShardCommit:
     increments: list[tuple[str, str, int]] = field(default_factory=list)  # (key, field, delta)
     due: dict[str, int | None] = field(default_factory=dict)  # customer -> next due time
     ledger: list[tuple[str, bytes]] = field(default_factory=list)  # (customer, entry JSON)
+    stamps: dict[str, int] = field(default_factory=dict)  # Kafka timestamp at offsets[topic]
 
 
 LEDGER_KEEP = 10  # recent ledger entries kept per customer for `pulse customer`
@@ -139,6 +141,8 @@ class Store:
                 meta.high[name[2:]] = int(v)
             elif name.startswith("o:"):
                 meta.offsets[name[2:]] = int(v)
+            elif name.startswith("s:"):
+                meta.stamps[name[2:]] = int(v)
         return meta
 
     async def load(
@@ -231,6 +235,8 @@ class Store:
             fence_fields += [Keys.high_field(topic), t]
         for topic, off in c.offsets.items():
             fence_fields += [Keys.offset_field(topic), off]
+        for topic, ts in c.stamps.items():
+            fence_fields += [Keys.stamp_field(topic), ts]
         args += [len(fence_fields) // 2, *fence_fields]
         args += [len(c.outbox), *c.outbox]
         args.append(len(c.states))

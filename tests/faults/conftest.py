@@ -37,12 +37,16 @@ class Service:
         self.child.stop()
 
 
+def _redis(tmp_path: Path, **options: object) -> Service:
+    d = tmp_path / "redis"
+    d.mkdir()
+    return Service(lambda w, p: start_redis(w, p, **options), d)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def volatile_redis(tmp_path: Path) -> Iterator[Service]:
     """A redis-server without persistence: it restarts empty."""
-    d = tmp_path / "redis"
-    d.mkdir()
-    svc = Service(lambda w, p: start_redis(w, p, persist=False), d)
+    svc = _redis(tmp_path, persist=False)
     yield svc
     svc.stop()
 
@@ -50,9 +54,7 @@ def volatile_redis(tmp_path: Path) -> Iterator[Service]:
 @pytest.fixture
 def durable_redis(tmp_path: Path) -> Iterator[Service]:
     """A redis-server with an append-only file fsynced before every reply."""
-    d = tmp_path / "redis"
-    d.mkdir()
-    svc = Service(lambda w, p: start_redis(w, p, appendfsync="always"), d)
+    svc = _redis(tmp_path, appendfsync="always")
     yield svc
     svc.stop()
 

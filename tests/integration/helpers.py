@@ -76,12 +76,13 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
 
 @contextlib.asynccontextmanager
 async def running_engine(settings: Settings, rules: Rules = DEFAULT_RULES,
-                         metrics: Metrics | None = None, *, wait_assignment: bool = True
-                         ) -> AsyncIterator[Engine]:
+                         metrics: Metrics | None = None, *, wait_assignment: bool = True,
+                         **engine_options: Any) -> AsyncIterator[Engine]:
     """An engine running in this process. ``wait_assignment=False`` for a second member of
-    a group: its join waits for a slow Tansu rebalance, the caller waits for the split."""
+    a group: its join waits for a slow Tansu rebalance, the caller waits for the split.
+    ``engine_options``: Engine keyword arguments (``transitions=``)."""
     await create_topics(settings)
-    engine = Engine(settings, rules, metrics or Metrics.create())
+    engine = Engine(settings, rules, metrics or Metrics.create(), **engine_options)
     await engine.start()
     task = asyncio.create_task(engine.run())
     try:
