@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from streams.settings import Settings, redact_url
 
@@ -91,10 +92,11 @@ class RateLimit(logging.Filter):
     every few hundred milliseconds (aiokafka: "Unable connect to node ..."), which would
     bury everything else."""
 
-    def __init__(self, every_s: float = 30.0, names: tuple[str, ...] = ("aiokafka", "kafka")
-                 ) -> None:
+    def __init__(self, every_s: float = 30.0, names: tuple[str, ...] = ("aiokafka", "kafka"),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.every_s = every_s
+        self.clock = clock
         self.names = names
         self._seen: dict[tuple[str, object], tuple[float, int]] = {}
 
@@ -102,7 +104,7 @@ class RateLimit(logging.Filter):
         if not record.name.startswith(self.names):
             return True
         key = (record.name, record.msg)
-        now = time.monotonic()
+        now = self.clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.every_s:
             self._seen[key] = (last[0], last[1] + 1)

@@ -145,7 +145,23 @@ class Recovery:
         told us the end; records of a partition that is reset are dropped (re-fetched)."""
         engine = self.engine
         self.halt_if_needed()
+        for tp, records in list(batch.items()):
+            # the client moved our position back by itself: its answer to OffsetOutOfRange
+            # (auto_offset_reset) when the broker lost the log under us while assigned
+            shard = engine._shards.get(tp.partition)
+            if shard is None or not records or tp.topic not in shard.meta.offsets:
+                continue
+            last = shard.meta.offsets[tp.topic]
+            expected = shard.fetched.get(tp.topic, last + 1)
+            if tp in self._unchecked:
+                expected = min(expected, last)  # the fence's own record, read again
+            if records[0].offset < expected:
+                self._unchecked.discard(tp)
+                hw = self._consumer.highwater(tp) or 0
+                await self._out_of_range(tp, "replaced", last + 1, hw)
+                batch.pop(tp, None)
         if not self._unchecked:
+            self.halt_if_needed()
             return batch
         consumer = self._consumer
         for tp in list(self._unchecked):
@@ -158,7 +174,7 @@ class Recovery:
                 continue
             last = shard.meta.offsets[tp.topic]
             stamp = shard.meta.stamps.get(tp.topic)
-            records = batch.get(tp)
+            records = batch.get(tp) or []
             if last + 1 > hw:
                 self._unchecked.discard(tp)
                 await self._out_of_range(tp, "beyond_end", last + 1, hw)
