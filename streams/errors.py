@@ -73,12 +73,25 @@ def as_pulse_error(settings: Settings | None, exc: BaseException) -> PulseError 
                   | rx.AuthorizationError) or (isinstance(exc, rx.ResponseError)
                                                and "NOAUTH" in str(exc)):
         return redis_down(settings, exc)
+    if isinstance(exc, kafka_auth_errors()):
+        return DependencyDown(f"Kafka at {settings.kafka_bootstrap} refused us: {_short(exc)}\n"
+                              "check the PULSE_KAFKA_SASL_* / PULSE_KAFKA_SSL_* settings and the "
+                              "broker's ACLs")
     if isinstance(exc, KafkaConnectionError) or (
             isinstance(exc, KafkaError) and "connect" in str(exc).lower()):
         return kafka_down(settings, exc)
     if isinstance(exc, ConnectionError | OSError) and "Connect call failed" in str(exc):
         return kafka_down(settings, exc)
     return None
+
+
+def kafka_auth_errors() -> tuple[type[BaseException], ...]:
+    import aiokafka.errors as kx
+
+    return (kx.AuthenticationFailedError, kx.AuthenticationMethodNotSupported,
+            kx.SaslAuthenticationFailed, kx.UnsupportedSaslMechanismError,
+            kx.IllegalSaslStateError, kx.TopicAuthorizationFailedError,
+            kx.GroupAuthorizationFailedError, kx.ClusterAuthorizationFailedError)
 
 
 def _short(exc: BaseException) -> str:

@@ -89,3 +89,22 @@ def test_health_verdicts():
     h.halted = "state lost in Redis for partitions [1]"
     assert h.verdict() == (False, "halted: state lost in Redis for partitions [1]")
     assert not h.readiness()[0]
+
+
+def test_client_errors_become_one_readable_message():
+    import aiokafka.errors as kx
+    import redis.exceptions as rx
+
+    from streams.errors import as_pulse_error
+    from streams.settings import Settings
+
+    s = Settings(redis_url="redis://:pw@h:1/0", kafka_bootstrap="k:9")
+    cases = [(rx.ConnectionError("Error 111 connecting"), 3, "Redis unreachable at redis://:***@"),
+             (rx.AuthenticationError("invalid password"), 3, "refused our credentials"),
+             (kx.KafkaConnectionError("Unable to bootstrap"), 3, "Kafka unreachable at k:9"),
+             (kx.SaslAuthenticationFailed("bad"), 3, "Kafka at k:9 refused us")]
+    for exc, code, words in cases:
+        err = as_pulse_error(s, exc)
+        assert err is not None and err.exit_code == code and words in str(err), (exc, err)
+        assert "pw" not in str(err) and len(str(err).splitlines()) <= 2
+    assert as_pulse_error(s, ValueError("a bug")) is None  # a bug keeps its traceback
