@@ -110,6 +110,8 @@ class DevRun:
                                        redis_url=stack.redis_url, web_port=free_port(),
                                        clock="event" if self.simulate else self.base.clock)
             asyncio.run(create_topics(settings))
+            print(f"redis-server started (pid {stack.redis.proc.pid}, append-only file in "
+                  f"{workdir})", flush=True)
             self.worker = start_worker(settings, workdir)
             print(f"worker started (pid {self.worker.proc.pid})", flush=True)
             try:
@@ -137,6 +139,7 @@ class DevRun:
             print(f"redis-server exited (code {stack.redis.proc.returncode}); restarting it on "
                   f"port {stack.redis.port} with its append-only file", flush=True)
             stack.redis = start_redis(stack.workdir, stack.redis.port, "always")
+            print(f"redis-server restarted (pid {stack.redis.proc.pid})", flush=True)
         worker = self.worker
         if worker.alive():
             return
