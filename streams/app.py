@@ -29,6 +29,7 @@ from streams.kpis import KpiCollector
 from streams.metrics import Metrics
 from streams.partitioning import owner
 from streams.settings import Settings
+from streams.store import RETRIABLE
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class EngineService(Service):
             log.error("worker halted: %s", exc)
             os.kill(os.getpid(), signal.SIGTERM)
         except Exception as exc:
+            if self.engine.stopping:  # Redis away while we were asked to stop
+                log.warning("engine stopped with %r", exc)
+                return
             log.exception("engine failed; stopping the worker")
             await self.crash(exc)
 
@@ -118,7 +122,10 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         store = engine.store
         if store is None:
             return self.error(503, "engine not started")
-        raw = await store.get_state(owner(customer_id, settings.partitions), customer_id)
+        try:
+            raw = await store.get_state(owner(customer_id, settings.partitions), customer_id)
+        except RETRIABLE as exc:
+            return self.error(503, f"Redis unavailable: {exc}")
         if raw is None:
             return self.error(404, f"no customer {customer_id}")
         state = wire.loads(raw)

@@ -52,7 +52,7 @@ from streams.partitioning import key_partition, owner
 from streams.poison import TickGuard
 from streams.recovery import Recovery
 from streams.settings import Settings
-from streams.store import FenceMoved, ShardCommit, ShardMeta, Store
+from streams.store import RETRIABLE, FenceMoved, ShardCommit, ShardMeta, Store
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -197,15 +197,25 @@ class Engine:
         while not self._stopping.is_set():
             await self.step()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def request_stop(self) -> None:
         self._stopping.set()
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.store is not None:
+            self.store.retry = False  # asked to stop: do not wait for a Redis that is away
         try:
             if self.consumer is not None:
                 async with self._lock:
-                    await self._flush(list(self._shards))
+                    try:
+                        await self._flush(list(self._shards))
+                    except RETRIABLE as exc:  # the outbox is re-sent at the next start
+                        log.warning("stopping without the final flush, Redis unavailable: %s",
+                                    exc)
                 await self.consumer.stop()
         finally:
             if self.producer is not None:

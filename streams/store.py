@@ -84,6 +84,7 @@ class Store:
         self.keys = keys
         self.health = health
         self.url = redact_url(url)
+        self.retry = True  # False once the worker is asked to stop: it does not wait for Redis
         self._commit = client.register_script(_lua("commit_batch.lua"))
         self._ack = client.register_script(_lua("ack_outbox.lua"))
 
@@ -96,7 +97,7 @@ class Store:
     async def retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """``op()`` until it succeeds, with backoff, while Redis is unreachable. Only a worker
         (a ``Store`` with ``health``) retries; a command fails at once and says so."""
-        if self.health is None:
+        if self.health is None or not self.retry:
             return await op()
         delay = BACKOFF_FIRST_S
         failures = 0
@@ -104,6 +105,8 @@ class Store:
             try:
                 result = await op()
             except RETRIABLE as exc:
+                if not self.retry:
+                    raise
                 failures += 1
                 self.health.redis_failed(exc)
                 if failures == 1 or failures % 30 == 0:

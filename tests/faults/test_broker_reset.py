@@ -8,13 +8,17 @@ the issue: 850 of 2,000 new events never processed).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
 from streams.admin import create_topics
 from streams.devrun import scrape, start_worker, total
 from streams.devstack import free_port
+from streams.errors import EXIT_HALTED
 from streams.topics import Topics
 from tests.integration.helpers import produce, stored_states, wait_until
 
@@ -31,9 +35,10 @@ async def purchase_count(settings) -> int:
     return sum(st.purchase_count for st in (await stored_states(settings)).values())
 
 
-async def test_broker_reset_topics_recreated(settings, own_broker, tmp_path: Path):
+@pytest.mark.parametrize("policy", ["reset", "halt"])
+async def test_broker_reset_topics_recreated(settings, own_broker, tmp_path: Path, policy):
     s = settings.with_(kafka_bootstrap=f"127.0.0.1:{own_broker.port}", web_port=free_port(),
-                       session_timeout_s=3.0)
+                       session_timeout_s=3.0, on_offset_reset=policy)
     topic = Topics.from_settings(s).purchases
 
     def records(evs: list[Purchase]) -> list[tuple[str, bytes, bytes]]:
@@ -57,6 +62,12 @@ async def test_broker_reset_topics_recreated(settings, own_broker, tmp_path: Pat
                          timeout=30, what="the worker to rejoin the reset broker")
         await create_topics(s)
         await produce(s, records(purchases(1000, 2000)))
+        if policy == "halt":
+            code = await asyncio.to_thread(worker.proc.wait, 60)
+            assert code == EXIT_HALTED, worker.log_tail()
+            assert "halting (PULSE_ON_OFFSET_RESET=halt)" in worker.log_path.read_text()
+            assert await purchase_count(s) == 1000, "nothing processed from the new topics"
+            return
         await wait_until(lambda: counted(3000), timeout=45, interval=0.5,
                          what="all 2000 purchases after the reset")
         log = worker.log_path.read_text()

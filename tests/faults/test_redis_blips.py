@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -88,3 +89,24 @@ async def test_a_commit_retried_after_a_lost_reply_is_applied_once(settings):
         await client.flushall()
         await client.aclose()
         await store.close()
+
+
+async def test_sigterm_while_redis_is_down_stops_the_worker(settings, durable_redis,
+                                                            tmp_path: Path):
+    """A worker retrying Redis still stops when asked (the outbox is re-sent next time)."""
+    s = settings.with_(redis_url=f"redis://127.0.0.1:{durable_redis.port}/0",
+                       web_port=free_port())
+    worker = start_worker(s, tmp_path, "w0")
+    try:
+        await wait_until(lambda: health(s.web_port, "/readyz")[0] == 200, timeout=30,
+                         what="the worker to be ready")
+        await produce(s, as_records(s, history(200, 20, seed=5)))
+        durable_redis.kill()
+        await wait_until(lambda: health(s.web_port)[0] == 503, timeout=15,
+                         what="/healthz to report Redis down")
+        worker.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.proc.wait, 30)
+        assert code == 0, worker.log_tail()
+        assert "Traceback" not in worker.log_path.read_text()
+    finally:
+        worker.stop()
