@@ -231,9 +231,9 @@ class Engine:
         batch = await self.consumer.getmany(
             timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
         )
-        batch = await self.recovery.screen(batch)  # halted? fences beyond the partitions' end?
-        n = sum(len(v) for v in batch.values())
-        async with self._lock:
+        async with self._lock:  # (screened under the lock: never halfway through an assignment)
+            batch = await self.recovery.screen(batch)  # halted? fences that do not fit?
+            n = sum(len(v) for v in batch.values())
             if n:
                 self._ingest(batch)
                 self.metrics.batch_size.observe(n)
@@ -423,6 +423,7 @@ class Engine:
             shard.committed(cache_limit)
             shard.meta.gen = gens[c.partition]
             shard.meta.offsets.update(c.offsets)
+            shard.meta.stamps.update(c.stamps)
             shard.meta.high.update(c.high)
             shard.pending_trim = 0
             to_send.extend(outs[c.partition])

@@ -21,7 +21,9 @@ Theory of operation (README "Recovery"):
   recreated topic may already hold more records than the fence by the time the worker looks,
   so the fence also keeps the Kafka timestamp of the last record it covers: on assignment
   the worker reads that record again (seeks to the fence, not after it) and a different
-  timestamp there means another log.
+  timestamp there means another log. The same check runs again whenever a connection of the
+  consumer to a broker was lost: a broker that restarted empty and was fed new records
+  before the worker's next fetch would otherwise look like the old log's continuation.
 * **Policies.** ``PULSE_ON_STATE_LOSS=halt`` (default) stops the worker (exit 4) with the
   partitions, Kafka's offsets and what to do; ``rebuild`` deletes the partition's keys
   (states, KPI counters, ledgers, outbox, due set, fence), commits the log start as the
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FENCE_CHECK_S = 5.0  # how often owned fences are compared with the gens written last
+MISSES_TRUSTED = 5  # fetches that skip the fence's record before the fence is trusted
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class Recovery:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._unchecked: set[TopicPartition] = set()  # end not yet compared with the fence
+        self._conns: set[int] = set()  # the consumer's broker connections at the last batch
+        self._misses: Counter[TopicPartition] = Counter()  # fetches that skipped the fence
         self._last_check = time.monotonic()
 
     @property
@@ -145,6 +151,8 @@ class Recovery:
         told us the end; records of a partition that is reset are dropped (re-fetched)."""
         engine = self.engine
         self.halt_if_needed()
+        if self._reconnected():
+            self._reverify(batch)
         for tp, records in list(batch.items()):
             # the client moved our position back by itself: its answer to OffsetOutOfRange
             # (auto_offset_reset) when the broker lost the log under us while assigned
@@ -181,14 +189,46 @@ class Recovery:
                 batch.pop(tp, None)
             elif stamp is None:
                 self._unchecked.discard(tp)
+            elif records and records[0].offset > last and self._misses[tp] < MISSES_TRUSTED:
+                # fetched from a position set before ours (a rebalance positions the
+                # consumer at the committed offset first): not the fence's record; read
+                # it again. (A record the broker no longer has, e.g. compacted away, is
+                # trusted after a few tries.)
+                self._misses[tp] += 1
+                batch.pop(tp, None)
+                consumer.seek(tp, last)
             elif records:
                 self._unchecked.discard(tp)
+                self._misses.pop(tp, None)
                 first = records[0]
                 if first.offset < last or (first.offset == last and first.timestamp != stamp):
                     await self._out_of_range(tp, "replaced", last + 1, hw)
                     batch.pop(tp, None)
         self.halt_if_needed()
         return batch
+
+    def _reconnected(self) -> bool:
+        """Did a connection to a broker close since the last batch (a broker restart)?"""
+        conns = getattr(getattr(self._consumer, "_client", None), "_conns", None) or {}
+        now = {id(c) for c in conns.values() if c.connected()}
+        lost = bool(self._conns - now)
+        self._conns = now
+        return lost
+
+    def _reverify(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Read the record at every owned fence again before using anything fetched since."""
+        consumer = self._consumer
+        assigned = consumer.assignment()
+        for p, shard in self.engine._shards.items():
+            for topic, last in shard.meta.offsets.items():
+                tp = TopicPartition(topic, p)
+                if tp not in assigned:
+                    continue
+                batch.pop(tp, None)
+                # records fetched before and still buffered are skipped when fetched again
+                consumer.seek(tp, last if topic in shard.meta.stamps else last + 1)
+                self._unchecked.add(tp)
+        log.info("a broker connection was lost: checking the records at the fences again")
 
     async def _out_of_range(self, tp: TopicPartition, kind: str, fence_next: int,
                             bound: int) -> None:
