@@ -20,7 +20,7 @@ from streams.devrun import scrape, start_worker, total
 from streams.devstack import free_port
 from streams.errors import EXIT_HALTED
 from streams.topics import Topics
-from tests.integration.helpers import produce, stored_states, wait_until
+from tests.integration.helpers import produce, running_engine, stored_states, wait_until
 
 T0 = 1_790_000_000_000
 
@@ -75,3 +75,14 @@ async def test_broker_reset_topics_recreated(settings, own_broker, tmp_path: Pat
         assert worker.alive()
     finally:
         worker.stop()
+
+
+async def test_healthz_says_when_the_broker_is_down(settings, own_broker):
+    s = settings.with_(kafka_bootstrap=f"127.0.0.1:{own_broker.port}", session_timeout_s=3.0)
+    async with running_engine(s) as engine:
+        await wait_until(lambda: engine.health.verdict()[0], timeout=20, what="healthy")
+        own_broker.kill()
+        await wait_until(lambda: "Kafka broker unreachable" in engine.health.verdict()[1],
+                         timeout=20, what="/healthz to say the broker is down")
+        assert engine.health.readiness()[0], "still ready: it serves its customers' states"
+        own_broker.restart()
