@@ -190,6 +190,7 @@ class Engine:
         await self.consumer.start()
         self.consumer.subscribe(list(self.topics.inputs), listener=_Listener(self))
         self.health.started = True
+        self.health.kafka_up = self._kafka_up
         log.info("engine started: group %s, topics %s", s.group_id, list(self.topics.inputs))
 
     async def run(self) -> None:
@@ -760,11 +761,12 @@ class Engine:
             self.metrics.redis_down_seconds.inc(down_s)
 
     def _observe_health(self) -> None:
-        h = self.health
-        h.last_step = time.monotonic()
-        coordinator = getattr(self.consumer, "_coordinator", None)
+        self.health.last_step = time.monotonic()
+
+    def _kafka_up(self) -> bool:
         # aiokafka forgets the group coordinator when the broker connection fails
-        h.kafka_up = coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
 
     def clock(self, partition: int) -> int:
         """The partition's clock (epoch ms) for time-driven work: windows "as of now",

@@ -30,7 +30,7 @@ class Health:
     redis_down_since: float | None = None
     redis_down_seconds: float = 0.0  # summed over every outage so far
     redis_error: str = ""
-    kafka_up: bool = True
+    kafka_up: Callable[[], bool] = lambda: True  # asked at request time: the loop may hang
     last_commit: float = 0.0
     last_step: float = 0.0
     lag: int = 0  # records behind the high watermarks of the owned partitions
@@ -71,7 +71,7 @@ class Health:
         if not self.redis_up:
             since = now - (self.redis_down_since or now)
             return False, f"Redis down for {since:.0f} s ({self.redis_error})"
-        if not self.kafka_up:
+        if not self.kafka_up():
             return False, "Kafka broker unreachable (group coordinator unknown)"
         if self.last_step and now - self.last_step > STALL_AFTER_S:
             return False, f"consumer loop stalled for {now - self.last_step:.0f} s"
