@@ -43,7 +43,7 @@ async def _admin(settings: Settings, timeout: float = 20.0) -> AIOKafkaAdminClie
 async def create_topics(settings: Settings) -> dict[str, str]:
     """Create every topic. Returns topic -> 'created' | 'exists'."""
     topics = Topics.from_settings(settings)
-    admin = await _admin(settings)
+    admin = await _admin(settings, timeout=settings.connect_timeout_s)
     result: dict[str, str] = {}
     try:
         existing = set(await admin.list_topics())

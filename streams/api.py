@@ -29,6 +29,7 @@ from schemas.codec import MAX_ID_LEN, InvalidEvent
 from streams.export import load_view
 from streams.openapi import document
 from streams.settings import Settings, api_tokens, is_loopback
+from streams.store import RETRIABLE
 
 CUSTOMERS = "/customers/"
 OPEN_PATHS = frozenset({"/openapi.json"})
@@ -117,6 +118,8 @@ def install(app: Any, engine: Any, settings: Settings, rules: Rules) -> None:
             got = await load_view(store, settings, rules, cid, as_of, now_ms)
         except WireError as exc:
             return _error(500, f"stored state unreadable: {exc}")
+        except RETRIABLE as exc:  # Redis away: the worker retries; the caller may too
+            return _error(503, f"Redis unavailable: {exc}")
         if got is None:
             return _error(404, f"no customer {cid}")
         return web.json_response({"customer": got.row, "ledger": got.ledger})

@@ -10,6 +10,8 @@ consumer in its own consumer group (DESIGN.md "Hot path").
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any
 
 import faust
@@ -21,6 +23,7 @@ from processors.rules import Rules
 from streams.api import auth_middleware
 from streams.api import install as install_api
 from streams.engine import Engine
+from streams.errors import Halted
 from streams.kafka_client import faust_credentials
 from streams.kpis import KpiCollector
 from streams.metrics import Metrics
@@ -48,7 +51,13 @@ class EngineService(Service):
         try:
             while not self.should_stop:
                 await self.engine.step()
+        except Halted as exc:  # on purpose: a clean stop, then `pulse worker` exits with 4
+            log.error("worker halted: %s", exc)
+            os.kill(os.getpid(), signal.SIGTERM)
         except Exception as exc:
+            if self.engine.stopping:  # Redis away while we were asked to stop
+                log.warning("engine stopped with %r", exc)
+                return
             log.exception("engine failed; stopping the worker")
             await self.crash(exc)
 
@@ -93,10 +102,20 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    # /healthz: 200 only while consuming and committing (or idle without lag), else 503 with
+    # the reason (streams/health.py); /readyz: started, joined, fences loaded, not halted
     @app.page("/healthz")  # type: ignore[arg-type]
     async def health_view(self: Any, request: web.Request) -> web.Response:
-        return self.json({"ok": True, "partitions": engine.owned_partitions,
-                          "batches": engine.batches})
+        ok, reason = engine.health.verdict()
+        return self.json({"ok": ok, "reason": reason, "partitions": engine.owned_partitions,
+                          "batches": engine.batches, "lag": engine.health.lag},
+                         status=200 if ok else 503)
+
+    @app.page("/readyz")  # type: ignore[arg-type]
+    async def ready_view(self: Any, request: web.Request) -> web.Response:
+        ok, reason = engine.health.readiness()
+        return self.json({"ok": ok, "reason": reason, "partitions": engine.owned_partitions},
+                         status=200 if ok else 503)
 
     install_api(app, engine, settings, rules)  # /customers/{id}, /openapi.json
 

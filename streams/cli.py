@@ -11,16 +11,26 @@ from typing import Any
 
 import click
 
+from streams.errors import EXIT_USAGE, as_pulse_error
 from streams.settings import Settings, SettingsError, from_env
 
 log = logging.getLogger("pulse")
+_loaded: list[Settings] = []  # the settings of this run, for error messages
+
+
+class _Fail(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _settings() -> Settings:
     try:
-        return from_env()
+        settings = from_env()
     except SettingsError as exc:
-        raise click.ClickException(f"bad setting: {exc}") from None
+        raise _Fail(f"bad setting: {exc}", EXIT_USAGE) from None
+    _loaded.append(settings)
+    return settings
 
 
 def _rules(settings: Settings) -> Any:
@@ -40,12 +50,16 @@ def _logging(level: str) -> None:
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    from streams.errors import limit_client_logs
+
+    limit_client_logs()  # aiokafka's reconnect storm: one line per kind every 30 s
 
 
 def _check(settings: Settings, *, kafka: bool = False, redis: bool = False) -> None:
-    """Connect once with the configured security before anything starts: a refused
-    certificate, password or token is one line naming the setting (exit 3; an unusable
-    certificate or key file is a bad setting, exit 2), never a traceback."""
+    """Connect once with the configured security before anything starts, retrying an
+    unreachable Kafka or Redis for PULSE_CONNECT_TIMEOUT_S: a refused certificate,
+    password or token, or a dependency still away, is one line naming the setting (exit 3;
+    an unusable certificate or key file is a bad setting, exit 2), never a traceback."""
     from streams.kafka_client import KafkaSetupError
     from streams.kafka_client import check as check_kafka
     from streams.redis_client import RedisSetupError
@@ -56,9 +70,9 @@ def _check(settings: Settings, *, kafka: bool = False, redis: bool = False) -> N
     quiet.setLevel(logging.CRITICAL)  # it logs each failed attempt; explain() says it better
     try:
         if redis:
-            asyncio.run(check_redis(settings))
+            asyncio.run(check_redis(settings, settings.connect_timeout_s))
         if kafka:
-            asyncio.run(check_kafka(settings))
+            asyncio.run(check_kafka(settings, settings.connect_timeout_s))
     except (KafkaSetupError, RedisSetupError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)
@@ -96,6 +110,8 @@ def worker() -> None:
     from streams.admin import create_topics
     from streams.api import exposure_error
     from streams.app import create_app
+    from streams.errors import EXIT_HALTED
+    from streams.preflight import check_web
 
     settings = _settings()
     rules = _rules(settings)
@@ -104,12 +120,48 @@ def worker() -> None:
         click.echo(f"error: {exposed}", err=True)
         sys.exit(2)
     _logging(settings.log_level)
-    _check(settings, kafka=True, redis=True)
+    check_web(settings)
+    _check(settings, kafka=True, redis=True)  # retried for PULSE_CONNECT_TIMEOUT_S
     asyncio.run(create_topics(settings))
     app = create_app(settings, rules)
     w = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                      override_logging=False)
-    w.execute_from_commandline()
+    try:
+        w.execute_from_commandline()
+    except SystemExit:
+        halted = app.pulse_engine.health.halted  # type: ignore[attr-defined]
+        if halted:
+            click.echo(f"pulse worker halted: {halted}", err=True)
+            sys.exit(EXIT_HALTED)
+        raise
+
+
+@cli.command()
+@click.option("--partition", "partitions", type=int, multiple=True,
+              help="A partition to rebuild (repeatable) [default: every partition].")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rebuild(partitions: tuple[int, ...], yes: bool) -> None:
+    """Reprocess partitions from the earliest offsets Kafka retains.
+
+    Deletes the partitions' state in Redis (customers, KPI counters, ledgers, outbox, fence)
+    and moves the consumer group's offsets to each partition's start; the next `pulse worker`
+    rebuilds them. Stop every worker of the group first.
+    """
+    from streams.recovery import rebuild_offline
+
+    settings = _settings()
+    parts = sorted(set(partitions)) or list(range(settings.partitions))
+    bad = [p for p in parts if not 0 <= p < settings.partitions]
+    if bad:
+        raise _Fail(f"--partition {bad[0]}: PULSE_PARTITIONS={settings.partitions} "
+                    f"(partitions 0-{settings.partitions - 1})", EXIT_USAGE)
+    _check(settings, kafka=True, redis=True)
+    if not yes:
+        click.confirm(f"delete the Redis state of partitions {parts} (prefix "
+                      f"{settings.redis_prefix}) and reprocess them from Kafka?", abort=True)
+    for line in asyncio.run(rebuild_offline(settings, parts)):
+        click.echo(line)
+    click.echo("start the workers: they reprocess these partitions from the offsets above")
 
 
 @cli.group()
@@ -147,6 +199,7 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
     settings = _settings()
     _logging(settings.log_level)
     _check(settings, kafka=True)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the final message says it
     run = SimulationRun(settings, customers=customers, rate=rate, history_days=history_days,
                         malformed_rate=malformed_rate, seed=seed)
 
@@ -462,7 +515,23 @@ _add_commands()
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    cli(prog_name="pulse")
+    # a command that is not a worker has no log handler: Python's last resort would print
+    # every reconnect attempt of the Kafka client; the command's own message says it once
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        cli(prog_name="pulse")
+    except Exception as exc:  # a dependency down or refusing us: one message, no traceback
+        from streams.devstack import MissingBinary
+
+        if isinstance(exc, MissingBinary):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(3)
+        err = as_pulse_error(_loaded[-1] if _loaded else None, exc)
+        if err is None:
+            raise
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # "Unclosed client" at exit
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from processors import kpi
 from processors.rules import Rules
 from streams.admin import create_topics
-from streams.devstack import Child, _die_with_parent, free_port, running_stack, wait_port
+from streams.devstack import (
+    Child,
+    Stack,
+    _die_with_parent,
+    free_port,
+    running_stack,
+    start_redis,
+    wait_port,
+)
+from streams.errors import EXIT_HALTED
 from streams.kpis import counts_from_scrape
 from streams.rules_file import load_rules
 from streams.settings import PLAIN_TRANSPORT, Settings, to_env
@@ -101,25 +111,61 @@ class DevRun:
         workdir = Path(".pulse/dev").resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         print(f"pulse dev: starting Tansu and redis-server (logs in {workdir})", flush=True)
-        with running_stack(workdir=workdir) as stack:
+        # Tansu keeps its topics in memory: Redis data of an earlier run would not match them
+        shutil.rmtree(workdir / "appendonlydir", ignore_errors=True)
+        code = 0
+        with running_stack(workdir=workdir, appendfsync="always") as stack:
+            self.stack = stack
             settings = self.base.with_(kafka_bootstrap=stack.kafka_bootstrap,
                                        redis_url=stack.redis_url, web_port=free_port(),
                                        **PLAIN_TRANSPORT)
             asyncio.run(create_topics(settings))
-            worker = start_worker(settings, workdir)
+            print(f"redis-server started (pid {stack.redis.proc.pid}, append-only file in "
+                  f"{workdir})", flush=True)
+            self.worker = start_worker(settings, workdir)
+            print(f"worker started (pid {self.worker.proc.pid})", flush=True)
             try:
                 self._banner(settings)
                 try:
-                    asyncio.run(self._loop(settings, worker, duration))
+                    asyncio.run(self._loop(settings, duration))
                 except KeyboardInterrupt:
                     print("\ninterrupted; stopping", flush=True)
+                except Halt as exc:
+                    print(str(exc), flush=True)
+                    code = exc.code
                 final = self._summary(settings, None)
                 print(f"final: {final}", flush=True)
             finally:
-                worker.stop(timeout=15)
-                print(f"worker stopped (exit {worker.proc.returncode}); stopping the stack",
+                self.worker.stop(timeout=15)
+                print(f"worker stopped (exit {self.worker.proc.returncode}); stopping the stack",
                       flush=True)
-        return 0
+        return code
+
+    def _supervise(self, settings: Settings) -> None:
+        """Restart a worker or a redis-server that died (Redis comes back with its data
+        from the append-only file); a worker that halted on state loss is not restarted."""
+        stack: Stack = self.stack
+        if not stack.redis.alive():
+            print(f"redis-server exited (code {stack.redis.proc.returncode}); restarting it on "
+                  f"port {stack.redis.port} with its append-only file", flush=True)
+            stack.redis = start_redis(stack.workdir, stack.redis.port, "always")
+            print(f"redis-server restarted (pid {stack.redis.proc.pid})", flush=True)
+        worker = self.worker
+        if worker.alive():
+            return
+        code = worker.proc.returncode
+        if code == EXIT_HALTED:
+            raise Halt(f"the worker halted (exit {code}), not restarting it:\n"
+                       f"{worker.log_tail(5)}")
+        now = time.monotonic()
+        self.restarts = [t for t in getattr(self, "restarts", []) if now - t < 60] + [now]
+        if len(self.restarts) > 5:
+            raise Halt(f"the worker crashed 6 times in a minute; giving up:\n"
+                       f"{worker.log_tail()}", 1)
+        print(f"worker exited (code {code}); restarting it (log: {worker.log_path})", flush=True)
+        self.worker = start_worker(settings, self.stack.workdir,
+                                   f"worker-{len(self.restarts)}")
+        print(f"worker restarted (pid {self.worker.proc.pid})", flush=True)
 
     def _banner(self, s: Settings) -> None:
         print("stack ready:", flush=True)
@@ -130,7 +176,7 @@ class DevRun:
         print(f"  metrics:  http://{s.web_host}:{s.web_port}/metrics")
         print(f"  customer: http://{s.web_host}:{s.web_port}/customers/<id>", flush=True)
 
-    async def _loop(self, settings: Settings, worker: Child, duration: float | None) -> None:
+    async def _loop(self, settings: Settings, duration: float | None) -> None:
         sim = None
         task = None
         if self.simulate:
@@ -144,8 +190,7 @@ class DevRun:
             while duration is None or time.monotonic() - started < duration:
                 await asyncio.sleep(min(self.interval, max(0.1, (duration or 1e9)
                                                             - (time.monotonic() - started))))
-                if not worker.alive():
-                    raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+                await asyncio.to_thread(self._supervise, settings)
                 if task is not None and task.done() and task.exception():
                     raise task.exception()  # type: ignore[misc]
                 prev = self._print(settings, prev, sim)
@@ -237,3 +282,12 @@ class DevRun:
         if now.get("points_outstanding"):
             parts.append(f"points outstanding {now['points_outstanding']:,.0f}")
         return " | ".join(parts)
+
+
+class Halt(Exception):
+    """The dev stack stops: its worker halted on purpose (state loss, offset reset), or kept
+    crashing."""
+
+    def __init__(self, message: str, code: int = EXIT_HALTED) -> None:
+        super().__init__(message)
+        self.code = code

@@ -143,13 +143,23 @@ def start_tansu(workdir: Path, port: int | None = None, *, advertised_port: int 
     return _spawn(name, argv, port, workdir, env)
 
 
-def start_redis(workdir: Path, port: int | None = None, *, password: str = "",
+def start_redis(workdir: Path, port: int | None = None, appendfsync: str = "everysec",
+                persist: bool = True, *, password: str = "",
                 tls: tuple[Path, Path, Path] | None = None, name: str = "redis") -> Child:
-    """``password``: ``requirepass``; ``tls``: (server certificate, its key, CA) to serve
-    TLS only on ``port`` (client certificates optional)."""
+    """A redis-server whose data survive a restart on the same ``workdir``: an append-only
+    file (``appendonlydir/``; ``<name>-appendonlydir/`` for another ``name``), fsynced every
+    second (``everysec``: a kill -9 can lose the last second, which the worker detects as a
+    fence gone backwards) or before every reply (``always``). ``persist=False``: no
+    persistence at all (a Redis that restarts empty). ``password``: ``requirepass``;
+    ``tls``: (server certificate, its key, CA) to serve TLS only on ``port`` (client
+    certificates optional)."""
     port = port or free_port()
+    aof = ["--appendonly", "yes", "--appendfsync", appendfsync] if persist else \
+        ["--appendonly", "no"]
+    if persist and name != "redis":  # two servers in one directory keep apart
+        aof += ["--appenddirname", f"{name}-appendonlydir"]
     argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
+            "--save", "", *aof, "--dir", str(workdir), "--daemonize", "no",
             "--protected-mode", "no"]
     if tls is not None:
         cert, key, ca = tls
@@ -185,12 +195,12 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(kafka_port: int | None = None, redis_port: int | None = None,
-                  workdir: Path | None = None) -> Iterator[Stack]:
+                  workdir: Path | None = None, appendfsync: str = "everysec") -> Iterator[Stack]:
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="pulse-stack-")
         workdir = Path(tmp.name)
-    redis = start_redis(workdir, redis_port)
+    redis = start_redis(workdir, redis_port, appendfsync)
     try:
         tansu = start_tansu(workdir, kafka_port)
     except BaseException:

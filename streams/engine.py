@@ -46,10 +46,13 @@ from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode, format_time
 from schemas.events import Event
 from streams import dlqlog
+from streams.health import Health
 from streams.kafka_client import client_kwargs
 from streams.metrics import Metrics
 from streams.outbox import OutMsg
 from streams.partitioning import key_partition, owner
+from streams.poison import TickGuard
+from streams.recovery import Recovery
 from streams.replays import (
     HEADER_BACKFILL,
     BadControl,
@@ -59,7 +62,7 @@ from streams.replays import (
     parse_control,
 )
 from streams.settings import Settings
-from streams.store import FenceMoved, ShardCommit, ShardMeta, Store
+from streams.store import RETRIABLE, FenceMoved, ShardCommit, ShardMeta, Store
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -150,14 +153,19 @@ class Engine:
         self._last_scan = 0.0
         self._out_partitions: dict[str, tuple[float, list[int]]] = {}  # topic -> (when, ids)
         self.batches = 0
+        self.health = Health()
+        self.health.on_redis.append(self._redis_changed)
+        self.metrics.redis_up.set(1)
+        self.recovery = Recovery(self)  # state loss, offsets out of range (streams/recovery.py)
+        self.ticks = TickGuard(self.topics.deadletter, self.metrics)  # poison ticks
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         s = self.settings
         tune_gc(s.gc_young_threshold)
-        self.store = Store.from_settings(s)
-        await self.store.redis.ping()
+        self.store = Store.from_settings(s, self.health)
+        await self.store.retrying("ping", self.store.redis.ping)
         self.producer = AIOKafkaProducer(
             **client_kwargs(s),
             acks="all",
@@ -186,10 +194,15 @@ class Engine:
             # long; aiokafka's 500 ms default would be up to half a second of latency on a
             # broker that does not wake the waiting fetch when a record arrives
             fetch_max_wait_ms=s.batch_timeout_ms,
+            # a topic recreated after the group rejoined (broker reset) is seen at the next
+            # metadata refresh: 10 s instead of aiokafka's 5 minutes
+            metadata_max_age_ms=10_000,
             **extra,
         )
         await self.consumer.start()
         self.consumer.subscribe(list(self.topics.inputs), listener=_Listener(self))
+        self.health.started = True
+        self.health.kafka_up = self._kafka_up
         log.info("engine started: group %s, topics %s", s.group_id, list(self.topics.inputs))
 
     async def run(self) -> None:
@@ -197,15 +210,25 @@ class Engine:
         while not self._stopping.is_set():
             await self.step()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def request_stop(self) -> None:
         self._stopping.set()
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self.store is not None:
+            self.store.retry = False  # asked to stop: do not wait for a Redis that is away
         try:
             if self.consumer is not None:
                 async with self._lock:
-                    await self._flush(list(self._shards))
+                    try:
+                        await self._flush(list(self._shards))
+                    except RETRIABLE as exc:  # the outbox is re-sent at the next start
+                        log.warning("stopping without the final flush, Redis unavailable: %s",
+                                    exc)
                 await self.consumer.stop()
         finally:
             if self.producer is not None:
@@ -221,8 +244,9 @@ class Engine:
         batch = await self.consumer.getmany(
             timeout_ms=self.settings.batch_timeout_ms, max_records=self.settings.batch_max_records
         )
-        n = sum(len(v) for v in batch.values())
-        async with self._lock:
+        async with self._lock:  # (screened under the lock: never halfway through an assignment)
+            batch = await self.recovery.screen(batch)  # halted? fences that do not fit?
+            n = sum(len(v) for v in batch.values())
             if n:
                 self._ingest(batch)
                 self.metrics.batch_size.observe(n)
@@ -232,6 +256,8 @@ class Engine:
                 await self._ack_idle()
             self._flow_control()
             await self._maybe_commit_kafka()
+            await self.recovery.periodic()
+            self._observe_health()
         return n
 
     # Event-time alignment. The input topics of one partition are merged in event time, the
@@ -424,6 +450,7 @@ class Engine:
             commit, outs[p] = self._apply_shard(self._shards[p], p, works.get(p, []),
                                                 loaded.get(p, {}), counts, due.get(p, []),
                                                 upto.get(p, 0), wall_ms)
+            commit.stamps = self.recovery.stamps(works.get(p, ()))  # recreated-topic check
             commits.append(commit)
 
         t0 = time.perf_counter()
@@ -432,11 +459,15 @@ class Engine:
         except FenceMoved as exc:
             m.fence_conflicts.inc()
             gens = exc.gens  # type: ignore[attr-defined]
-            for p in exc.partitions:  # type: ignore[attr-defined]
+            # taken over by another worker, or Redis lost what we had committed (then halt
+            # or rebuild: streams/recovery.py)
+            for p in await self.recovery.refused(exc.partitions,  # type: ignore[attr-defined]
+                                                 {c.partition: c.expected_gen for c in commits}):
                 log.warning("partition %d was taken over by another worker; batch dropped", p)
                 self._shards.pop(p, None)
             commits = [c for c in commits if c.partition in gens]
         m.redis_rtt.labels("commit").observe(time.perf_counter() - t0)
+        self.health.committed()
 
         to_send: list[OutMsg] = []
         cache_limit = self.settings.state_cache_customers // max(1, len(self._shards))
@@ -447,6 +478,7 @@ class Engine:
                 shard.meta.replays, shard.staged_replays = shard.staged_replays, None
             shard.meta.gen = gens[c.partition]
             shard.meta.offsets.update(c.offsets)
+            shard.meta.stamps.update(c.stamps)
             shard.meta.high.update(c.high)
             shard.pending_trim = 0
             to_send.extend(outs[c.partition])
@@ -522,10 +554,13 @@ class Engine:
             dues[cid] = (state, at)
             return at
 
+        failures = shard.meta.tick_failures  # streams/poison.py: bounded retries, then parked
+        fail_key = self.store.keys.tick_failures(partition)  # type: ignore[union-attr]
+
         def catch_up(cid: str, until: int, backfill: bool = False) -> None:
             """Run the customer's time-driven changes due at or before ``until``."""
             state = states.get(cid)
-            if state is None:
+            if state is None or self.ticks.blocked(partition, failures, cid):
                 return
             at = due_of(cid, state)
             for _ in range(16):  # each tick moves the next due time on; bound it anyway
@@ -533,9 +568,13 @@ class Engine:
                     return
                 try:
                     step = tick(state, rules, at)
-                except Exception:  # a bug must not stop the pipeline
-                    log.exception("time-driven change failed for %s at %d", cid, at)
+                except Exception as exc:  # a bug must not stop the pipeline
+                    dead = self.ticks.failed(partition, failures, cid, at, exc, incs, fail_key)
+                    if dead is not None:
+                        out.append(dead)
                     return
+                if failures:
+                    self.ticks.succeeded(partition, failures, cid, incs, fail_key)
                 state = states[cid] = step.state
                 changed.add(cid)
                 emit(step, backfill)
@@ -631,7 +670,8 @@ class Engine:
                     catch_up(cid, upto)
             for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
                 state = states.get(cid)
-                due_now[cid] = None if state is None else due_of(cid, state)
+                due_now[cid] = None if state is None or self.ticks.parked(failures, cid) \
+                    else due_of(cid, state)
         else:
             if timed:
                 for cid in list(states):
@@ -642,7 +682,8 @@ class Engine:
                         catch_up(cid, replays.clocks[rid] - lateness, True)
             for cid in (*due, *changed):
                 state = states.get(cid)
-                at = None if state is None else due_of(cid, state)
+                at = None if state is None or self.ticks.parked(failures, cid) \
+                    else due_of(cid, state)
                 due_now[cid] = at
                 rid, was = schedule(cid), sched.get(cid)
                 if rid != was:
@@ -795,13 +836,18 @@ class Engine:
         if self.consumer is None:
             return
         now = self.wall_clock()
+        total_lag = 0
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
             shard = self._shards.get(tp.partition)
             if hw is None or shard is None:
                 continue
             done = shard.meta.offsets.get(tp.topic, -1) + 1
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - done))
+            # a fence beyond the end is never "no lag": everything there is unconsumed
+            lag = hw - done if done <= hw else hw
+            total_lag += lag
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        self.health.lag = total_lag
         for p, shard in self._shards.items():
             if shard.meta.high:
                 self.metrics.event_time_lag.labels(str(p)).set(
@@ -814,7 +860,7 @@ class Engine:
             if shard.pending_trim:
                 ok = await self.store.ack(p, shard.meta.gen, shard.pending_trim)
                 shard.pending_trim = 0
-                if not ok:
+                if not ok and await self.recovery.refused([p], {p: shard.meta.gen}):
                     self._shards.pop(p, None)
 
     async def _maybe_commit_kafka(self, force: bool = False) -> None:
@@ -854,6 +900,7 @@ class Engine:
         await self._commit_kafka(partitions)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.health.assigned = False
         parts = sorted({tp.partition for tp in revoked})
         async with self._lock:
             await self._flush(parts)
@@ -884,8 +931,23 @@ class Engine:
                 off = self._shards[tp.partition].meta.offsets.get(tp.topic)
                 if off is not None:
                     self.consumer.seek(tp, off + 1)
+            await self.recovery.check_assigned(parts)  # state lost? fence below the start?
+        self.health.assigned, self.health.assigned_at = True, time.monotonic()
         self.metrics.partitions_owned.set(len(self._shards))
         log.info("partitions assigned: %s", parts)
+
+    def _redis_changed(self, up: bool, down_s: float) -> None:
+        self.metrics.redis_up.set(1 if up else 0)
+        if up:
+            self.metrics.redis_down_seconds.inc(down_s)
+
+    def _observe_health(self) -> None:
+        self.health.last_step = time.monotonic()
+
+    def _kafka_up(self) -> bool:
+        # aiokafka forgets the group coordinator when the broker connection fails
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
 
     def clock(self, partition: int) -> int:
         """The partition's clock (epoch ms): what "now" means for views (``/customers``,

@@ -119,7 +119,8 @@ def explain(settings: Settings, exc: BaseException) -> str:
                     "signed by a CA it trusts, or SASL (PULSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL)")
         return (f"{where} closed the connection: if it expects TLS or SASL, set "
                 f"PULSE_KAFKA_SECURITY_PROTOCOL (now {settings.kafka_security_protocol})")
-    return (f"{where} is unreachable ({_why(exc)}); check PULSE_KAFKA_BOOTSTRAP")
+    return (f"Kafka unreachable at {settings.kafka_bootstrap} ({_why(exc)}): check "
+            "PULSE_KAFKA_BOOTSTRAP and that the broker is running")
 
 
 def _is_closed(exc: BaseException) -> bool:

@@ -6,10 +6,15 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
     <prefix>:{pN}:c:<customer_id>   customer state (processors.wire encoding)
     <prefix>:{pN}:fence             hash: gen (commit counter),
                                     o:<topic> (last offset applied from that topic partition),
-                                    h:<topic> (newest event time applied from it, ms)
+                                    h:<topic> (newest event time applied from it, ms),
+                                    s:<topic> (Kafka timestamp of the record at o:<topic>,
+                                    to recognise a recreated topic: streams/recovery.py),
+                                    commit (token of the last commit: retries)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
     <prefix>:{pN}:ledger:<customer> list: the customer's latest ledger entries (newest first)
+    <prefix>:{pN}:tickfail          hash: customer -> failed tries of its time-driven change
+                                    (streams/poison.py)
     <prefix>:{pN}:due               sorted set: customer -> event time of its next
                                     time-driven change (inactivity, expiry), live clock
     <prefix>:{pN}:due:r:<replay>    the same for customers waiting on a replay's clock
@@ -56,12 +61,19 @@ class Keys:
     def replay_outcome(self, partition: int, replay_id: str) -> str:
         return f"{self.prefix}:{{p{partition}}}:replay:{replay_id}"
 
+    def tick_failures(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:tickfail"
+
     def kpi_prefix(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:kpi:"
 
     @staticmethod
     def offset_field(topic: str) -> str:
         return f"o:{topic}"
+
+    @staticmethod
+    def stamp_field(topic: str) -> str:
+        return f"s:{topic}"
 
     @staticmethod
     def high_field(topic: str) -> str:

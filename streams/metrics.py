@@ -28,6 +28,11 @@ class Metrics(NamedTuple):
     event_time_lag: Gauge
     partitions_owned: Gauge
     fence_conflicts: Counter
+    state_losses: Counter
+    offset_out_of_range: Counter
+    redis_up: Gauge
+    redis_down_seconds: Counter
+    tick_failures: Counter
     registry: CollectorRegistry
 
     @classmethod
@@ -100,6 +105,38 @@ class Metrics(NamedTuple):
             fence_conflicts=Counter(
                 "pulse_fence_conflicts_total",
                 "Batches discarded because another worker had taken the partition over.",
+                registry=r,
+            ),
+            state_losses=Counter(
+                "pulse_state_loss_total",
+                "Partitions whose state Redis lost (fence missing or behind Kafka's committed "
+                "offsets), by partition and the action taken (halt, rebuild).",
+                ["partition", "action"],
+                registry=r,
+            ),
+            offset_out_of_range=Counter(
+                "pulse_offset_out_of_range_total",
+                "Stored fences that do not fit the partition: beyond_end (topic recreated, "
+                "broker lost data), replaced (the record at the fence is another one: topic "
+                "recreated) or below_start (retention deleted unprocessed records).",
+                ["topic", "partition", "kind"],
+                registry=r,
+            ),
+            redis_up=Gauge(
+                "pulse_redis_up",
+                "1 while the worker reaches Redis, 0 while it retries.",
+                registry=r,
+            ),
+            redis_down_seconds=Counter(
+                "pulse_redis_down_seconds_total",
+                "Time the worker spent unable to reach Redis (counted when it comes back).",
+                registry=r,
+            ),
+            tick_failures=Counter(
+                "pulse_tick_failures_total",
+                "Time-driven changes that raised, by outcome: retried (later, with backoff) "
+                "or parked (the customer's time-driven work stopped, a dead letter written).",
+                ["outcome"],
                 registry=r,
             ),
             registry=r,

@@ -54,9 +54,11 @@ def explain(settings: Settings, exc: BaseException) -> str:
                 "PULSE_REDIS_SSL_CA_CERTS and PULSE_REDIS_SSL_CERTFILE/_KEYFILE")
     if isinstance(exc, rerr.AuthenticationError | rerr.AuthenticationWrongNumberOfArgsError) or (
             isinstance(exc, rerr.ResponseError) and "NOAUTH" in text):
-        return (f"{where} refused the password: check PULSE_REDIS_PASSWORD (or "
+        return (f"{where} refused our credentials: check PULSE_REDIS_PASSWORD (or "
                 "PULSE_REDIS_PASSWORD_FILE, or the password in PULSE_REDIS_URL)")
-    return f"{where} is unreachable ({text.splitlines()[0] if text else type(exc).__name__})"
+    why = text.splitlines()[0] if text else type(exc).__name__
+    return (f"Redis unreachable at {redact_url(settings.redis_url)} ({why}): check "
+            "PULSE_REDIS_URL and that redis-server is running")
 
 
 async def check(settings: Settings, timeout: float = 15.0) -> None:

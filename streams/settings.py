@@ -94,6 +94,12 @@ class Settings:
     topic_engagement: str = "engagement"  # written by the engagement layer (a later issue)
     notifier_web_port: int = 6067
 
+    # recovery (README "Recovery"): what to do when Redis lost a partition's state, or a
+    # stored offset is outside what the broker holds; how long commands retry at start
+    on_state_loss: str = "halt"  # halt | rebuild
+    on_offset_reset: str = "reset"  # reset | halt
+    connect_timeout_s: float = 30.0
+
     def __repr__(self) -> str:
         """Never shows a secret: a secret field is ``'***'`` when set, the Redis URL's
         password is masked."""
@@ -199,7 +205,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
 
 def validate(s: Settings) -> None:
     def bad(field: str, why: str) -> SettingsError:
-        return SettingsError(f"{_env_name(field)}={getattr(s, field)!r}: {why}")
+        value = getattr(s, field)
+        if field.endswith("_url"):
+            value = redact_url(value)
+        return SettingsError(f"{_env_name(field)}={value!r}: {why}")
 
     for hp in s.kafka_bootstrap.split(","):
         if not _HOSTPORT.match(hp.strip()):
@@ -211,8 +220,8 @@ def validate(s: Settings) -> None:
         raise bad("partitions", "must be between 1 and 10000")
     if not 1 <= s.replication_factor <= 32:
         raise bad("replication_factor", "must be between 1 and 32")
-    if not 0 <= s.web_port <= 65535:
-        raise bad("web_port", "must be a TCP port (0-65535)")
+    if not 1 <= s.web_port <= 65535:
+        raise bad("web_port", "must be a TCP port (1-65535)")
     for f in fields(Settings):
         is_topic = f.name.startswith("topic_") and f.name != "topic_prefix"
         if is_topic and not _TOPIC.match(s.topic_prefix + getattr(s, f.name)):
@@ -258,6 +267,12 @@ def validate(s: Settings) -> None:
         raise bad("webhooks_file", "no such file")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    if s.on_state_loss not in ("halt", "rebuild"):
+        raise bad("on_state_loss", "must be 'halt' or 'rebuild'")
+    if s.on_offset_reset not in ("reset", "halt"):
+        raise bad("on_offset_reset", "must be 'reset' or 'halt'")
+    if not 0 <= s.connect_timeout_s <= 3600:
+        raise bad("connect_timeout_s", "must be between 0 and 3600 seconds")
     _validate_security(s, bad)
 
 

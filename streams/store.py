@@ -7,15 +7,31 @@ the keys of its partition's hash slot, so the same code runs on Redis Cluster).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Container, Iterable, Mapping
+import asyncio
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TypeVar
 
 import redis.asyncio as aioredis
+import redis.exceptions as rx
 
+from streams.health import Health
 from streams.keys import Keys
 from streams.replays import OUTCOME_TTL_S, ShardReplays
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A Redis that restarts, fails over or drops the connection: retried, with backoff, for as
+# long as it takes (the worker reports itself unhealthy meanwhile). BusyLoadingError (a
+# restarted Redis still reading its append-only file) is a ConnectionError.
+RETRIABLE = (rx.ConnectionError, rx.TimeoutError, ConnectionError, OSError)
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 2.0
 
 
 class FenceMoved(RuntimeError):
@@ -41,6 +57,8 @@ class ShardMeta:
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> last applied offset
     outbox: list[bytes] = field(default_factory=list)
     replays: ShardReplays = field(default_factory=ShardReplays)  # replays under way here
+    tick_failures: dict[str, int] = field(default_factory=dict)  # streams/poison.py
+    stamps: dict[str, int] = field(default_factory=dict)  # Kafka timestamp at offsets[topic]
 
 
 @dataclass
@@ -62,35 +80,75 @@ class ShardCommit:
     fence: dict[str, str | int] = field(default_factory=dict)  # more fence fields to set
     fence_del: list[str] = field(default_factory=list)  # fence fields to delete
     released: list[str] = field(default_factory=list)  # replays that ended on this partition
+    stamps: dict[str, int] = field(default_factory=dict)  # Kafka timestamp at offsets[topic]
 
 
 LEDGER_KEEP = 10  # recent ledger entries kept per customer for `pulse customer`
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, health: Health | None = None,
+                 url: str = "") -> None:
         self.redis = client
         self.keys = keys
+        self.health = health
+        self.url = redact_url(url)
+        self.retry = True  # False once the worker is asked to stop: it does not wait for Redis
         self._commit = client.register_script(_lua("commit_batch.lua"))
         self._ack = client.register_script(_lua("ack_outbox.lua"))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        """The store with the settings' Redis password and TLS (streams.redis_client)."""
+    def from_settings(cls, settings: Settings, health: Health | None = None) -> Store:
+        """The store with the settings' Redis password and TLS (streams.redis_client); a
+        worker passes its ``health`` and then retries while Redis is away."""
         from streams.redis_client import connect
 
-        client = connect(settings, decode_responses=False, health_check_interval=30)
-        return cls(client, Keys(settings.redis_prefix))
+        client = connect(settings, decode_responses=False, health_check_interval=30,
+                         socket_connect_timeout=5)
+        return cls(client, Keys(settings.redis_prefix), health, settings.redis_url)
+
+    async def retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """``op()`` until it succeeds, with backoff, while Redis is unreachable. Only a worker
+        (a ``Store`` with ``health``) retries; a command fails at once and says so."""
+        if self.health is None or not self.retry:
+            return await op()
+        delay = BACKOFF_FIRST_S
+        failures = 0
+        while True:
+            try:
+                result = await op()
+            except RETRIABLE as exc:
+                if not self.retry:
+                    raise
+                failures += 1
+                self.health.redis_failed(exc)
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("Redis at %s unavailable during %s (%s); retrying",
+                                self.url, what, exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(BACKOFF_MAX_S, delay * 2)
+                continue
+            if failures:
+                log.warning("Redis at %s is back after %d failed attempts (%s)",
+                            self.url, failures, what)
+            self.health.redis_ok()
+            return result
 
     async def close(self) -> None:
         await self.redis.aclose()
 
     async def load_shard(self, partition: int) -> ShardMeta:
+        return await self.retrying("load_shard", lambda: self._load_shard(partition))
+
+    async def _load_shard(self, partition: int) -> ShardMeta:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.fence(partition))
             pipe.lrange(self.keys.outbox(partition), 0, -1)
-            fence, outbox = await pipe.execute()
-        meta = ShardMeta(partition=partition, outbox=list(outbox))
+            pipe.hgetall(self.keys.tick_failures(partition))
+            fence, outbox, failures = await pipe.execute()
+        meta = ShardMeta(partition=partition, outbox=list(outbox),
+                         tick_failures={k.decode(): int(v) for k, v in failures.items()
+                                        if int(v) > 0})
         for k, v in fence.items():
             name = k.decode()
             if name == "gen":
@@ -99,6 +157,8 @@ class Store:
                 meta.high[name[2:]] = int(v)
             elif name.startswith("o:"):
                 meta.offsets[name[2:]] = int(v)
+            elif name.startswith("s:"):
+                meta.stamps[name[2:]] = int(v)
             else:
                 meta.replays.read_fence(name, v)
         rids = list(meta.replays.clocks)
@@ -122,6 +182,14 @@ class Store:
         ``replay_upto[p][replay]`` on a replay's (with their states, unless ``cached`` has
         them: the caller holds those already). One round trip, two when due customers
         outside ``wanted`` must be fetched."""
+        return await self.retrying(
+            "load", lambda: self._load(wanted, due_upto, limit, cached, replay_upto))
+
+    async def _load(
+        self, wanted: dict[int, list[str]], due_upto: dict[int, int], limit: int = 2000,
+        cached: Mapping[int, Container[str]] | None = None,
+        replay_upto: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> tuple[dict[int, dict[str, bytes | None]], dict[int, list[str]]]:
         parts = [p for p, ids in wanted.items() if ids]
         scan = [(p, self.keys.due(p), upto) for p, upto in due_upto.items()]
         for p, per in (replay_upto or {}).items():
@@ -166,11 +234,18 @@ class Store:
         commits = list(commits)
         if not commits:
             return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for c in commits:
-                keys, args = self._commit_args(c)
-                await self._commit(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
+        # one token a commit: a retry of a commit whose reply was lost is recognised
+        prepared = [self._commit_args(c) for c in commits]
+        for _, args in prepared:
+            args.append(os.urandom(12).hex())
+
+        async def send() -> list[int]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in prepared:
+                    await self._commit(keys=keys, args=args, client=pipe)
+                return [int(r) for r in await pipe.execute()]
+
+        results = await self.retrying("commit", send)
         gens: dict[int, str] = {}
         moved = []
         for c, r in zip(commits, results, strict=True):
@@ -196,6 +271,8 @@ class Store:
             fence_fields += [Keys.offset_field(topic), off]
         for name, fv in c.fence.items():
             fence_fields += [name, fv]
+        for topic, ts in c.stamps.items():
+            fence_fields += [Keys.stamp_field(topic), ts]
         args += [len(fence_fields) // 2, *fence_fields]
         args += [len(c.outbox), *c.outbox]
         args.append(len(c.states))
@@ -235,10 +312,38 @@ class Store:
     async def ack(self, partition: int, gen: str, count: int) -> bool:
         if count <= 0:
             return True
-        r = await self._ack(
-            keys=[self.keys.fence(partition), self.keys.outbox(partition)], args=[gen, count]
-        )
+        # retried as is: the outbox holds exactly the entries of the last commit, so a
+        # second trim of a trim whose reply was lost finds nothing more to drop
+        r = await self.retrying("ack", lambda: self._ack(
+            keys=[self.keys.fence(partition), self.keys.outbox(partition)], args=[gen, count]))
         return int(r) > 0
+
+    async def fence_gens(self, partitions: Iterable[int]) -> dict[int, str]:
+        """The current commit generation of each partition's fence ('' when there is none)."""
+        parts = list(partitions)
+
+        async def read() -> list[object]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in parts:
+                    pipe.hget(self.keys.fence(p), "gen")
+                return list(await pipe.execute())
+
+        vals = await self.retrying("fence check", read)
+        return {p: (v.decode() if isinstance(v, bytes) else "") for p, v in zip(parts, vals,
+                                                                                 strict=True)}
+
+    async def reset_shard(self, partition: int) -> int:
+        """Delete every key of the partition's shard (states, fence, outbox, KPI counters,
+        ledgers, due set): the start of a rebuild. Returns how many keys went."""
+        async def wipe() -> int:
+            keys = [k async for k in self.redis.scan_iter(
+                match=self.keys.shard(partition) + ":*", count=1000)]
+            n = 0
+            for i in range(0, len(keys), 500):
+                n += int(await self.redis.unlink(*keys[i:i + 500]))
+            return n
+
+        return await self.retrying("reset shard", wipe)
 
     async def recent_ledger(self, partition: int, customer_id: str) -> list[bytes]:
         """The customer's latest ledger entries, newest first."""

@@ -13,13 +13,23 @@
 --       Z, Z x (key_index, customer_id, due_ms or ""),     -- ZADD to (or ZREM from) a due set
 --       L, keep, L x (key_index, entry)                    -- LPUSH + LTRIM: recent ledger
 --       D, D x field,                                      -- HDEL from the fence
---       U, U x (key_index, outcome_index, ttl)             -- a replay ended: its due set
+--       U, U x (key_index, outcome_index, ttl),            -- a replay ended: its due set
 --                                                             merged into KEYS[3], deleted;
 --                                                             its outcome hash expires
+--       token                                              -- unique to this commit
 -- Returns the new gen, or -1 when the fence moved (nothing written).
+--
+-- Retries: a commit whose reply was lost (Redis restarted, connection dropped) is sent
+-- again by the worker. If the first one was applied, `gen` has moved, but the fence's
+-- `commit` field still holds this commit's token: the script answers the gen it produced
+-- instead of -1, and applies nothing twice.
 local fence, outbox, due = KEYS[1], KEYS[2], KEYS[3]
+local token = ARGV[#ARGV]
 local current = redis.call('HGET', fence, 'gen') or ''
 if current ~= ARGV[1] then
+  if token ~= '' and redis.call('HGET', fence, 'commit') == token then
+    return tonumber(current)
+  end
   return -1
 end
 local i = 2
@@ -73,4 +83,5 @@ for _ = 1, nu do
   redis.call('EXPIRE', KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]))
   i = i + 3
 end
+redis.call('HSET', fence, 'commit', token)
 return redis.call('HINCRBY', fence, 'gen', 1)

@@ -8,16 +8,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from processors import wire
 from processors.rules import DEFAULT_RULES, Rules
 from streams.admin import create_topics
 from streams.engine import Engine
 from streams.kafka_client import client_kwargs
+from streams.keys import Keys
 from streams.metrics import Metrics
 from streams.producer import BatchProducer
 from streams.settings import Settings
+from streams.topics import Topics
 
 
 async def wait_until(pred: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0,
@@ -74,14 +78,12 @@ async def read_topic(settings: Settings, topic: str, expect: int, timeout: float
 @contextlib.asynccontextmanager
 async def running_engine(settings: Settings, rules: Rules = DEFAULT_RULES,
                          metrics: Metrics | None = None, *, wait_assignment: bool = True,
-                         wall_clock: Callable[[], float] | None = None
-                         ) -> AsyncIterator[Engine]:
+                         **engine_options: Any) -> AsyncIterator[Engine]:
     """An engine running in this process. ``wait_assignment=False`` for a second member of
     a group: its join waits for a slow Tansu rebalance, the caller waits for the split.
-    ``wall_clock``: what the engine takes for the time of day (seconds), e.g. a fixed one."""
+    ``engine_options``: Engine keyword arguments (``transitions=``, ``wall_clock=``)."""
     await create_topics(settings)
-    extra = {} if wall_clock is None else {"wall_clock": wall_clock}
-    engine = Engine(settings, rules, metrics or Metrics.create(), **extra)  # type: ignore[arg-type]
+    engine = Engine(settings, rules, metrics or Metrics.create(), **engine_options)
     await engine.start()
     task = asyncio.create_task(engine.run())
     try:
@@ -120,3 +122,66 @@ def records_by(records: Iterable[ConsumerRecord], key: Callable[[ConsumerRecord]
     for r in records:
         out.setdefault(key(r), []).append(r)
     return out
+
+
+async def stored_states(settings) -> dict[str, object]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    out = {}
+    async for key in client.scan_iter(match=keys.customer_pattern(), count=2000):
+        out[keys.customer_id_of(key)] = wire.loads(await client.get(key))
+    await client.aclose()
+    return out
+
+
+async def fences(settings, topics: Topics) -> dict[tuple[str, int], int]:
+    client = aioredis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    out = {}
+    for p in range(settings.partitions):
+        h = await client.hgetall(keys.fence(p))
+        for topic in topics.inputs:
+            v = h.get(Keys.offset_field(topic).encode())
+            out[(topic, p)] = int(v) if v is not None else -1
+    await client.aclose()
+    return out
+
+
+def as_records(settings: Settings, events: Iterable[Any]) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) records of events, for ``produce``."""
+    from schemas.codec import encode
+
+    topics = Topics.from_settings(settings)
+    return [(topics.for_kind(e.event_kind), e.customer_id.encode(), encode(e)) for e in events]
+
+
+async def wait_applied(settings: Settings, records: list[tuple[str, bytes, bytes]],
+                       timeout: float = 60.0) -> None:
+    """Until the Redis fences cover every one of ``records`` (all produced, in order, to
+    topics that held nothing else, partitioned by murmur2)."""
+    from collections import Counter
+
+    from streams.partitioning import owner
+
+    topics = Topics.from_settings(settings)
+    count = Counter((t, owner(k.decode(), settings.partitions)) for t, k, _ in records)
+
+    async def done() -> bool:
+        f = await fences(settings, topics)
+        return all(f[tp] == n - 1 for tp, n in count.items())
+
+    await wait_until(done, timeout=timeout, interval=0.3, what="all offsets applied")
+
+
+async def differing(settings: Settings, events: list[Any]) -> list[str]:
+    """Customers whose stored state differs from the pure one-pass state of ``events``
+    (field by field; see history.comparable), plus customers missing or extra."""
+    from tests.integration.history import comparable, one_pass
+
+    expected = one_pass(events)
+    stored = await stored_states(settings)
+    end = max(e.occurred_at for e in events)
+    diff = sorted(set(stored) ^ set(expected))
+    diff += [cid for cid in expected if cid in stored and
+             comparable(stored[cid], as_of=end) != comparable(expected[cid], as_of=end)]
+    return diff

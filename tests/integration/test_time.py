@@ -20,7 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from processors.rules import DEFAULT_RULES
-from schemas.codec import encode, format_time, parse_time
+from schemas.codec import format_time, parse_time
 from schemas.events import Event, Purchase, SupportTicket, Survey
 from streams.export import load_rows
 from streams.keys import Keys
@@ -28,15 +28,16 @@ from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.integration.helpers import (
+    as_records,
     counter_value,
     header,
     produce,
     read_topic,
     running_engine,
+    stored_states,
     wait_until,
 )
 from tests.integration.history import T0, comparable, history, one_pass
-from tests.integration.test_exactly_once import stored_states
 from tests.integration.test_replay_export import pulse
 
 H = 3_600_000
@@ -51,11 +52,6 @@ def run_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.with_(topic_prefix=f"{settings.topic_prefix}r{n}-",
                           group_id=f"{settings.group_id}-r{n}", redis_prefix=f"t{n}",
                           clock="live", backfill_after_s=Settings.backfill_after_s, **changes)
-
-
-def records(settings: Settings, events: Iterable[Event]) -> list[tuple[str, bytes, bytes]]:
-    topics = Topics.from_settings(settings)
-    return [(topics.for_kind(e.event_kind), e.customer_id.encode(), encode(e)) for e in events]
 
 
 def handled(metrics: Metrics) -> float:
@@ -99,7 +95,7 @@ def ledger_facts(recs: Iterable[Any]) -> dict[str, list[tuple[Any, ...]]]:
 async def run_live(settings: Settings, events: list[Event]) -> Metrics:
     metrics = Metrics.create()
     async with running_engine(settings, metrics=metrics, wall_clock=lambda: WALL / 1000):
-        await produce(settings, records(settings, events))
+        await produce(settings, as_records(settings, events))
         await wait_until(lambda: handled(metrics) >= len(events), timeout=90,
                          what="every event handled")
         await wait_until(lambda: nothing_due(settings), timeout=30, what="the scanner")
@@ -163,10 +159,10 @@ async def test_a_store_upload_a_week_late_is_applied_in_full(settings) -> None:
     s = run_settings(settings)
     metrics = Metrics.create()
     async with running_engine(s, metrics=metrics, wall_clock=lambda: WALL / 1000):
-        await produce(s, records(s, live))
+        await produce(s, as_records(s, live))
         await wait_until(lambda: handled(metrics) >= len(live), timeout=90, what="live traffic")
         await wait_until(lambda: nothing_due(s), timeout=30, what="the scanner")
-        await produce(s, records(s, upload))  # the store comes back online
+        await produce(s, as_records(s, upload))  # the store comes back online
         await wait_until(lambda: handled(metrics) >= len(live) + len(upload), timeout=60,
                          what="the upload")
         ledger = by_customer(await outputs(s, Topics.from_settings(s).points))
@@ -260,7 +256,7 @@ async def test_history_loaded_into_a_running_system_plays_out_as_in_an_empty_one
         metrics = Metrics.create()
         async with running_engine(s, metrics=metrics, wall_clock=lambda: WALL / 1000):
             if with_live:
-                await produce(s, records(s, live))
+                await produce(s, as_records(s, live))
                 await wait_until(lambda: handled(metrics) >= len(live), timeout=90,
                                  what="live traffic")
             code, out, err = await pulse(s, "replay", *files, "--wait", "--timeout", "90")

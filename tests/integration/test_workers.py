@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,8 +36,12 @@ def purchases(start: int, n: int, customers: int = 300) -> list[Purchase]:
 
 
 def health(port: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-        return json.loads(r.read())
+    """The /healthz answer, healthy (200) or not (503: the body says why)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())
 
 
 def processed(port: int) -> float:
