@@ -75,7 +75,10 @@ def write_rules(path: str, params: Params) -> None:
     header = ("# churn.model rate_shape, rate_scale_days, dropout_a, dropout_b: fitted by "
               "`pulse fit churn`\n")
     text = header + yaml.safe_dump(data, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=".pulse-rules-", suffix=".yaml", dir=p.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".pulse-rules-", suffix=".yaml", dir=p.parent)
+    except OSError as exc:
+        raise ReplayError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -83,7 +86,10 @@ def write_rules(path: str, params: Params) -> None:
             load_rules(tmp)  # the loader PULSE_RULES_FILE goes through
         except RulesError as exc:
             raise ReplayError(f"{path}: the rules would not load with the fit: {exc}") from None
-        os.replace(tmp, p)
+        try:
+            os.replace(tmp, p)
+        except OSError as exc:
+            raise ReplayError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -236,6 +236,15 @@ def test_fit_user_errors_are_one_line(tmp_path: Path) -> None:
     res = runner.invoke(cli, ["fit", "churn", "--history", str(good), "--output",
                               str(tmp_path / "rules.toml")])
     assert res.exit_code == 2 and "YAML" in res.output
+    res = runner.invoke(cli, ["fit", "churn", "--history", str(good), "--output",
+                              str(tmp_path / "missing" / "rules.yaml")])
+    assert res.exit_code == 2 and "cannot write" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("churn:\n  model:\n    horizon_days: 0\n")  # the loader refuses it
+    res = runner.invoke(cli, ["fit", "churn", "--history", str(good), "--output", str(bad)])
+    assert res.exit_code == 2 and "would not load" in res.output and "horizon_days" in res.output
+    assert bad.read_text() == "churn:\n  model:\n    horizon_days: 0\n"  # left as it was
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".pulse-rules-")]
 
 
 def test_the_summaries_are_the_scores_own(tmp_path: Path) -> None:
