@@ -540,6 +540,17 @@ def score(state: CustomerState, rules: Rules, as_of: int) -> ChurnScore:
     return ChurnScore(value, _plain_level(value, p.cr), _reasons(p, ranked, as_of))
 
 
+def purchase_summary(state: CustomerState, rules: Rules, as_of: int
+                     ) -> tuple[int, float, float] | None:
+    """``(x, t_x, T)`` as the purchase model sees them as of ``as_of`` (repeat purchase days,
+    days from the first to the last purchase, days from the first purchase to ``as_of``), or
+    ``None`` without a purchase: what ``pulse fit churn`` fits the model's parameters to."""
+    p = _Profile(state, None, rules)
+    if not p.bought:
+        return None
+    return p.x, p.tx, max((as_of - p.first) / DAY_MS, p.tx)
+
+
 def _ranked(p: _Profile, as_of: int) -> tuple[float, list[tuple[float, str, float]]]:
     """``(score, [(weight, code, strength)])``, reasons by weight (largest first)."""
     z, parts = p.contributions(as_of)

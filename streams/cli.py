@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -394,15 +395,21 @@ def evaluate() -> None:
 @click.option("--currency", default=None,
               help="Currency of purchase rows without one [default: the reporting currency].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="Score with this rules file (e.g. written by 'pulse fit "
+              "churn') instead of PULSE_RULES_FILE.")
 def evaluate_churn(history: str, cutoff: str, horizon: float, tickets: str | None,
                    surveys: str | None, fmt: str | None, currency: str | None,
-                   as_json: bool) -> None:
+                   as_json: bool, rules_file: str | None) -> None:
     """ROC AUC of the churn score for 'no purchase within --horizon days after --cutoff',
     next to the recency and purchase-count baselines. Replays the history before the cutoff
-    through the same processors as the engine (PULSE_RULES_FILE applies)."""
+    through the same processors as the engine (PULSE_RULES_FILE applies). When the rules'
+    purchase-model parameters are not the defaults (fitted), the AUC with the default
+    parameters is shown as well."""
     from streams.evaluate import ReplayError, run
 
-    rules = _rules(_settings())
+    settings = _settings()
+    rules = _rules(replace(settings, rules_file=rules_file) if rules_file else settings)
     at = _event_time(cutoff, "--cutoff")
     assert at is not None
     try:
@@ -412,6 +419,44 @@ def evaluate_churn(history: str, cutoff: str, horizon: float, tickets: str | Non
         raise click.UsageError(str(exc)) from None
     sys.exit(code)
 
+
+
+@cli.group()
+def fit() -> None:
+    """Fit models to history."""
+
+
+@fit.command("churn")
+@click.option("--history", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Purchases, CSV or JSONL in the 'pulse replay' format.")
+@click.option("--cutoff", default=None,
+              help="Fit to the history before this event time (RFC 3339 with offset, or "
+                   "YYYY-MM-DD); the rest is the holdout [default: the whole history].")
+@click.option("--tickets", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Support tickets in the replay format (optional; for the holdout AUC).")
+@click.option("--surveys", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Survey answers in the replay format (optional; for the holdout AUC).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
+              help="Default: from each file's extension.")
+@click.option("--currency", default=None,
+              help="Currency of purchase rows without one [default: the reporting currency].")
+@click.option("--output", default=None, type=click.Path(dir_okay=False),
+              help="YAML rules file to write the fitted churn.model fields into (created, "
+                   "or updated keeping its other settings).")
+def fit_churn(history: str, cutoff: str | None, tickets: str | None, surveys: str | None,
+              fmt: str | None, currency: str | None, output: str | None) -> None:
+    """Fit the churn score's purchase model (MBG/NBD r, alpha, a, b) to a purchase history by
+    maximum likelihood; print them, the log-likelihood and a calibration vs holdout report."""
+    from streams.fit import ReplayError, run
+
+    rules = _rules(_settings())
+    at = _event_time(cutoff, "--cutoff")
+    try:
+        code = run(history, rules=rules, cutoff=at, tickets=tickets, surveys=surveys, fmt=fmt,
+                   currency=currency, output=output)
+    except ReplayError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(code)
 
 
 def _dlq_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:

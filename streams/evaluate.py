@@ -30,14 +30,14 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from processors.churn import score
 from processors.customer import apply
 from processors.errors import Rejected
-from processors.rules import Rules
+from processors.rules import ChurnModel, Rules
 from processors.state import KIND_INDEX, CustomerState
 from processors.timeutil import DAY_MS
 from schemas.codec import format_time
@@ -85,6 +85,7 @@ class Sample:
     days_since_last_purchase: float
     purchases: int
     churned: bool  # no purchase within the horizon after the cutoff
+    default_score: float | None = None  # with the default model parameters (when compared)
 
 
 @dataclass
@@ -103,11 +104,20 @@ class Evaluation:
 
     def aucs(self) -> dict[str, float | None]:
         labels = [s.churned for s in self.samples]
-        return {
+        out = {
             "churn_score": auc([s.score for s in self.samples], labels),
             "recency": auc([s.days_since_last_purchase for s in self.samples], labels),
             "purchase_count": auc([-s.purchases for s in self.samples], labels),
         }
+        if self.compared:
+            out["churn_score_default_model"] = auc(
+                [s.default_score or 0.0 for s in self.samples], labels)
+        return out
+
+    @property
+    def compared(self) -> bool:
+        """Whether the samples carry the score with the default model parameters too."""
+        return bool(self.samples) and self.samples[0].default_score is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -123,22 +133,32 @@ class Evaluation:
         }
 
 
-def evaluate(events: Iterable[Event], rules: Rules, cutoff: int, horizon_days: float
-             ) -> Evaluation:
-    """Replay ``events`` (in event-time order) up to ``cutoff`` and score as of it."""
-    out = Evaluation(cutoff, horizon_days)
-    end = cutoff + int(horizon_days * DAY_MS)
+@dataclass
+class Replayed:
+    """The customers' states as of a cutoff, and their purchases after it."""
+
+    cutoff: int
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    after: dict[str, list[int]] = field(default_factory=dict)  # purchase times >= cutoff
+    applied: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    history_end: int | None = None
+
+
+def replay(events: Iterable[Event], rules: Rules, cutoff: int) -> Replayed:
+    """Replay ``events`` (in event-time order) up to ``cutoff``; keep the purchase times
+    after it."""
+    out = Replayed(cutoff)
     lateness = rules.allowed_lateness_ms
-    states: dict[str, CustomerState] = {}
+    states = out.states
     high = [0] * len(KIND_INDEX)
-    bought: set[str] = set()
     newest: int | None = None
     for ev in events:
         t = ev.occurred_at
         newest = t if newest is None or t > newest else newest
         if t >= cutoff:
-            if t < end and isinstance(ev, Purchase) and ev.kind == "purchase":
-                bought.add(ev.customer_id)
+            if isinstance(ev, Purchase) and ev.kind == "purchase":
+                out.after.setdefault(ev.customer_id, []).append(t)
             continue
         k = KIND_INDEX[ev.event_kind]
         if t > high[k]:
@@ -152,15 +172,46 @@ def evaluate(events: Iterable[Event], rules: Rules, cutoff: int, horizon_days: f
             states[ev.customer_id] = step.state
             out.applied[ev.event_kind] += 1
     out.history_end = newest
-    for cid in sorted(states):
-        state = states[cid]
+    return out
+
+
+def evaluate(events: Iterable[Event], rules: Rules, cutoff: int, horizon_days: float, *,
+             default_rules: Rules | None = None) -> Evaluation:
+    """Replay ``events`` (in event-time order) up to ``cutoff`` and score as of it."""
+    return score_replayed(replay(events, rules, cutoff), rules, horizon_days,
+                          default_rules=default_rules)
+
+
+def score_replayed(rep: Replayed, rules: Rules, horizon_days: float, *,
+                   default_rules: Rules | None = None) -> Evaluation:
+    """Score every customer who bought before the cutoff (and with ``default_rules`` too,
+    when given: the comparison of fitted and default model parameters)."""
+    cutoff = rep.cutoff
+    out = Evaluation(cutoff, horizon_days, applied=Counter(rep.applied),
+                     rejected=Counter(rep.rejected), history_end=rep.history_end)
+    end = cutoff + int(horizon_days * DAY_MS)
+    bought = {cid for cid, times in rep.after.items() if min(times) < end}
+    for cid in sorted(rep.states):
+        state = rep.states[cid]
         if state.last_purchase_at is None:
             out.without_purchase += 1
             continue
+        default = (None if default_rules is None
+                   else score(state, default_rules, cutoff).score)
         out.samples.append(Sample(cid, score(state, rules, cutoff).score,
                                   (cutoff - state.last_purchase_at) / DAY_MS,
-                                  state.purchase_count, cid not in bought))
+                                  state.purchase_count, cid not in bought, default))
     return out
+
+
+def with_default_model(rules: Rules) -> Rules | None:
+    """``rules`` with the default purchase-model parameters (same horizon), or ``None`` when
+    ``rules`` already has them: what fitted parameters are compared with."""
+    m = rules.churn.model
+    default = ChurnModel(horizon_days=m.horizon_days)
+    if m == default:
+        return None
+    return replace(rules, churn=replace(rules.churn, model=default))
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -209,9 +260,13 @@ def render(ev: Evaluation, files: Sequence[str]) -> str:
     ]
     names = {"churn_score": "churn score", "recency": "recency baseline (days since last "
              "purchase)", "purchase_count": "purchase-count baseline (fewer = riskier)"}
+    if ev.compared:  # a rules file with fitted purchase-model parameters
+        names = {"churn_score": "churn score, the rules' (fitted) model parameters",
+                 "churn_score_default_model": "churn score, default model parameters",
+                 **{k: v for k, v in names.items() if k != "churn_score"}}
     for key, label in names.items():
         v = a[key]
-        lines.append(f"    {label:<48s} {'n/a' if v is None else f'{v:.4f}'}")
+        lines.append(f"    {label:<{max(48, len(label))}s} {'n/a' if v is None else f'{v:.4f}'}")
     s, r, c = a["churn_score"], a["recency"], a["purchase_count"]
     if s is not None and r is not None and c is not None:
         verdict = "beats" if s > max(r, c) else "does NOT beat"
@@ -231,6 +286,20 @@ def run(history: str, *, cutoff: int, horizon_days: float, rules: Rules,
     stderr = stderr or sys.stderr
     if not horizon_days > 0:
         raise ReplayError("--horizon must be a positive number of days")
+    parsed, rejected, names = read_histories(history, tickets, surveys, rules, fmt=fmt,
+                                             currency=currency, stderr=stderr)
+    result = evaluate(merged(parsed), rules, cutoff, horizon_days,
+                      default_rules=with_default_model(rules))
+    result.rejected.update(rejected)
+    stdout.write((json.dumps(result.as_dict()) if as_json else render(result, names)) + "\n")
+    return EXIT_OK
+
+
+def read_histories(history: str, tickets: str | None, surveys: str | None, rules: Rules, *,
+                   fmt: str | None, currency: str | None, stderr: IO[str]
+                   ) -> tuple[list[Parsed], Counter[str], list[str]]:
+    """The purchase, ticket and survey files (the last two optional) -> their parsed events,
+    the row rejections by reason (each one reported on ``stderr``) and the file names."""
     files = [(history, PURCHASE), (tickets, TICKET), (surveys, SURVEY)]
     parsed = []
     rejected: Counter[str] = Counter()
@@ -242,11 +311,7 @@ def run(history: str, *, cutoff: int, horizon_days: float, rules: Rules,
         rejected.update(p.by_reason)
         for r in p.rejected:
             stderr.write(f"{path}: rejected {r}\n")
-    result = evaluate(merged(parsed), rules, cutoff, horizon_days)
-    result.rejected.update(rejected)
-    names = [p for p, _ in files if p is not None]
-    stdout.write((json.dumps(result.as_dict()) if as_json else render(result, names)) + "\n")
-    return EXIT_OK
+    return parsed, rejected, [p for p, _ in files if p is not None]
 
 
 # -- simulated histories (tuning, tests) ---------------------------------------------------------
