@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -131,8 +132,8 @@ def keep_customer(value: dict[str, Any], state: Any) -> None:
 
 def _quix(bootstrap: str, topics: list[str], n: int, group: str, state_dir: str,
           changelog: bool, conn: Connection) -> None:
-    with warnings.catch_warnings():  # a deprecation notice from one of its dependencies
-        warnings.simplefilter("ignore")
+    # a dependency of its schema-registry client warns on import, whatever the filters say
+    with contextlib.redirect_stderr(io.StringIO()):
         from quixstreams import Application
 
     clock = Rates(n)
