@@ -4,12 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEERS_VENV := .venv-peers
+PEERS_ARGS ?=
 DEMO_SECONDS ?= 60
 # 120 days of history replay in ~15 s, then live traffic (live KPIs: NPS, CSAT...)
 DEMO_HISTORY_DAYS ?= 120
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install system-deps demo test test-unit test-integration lint typecheck bench clean
+.PHONY: help install system-deps demo test test-unit test-integration lint typecheck bench bench-peers clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -48,5 +50,16 @@ bench: install  ## throughput, latency and state-size benchmarks (prints numbers
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/hotpath.py
 
-clean:  ## remove the venv and caches
-	rm -rf $(VENV) .pulse .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+# the peers bench/peers.py measures us against live in their own venv: not product dependencies
+$(PEERS_VENV)/.installed: pyproject.toml bench/peers-requirements.txt
+	@bash .ci/system-deps
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q -e . -r bench/peers-requirements.txt
+	@touch $@
+
+bench-peers: $(PEERS_VENV)/.installed  ## ours vs Quix Streams and a no-op Faust agent, same events and broker (PEERS_ARGS)
+	$(PEERS_VENV)/bin/python bench/peers.py $(PEERS_ARGS)
+
+clean:  ## remove the venvs and caches
+	rm -rf $(VENV) $(PEERS_VENV) .pulse .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
