@@ -214,7 +214,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp, running_stack(workdir=Path(tmp)) as stack:
+    with tempfile.TemporaryDirectory() as tmp, running_stack(
+            workdir=Path(tmp), persist=args.redis_aof) as stack:
         base = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                         partitions=args.partitions, clock="event", log_level="WARNING")
         s = base.with_(topic_prefix="bench-", group_id="bench-throughput")
@@ -259,6 +260,9 @@ if __name__ == "__main__":
     ap.add_argument("--customers", type=int, default=20_000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--redis-aof", action="store_true",
+                    help="Redis with an append-only file (fsync every second), as the dev stack "
+                         "and the tests run it; default: no persistence, as measured before")
     # (d) at a rate one worker sustains here; above its throughput, latency is queueing
     ap.add_argument("--rate", type=float, default=2_000)
     ap.add_argument("--seconds", type=float, default=15)

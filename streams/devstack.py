@@ -195,12 +195,13 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(kafka_port: int | None = None, redis_port: int | None = None,
-                  workdir: Path | None = None, appendfsync: str = "everysec") -> Iterator[Stack]:
+                  workdir: Path | None = None, appendfsync: str = "everysec",
+                  persist: bool = True) -> Iterator[Stack]:
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="pulse-stack-")
         workdir = Path(tmp.name)
-    redis = start_redis(workdir, redis_port, appendfsync)
+    redis = start_redis(workdir, redis_port, appendfsync, persist)
     try:
         tansu = start_tansu(workdir, kafka_port)
     except BaseException:
