@@ -332,7 +332,7 @@ class Rules:
     minor_units: Mapping[Annotated[str, CURRENCY], Annotated[int, between(0, 4)]] = field(
         default_factory=lambda: MappingProxyType(dict(_DEFAULT_MINOR_UNITS))
     )
-    allowed_lateness_ms: Annotated[int, between(0, MAX_LATENESS_MS)] = 14 * DAY_MS
+    allowed_lateness_ms: Annotated[int, between(0, MAX_LATENESS_MS)] = 8 * DAY_MS
     late_arrival_ms: Annotated[int, between(0, 10 * 365 * DAY_MS)] = DAY_MS
     dedup_window_max: Annotated[int, between(1, 10_000)] = 64
     support: SupportRules = field(default_factory=SupportRules)

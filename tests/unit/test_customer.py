@@ -154,10 +154,10 @@ def test_old_buckets_are_archived_but_still_count_as_purchase_days() -> None:
 
 
 def test_buckets_cover_365_days_plus_lateness() -> None:
-    # with 14 days of lateness the horizon is 379 days: day 0 stays at max_day 378
-    assert L == 14 * DAY_MS
-    assert len(run([purchase("a", T0), purchase("b", T0 + 378 * DAY_MS)]).days) == 2
-    assert len(run([purchase("a", T0), purchase("b", T0 + 379 * DAY_MS)]).days) == 1
+    # with 8 days of lateness the horizon is 373 days: day 0 stays at max_day 372
+    assert L == 8 * DAY_MS
+    assert len(run([purchase("a", T0), purchase("b", T0 + 372 * DAY_MS)]).days) == 2
+    assert len(run([purchase("a", T0), purchase("b", T0 + 373 * DAY_MS)]).days) == 1
 
 
 # -- rejections: reason, and nothing changes ---------------------------------------------------

@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert set(r.fx) == {"EUR", "USD", "GBP", "CHF", "SEK", "NOK", "DKK", "PLN", "JPY", "CAD"}
     assert r.fx["EUR"] == 1 and isinstance(r.fx["USD"], Decimal)
     assert r.minor_units["JPY"] == 0 and r.minor_units["EUR"] == 2
-    assert r.allowed_lateness_ms == 14 * DAY_MS and r.late_arrival_ms == DAY_MS
+    assert r.allowed_lateness_ms == 8 * DAY_MS and r.late_arrival_ms == DAY_MS
     assert r.dedup_window_max == 64
     sla = r.support.sla
     assert [(sla.of(p).first_response_ms, sla.of(p).resolution_ms)
