@@ -30,10 +30,10 @@ from processors.churn import purchase_summary
 from processors.churn_fit import Params, fit, p_alive
 from processors.rules import DEFAULT_RULES, Rules
 from processors.timeutil import DAY_MS
-from streams.evaluate import auc, merged, read_events, replay, score_replayed, write_history
-from streams.fit import fitted_rules
-from streams.replay import parse_when
-from streams.simulator import SimConfig, Simulator
+from schemas.codec import parse_when
+from streams.tools.evaluate import auc, merged, read_events, replay, score_replayed, write_history
+from streams.tools.fit import fitted_rules
+from streams.tools.simulator import SimConfig, Simulator
 
 DEFAULT = Params(0.25, 60.0, 0.8, 2.5)
 

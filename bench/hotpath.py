@@ -33,13 +33,13 @@ from aiokafka.structs import ConsumerRecord
 from processors import wire
 from processors.customer import FULL, STATE_ONLY
 from processors.rules import DEFAULT_RULES
-from streams.engine import Engine, _Shard, tune_gc
-from streams.keys import Keys
-from streams.partitioning import owner
 from streams.settings import Settings
-from streams.simulator import SimConfig, Simulator
-from streams.store import ShardMeta
-from streams.topics import Topics
+from streams.tools.simulator import SimConfig, Simulator
+from streams.worker.engine import Engine, _Shard, tune_gc
+from streams.worker.keys import Keys
+from streams.worker.partitioning import owner
+from streams.worker.store import ShardMeta
+from streams.worker.topics import Topics
 
 DAY_MS = 86_400_000
 START_MS = 1_735_689_600_000  # 2025-01-01 UTC: fixed, so that --digest is repeatable

@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline  # bench/pipeline.py: the simulated events, their producer, our measurement
 
 from schemas.events import PURCHASE
-from streams.admin import create_topics
-from streams.devstack import free_port, running_stack
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.tools.devstack import free_port, running_stack
+from streams.worker.admin import create_topics
+from streams.worker.topics import Topics
 
 
 @dataclass

@@ -36,16 +36,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from processors.customer import FULL, STATE_ONLY, Transitions
 from processors.rules import DEFAULT_RULES
 from schemas.codec import decode
-from streams.admin import create_topics
-from streams.devstack import running_stack
-from streams.engine import Engine, _Item
 from streams.kafka_client import client_kwargs
-from streams.keys import Keys
-from streams.producer import BatchProducer
 from streams.redis_client import connect as redis_connect
 from streams.settings import Settings
-from streams.simulator import SimConfig, Simulator
-from streams.topics import Topics
+from streams.tools.devstack import running_stack
+from streams.tools.simulator import SimConfig, Simulator
+from streams.worker.admin import create_topics
+from streams.worker.engine import Engine, _Item
+from streams.worker.keys import Keys
+from streams.worker.producer import BatchProducer
+from streams.worker.topics import Topics
 
 DAY_MS = 86_400_000
 

@@ -285,7 +285,7 @@ def window(day_fields: Mapping[Any, int | bytes | str], as_of: int, rules: Rules
     Returns ``(counts, stale)``: ``counts`` maps ``(name, *labels)`` to a sum (names as in
     the module docstring, plus the customer sets ``active``, ``start``, ``new``, ``lost``,
     always present), ``stale`` the fields (as given) that no window will read again.
-    The shell runs the same sums inside Redis (``streams.kpis.WINDOW_LUA``, tested to agree).
+    The shell runs the same sums inside Redis (``streams.worker.kpis.WINDOW_LUA``, tested to agree).
     """
     w = rules.kpi.window_days
     a = day_of(as_of)

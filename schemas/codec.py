@@ -201,6 +201,22 @@ def parse_time(value: Any, path: str = "occurred_at") -> int:
     return ms
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def to_rfc3339(value: Any) -> Any:
+    """A date ``YYYY-MM-DD`` -> midnight UTC; anything else unchanged (the codec judges it)."""
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        return value + "T00:00:00Z"
+    return value
+
+
+def parse_when(text: str, path: str = "time") -> int:
+    """A date (midnight UTC) or an RFC 3339 timestamp with offset -> epoch ms.
+    Raises ``InvalidEvent`` with the codec's message."""
+    return parse_time(to_rfc3339(text.strip()), path)
+
+
 def _envelope(obj: dict[str, Any], kind: str) -> tuple[str, str, int, str]:
     e, c, s = obj.get("event_id"), obj.get("customer_id"), obj.get("source")
     if (type(e) is str and 0 < len(e) <= MAX_ID_LEN and not e.isspace()

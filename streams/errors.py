@@ -134,3 +134,15 @@ def limit_client_logs(every_s: float = 30.0) -> None:
     flt = RateLimit(every_s)
     for handler in logging.getLogger().handlers:
         handler.addFilter(flt)
+
+
+def configure_logging(level: str) -> None:
+    """The root logger at ``level`` (PULSE_LOG_LEVEL) with one line format; the Kafka
+    clients and Faust at WARNING or above, and aiokafka's reconnect storm limited."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    limit_client_logs()  # aiokafka's reconnect storm: one line per kind every 30 s

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.devstack import Stack, running_stack
 from streams.settings import Settings
+from streams.tools.devstack import Stack, running_stack
 
 _counter = itertools.count()
 

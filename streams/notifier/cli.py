@@ -1,5 +1,5 @@
 """``pulse notifier`` and ``pulse notifier redrive`` (added to the ``pulse`` group in
-``streams/cli.py``).
+``streams/tools/cli.py``).
 
 Exit codes: 0 ok; 1 (redrive) some dead letters failed again; 2 a bad setting or webhooks
 file, an unknown ``--endpoint``; 3 Kafka unreachable.
@@ -55,11 +55,11 @@ def notifier(ctx: click.Context) -> None:
         return
     from aiokafka.errors import KafkaConnectionError
 
-    from streams.cli import _logging
+    from streams.errors import configure_logging
     from streams.notifier.service import Notifier
 
     settings, config = _load()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # one line of ours says it
 
     async def main() -> None:
@@ -94,11 +94,11 @@ def notifier_redrive(names: tuple[str, ...]) -> None:
     """
     from aiokafka.errors import KafkaConnectionError
 
-    from streams.cli import _logging
+    from streams.errors import configure_logging
     from streams.notifier.service import redrive
 
     settings, config = _load()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     known = [e.name for e in config.endpoints]
     for n in names:

@@ -29,11 +29,11 @@ import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from schemas.codec import format_time
-from streams.metrics import NotifierMetrics
 from streams.notifier.config import Endpoint
 from streams.notifier.messages import DeadLetter
 from streams.notifier.offsets import PartitionTrack
 from streams.notifier.retry import DELIVERED, R_CIRCUIT, RETRY, next_step, parse_retry_after
+from streams.worker.metrics import NotifierMetrics
 
 log = logging.getLogger(__name__)
 USER_AGENT = "customer-pulse-notifier/1"

@@ -35,9 +35,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.admin import _admin
 from streams.kafka_client import client_kwargs
-from streams.metrics import NotifierMetrics
 from streams.notifier.config import ALERTS, ENGAGEMENT, POINTS, WebhooksConfig
 from streams.notifier.delivery import EndpointWorker, Job
 from streams.notifier.messages import (
@@ -54,6 +52,8 @@ from streams.notifier.messages import (
 )
 from streams.notifier.offsets import PartitionTrack
 from streams.settings import Settings
+from streams.worker.admin import _admin
+from streams.worker.metrics import NotifierMetrics
 
 log = logging.getLogger(__name__)
 DRAIN_S = 5.0  # how long a stopping notifier lets queued deliveries finish

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.devstack import Child, free_port, start_redis, start_tansu
+from streams.tools.devstack import Child, free_port, start_redis, start_tansu
 
 
 class Service:

@@ -15,11 +15,11 @@ import pytest
 
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
-from streams.admin import create_topics
-from streams.devrun import scrape, start_worker, total
-from streams.devstack import free_port
 from streams.errors import EXIT_HALTED
-from streams.topics import Topics
+from streams.tools.devrun import scrape, start_worker, total
+from streams.tools.devstack import free_port
+from streams.worker.admin import create_topics
+from streams.worker.topics import Topics
 from tests.integration.helpers import produce, running_engine, stored_states, wait_until
 
 T0 = 1_790_000_000_000

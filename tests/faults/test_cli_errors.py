@@ -17,7 +17,7 @@ import sys
 import pytest
 import redis
 
-from streams.devstack import free_port
+from streams.tools.devstack import free_port
 
 SECRET = "s3cr3t-pw"
 CLOSED_KAFKA = f"127.0.0.1:{free_port()}"
@@ -27,7 +27,7 @@ CLOSED_REDIS = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
 def pulse(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     full.update({"PULSE_CONNECT_TIMEOUT_S": "1", **env})
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=full,
+    return subprocess.run([sys.executable, "-m", "streams.tools.cli", *args], env=full,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
@@ -73,7 +73,7 @@ def test_replay_kafka_unreachable(stack, tmp_path):
 
 
 def test_wrong_redis_password(tmp_path):
-    from streams.devstack import start_redis
+    from streams.tools.devstack import start_redis
 
     server = start_redis(tmp_path, persist=False)
     try:

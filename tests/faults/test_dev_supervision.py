@@ -18,7 +18,7 @@ import redis
 def test_pulse_dev_restarts_a_killed_worker_and_redis_keeps_its_data(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "dev", "--no-simulate", "--duration", "25",
+        [sys.executable, "-m", "streams.tools.cli", "dev", "--no-simulate", "--duration", "25",
          "--interval", "0.5"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from streams.devrun import scrape, start_worker, total
-from streams.devstack import free_port
-from streams.store import ShardCommit, Store
+from streams.tools.devrun import scrape, start_worker, total
+from streams.tools.devstack import free_port
+from streams.worker.store import ShardCommit, Store
 from tests.integration.helpers import (
     as_records,
     differing,

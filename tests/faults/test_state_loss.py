@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streams.devrun import scrape, start_worker, total
-from streams.devstack import free_port
 from streams.errors import EXIT_HALTED
 from streams.settings import to_env
+from streams.tools.devrun import scrape, start_worker, total
+from streams.tools.devstack import free_port
 from tests.faults.conftest import Service
 from tests.integration.helpers import (
     as_records,
@@ -66,7 +66,7 @@ async def test_redis_back_empty_halts_and_pulse_rebuild_restores(settings, volat
 
         # pulse rebuild, then a worker: the state of a clean run, field by field
         env = {**os.environ, **to_env(s)}
-        done = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--yes"],
+        done = subprocess.run([sys.executable, "-m", "streams.tools.cli", "rebuild", "--yes"],
                               env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr + done.stdout
         assert "reprocessed from offsets" in done.stdout

@@ -14,14 +14,14 @@ from aiokafka.structs import ConsumerRecord
 
 from processors import wire
 from processors.rules import DEFAULT_RULES, Rules
-from streams.admin import create_topics
-from streams.engine import Engine
 from streams.kafka_client import client_kwargs
-from streams.keys import Keys
-from streams.metrics import Metrics
-from streams.producer import BatchProducer
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.admin import create_topics
+from streams.worker.engine import Engine
+from streams.worker.keys import Keys
+from streams.worker.metrics import Metrics
+from streams.worker.producer import BatchProducer
+from streams.worker.topics import Topics
 
 
 async def wait_until(pred: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0,
@@ -161,7 +161,7 @@ async def wait_applied(settings: Settings, records: list[tuple[str, bytes, bytes
     topics that held nothing else, partitioned by murmur2)."""
     from collections import Counter
 
-    from streams.partitioning import owner
+    from streams.worker.partitioning import owner
 
     topics = Topics.from_settings(settings)
     count = Counter((t, owner(k.decode(), settings.partitions)) for t, k, _ in records)

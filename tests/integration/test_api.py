@@ -20,12 +20,12 @@ from referencing.jsonschema import DRAFT202012
 
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
-from streams.devrun import start_worker
-from streams.devstack import free_port
-from streams.export import load_ledger
-from streams.openapi import document
 from streams.settings import Settings, to_env
-from streams.topics import Topics
+from streams.tools.devrun import start_worker
+from streams.tools.devstack import free_port
+from streams.worker.openapi import document
+from streams.worker.topics import Topics
+from streams.worker.views import load_ledger
 from tests.integration.helpers import produce, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def check(doc: dict[str, Any], path: str, status: int, body: Any) -> None:
 
 async def pulse(settings: Settings, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "streams.tools.cli", *args, cwd=ROOT,
         env={**os.environ, **to_env(settings)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

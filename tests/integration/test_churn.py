@@ -28,8 +28,8 @@ from processors.rules import DEFAULT_RULES
 from processors.state import CustomerState
 from schemas.codec import encode, format_time, parse_time
 from schemas.events import Event, Purchase, SupportTicket, Survey
-from streams.export import load_state
-from streams.topics import Topics
+from streams.worker.topics import Topics
+from streams.worker.views import load_state
 from tests.integration.helpers import produce, read_topic, running_engine
 
 T = parse_time("2026-01-05T10:00:00Z")
@@ -98,7 +98,7 @@ SILENT = "C-SILENT"
 
 def fillers(partition: int, partitions: int, start: int, days: int) -> list[Event]:
     """One purchase a day by customers of ``partition``: they move its clock on."""
-    from streams.partitioning import owner
+    from streams.worker.partitioning import owner
 
     ids = [f"F{i}" for i in range(500) if owner(f"F{i}", partitions) == partition][:5]
     return [Purchase(f"fill-{d}", ids[d % len(ids)], start + d * D + 7 * H, "pos", f"fo-{d}",
@@ -126,7 +126,7 @@ def expected_silence(events: list[Event], end: int) -> list[dict[str, object]]:
 
 async def test_a_customer_who_goes_silent_gets_one_high_alert_at_the_right_event_time(
         settings) -> None:
-    from streams.partitioning import owner
+    from streams.worker.partitioning import owner
 
     topics = Topics.from_settings(settings)
     own = purchases(SILENT, 12, 14, T)  # a regular buyer every two weeks, then silence

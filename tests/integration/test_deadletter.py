@@ -12,9 +12,9 @@ from processors.customer import view
 from processors.rules import DEFAULT_RULES
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine, SupportTicket, Survey
-from streams.keys import Keys
-from streams.partitioning import owner
-from streams.topics import Topics
+from streams.worker.keys import Keys
+from streams.worker.partitioning import owner
+from streams.worker.topics import Topics
 from tests.integration.helpers import (
     counter_value,
     header,

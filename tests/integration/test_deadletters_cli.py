@@ -15,12 +15,12 @@ import redis.asyncio as aioredis
 
 from processors import wire
 from processors.rules import parse_rules
-from streams.keys import Keys
-from streams.metrics import Metrics
-from streams.partitioning import owner
-from streams.producer import BatchProducer
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.keys import Keys
+from streams.worker.metrics import Metrics
+from streams.worker.partitioning import owner
+from streams.worker.producer import BatchProducer
+from streams.worker.topics import Topics
 from tests.integration.helpers import counter_value, running_engine, wait_until
 from tests.integration.test_deadletter import GOOD, _bad
 from tests.integration.test_replay_export import pulse

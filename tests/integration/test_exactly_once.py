@@ -9,8 +9,8 @@ import random
 import signal
 from pathlib import Path
 
-from streams.devrun import start_worker
-from streams.devstack import free_port
+from streams.tools.devrun import start_worker
+from streams.tools.devstack import free_port
 from tests.integration.helpers import (
     as_records,
     differing,

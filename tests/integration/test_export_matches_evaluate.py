@@ -9,10 +9,10 @@ from pathlib import Path
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS
 from schemas.codec import encode
-from streams.evaluate import evaluate, merged, read_events, write_history
-from streams.export import load_rows
-from streams.simulator import SimConfig, Simulator
-from streams.topics import Topics
+from streams.tools.evaluate import evaluate, merged, read_events, write_history
+from streams.tools.simulator import SimConfig, Simulator
+from streams.worker.topics import Topics
+from streams.worker.views import load_rows
 from tests.integration.helpers import counter_value, produce, running_engine, wait_until
 
 START = 1_735_689_600_000  # 2025-01-01T00:00:00Z

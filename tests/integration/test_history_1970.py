@@ -8,9 +8,9 @@ import csv
 import json
 from pathlib import Path
 
-from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.metrics import Metrics
+from streams.worker.topics import Topics
 from tests.integration.helpers import counter_value, running_engine, wait_until
 from tests.integration.test_replay_export import handled, pulse
 

@@ -14,11 +14,11 @@ from processors.rules import DEFAULT_RULES
 from processors.timeutil import day_of
 from schemas.codec import encode
 from schemas.events import Event
-from streams.engine import Engine
-from streams.keys import Keys
-from streams.kpis import WINDOW_LUA, KpiCollector, _window_reply
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.engine import Engine
+from streams.worker.keys import Keys
+from streams.worker.kpis import WINDOW_LUA, KpiCollector, _window_reply
+from streams.worker.topics import Topics
 from tests.integration.helpers import counter_value, produce, running_engine, wait_until
 from tests.unit.test_kpi_fixture import EXPECTED, at, history
 

@@ -15,8 +15,8 @@ import orjson
 from processors.rules import DEFAULT_RULES
 from schemas.codec import encode, format_time, parse_time
 from schemas.events import Event, Purchase, PurchaseLine, Redemption, Survey
-from streams.export import load_state, render, state_row
-from streams.topics import Topics
+from streams.worker.topics import Topics
+from streams.worker.views import load_state, render, state_row
 from tests.integration.helpers import produce, read_topic, running_engine
 
 T = parse_time("2026-03-02T09:00:00Z")
@@ -95,7 +95,7 @@ async def test_the_ledger_and_the_balance_through_broker_and_redis(settings) -> 
     assert "points_balance:" in render(row)
 
     # `pulse customer` shows the latest ledger entries, kept next to the state
-    from streams.export import load_ledger, render_ledger
+    from streams.worker.views import load_ledger, render_ledger
 
     recent = await load_ledger(settings, CID)
     assert recent == list(reversed(EXPECTED))  # newest first, the whole story so far

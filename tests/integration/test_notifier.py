@@ -32,11 +32,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from processors.churn import ChurnAlert, Reason
 from processors.loyalty import LedgerEntry
-from streams.admin import create_topics
-from streams.devrun import scrape, total
-from streams.devstack import Child, _die_with_parent, free_port
 from streams.notifier.service import NotifierTopics
 from streams.settings import Settings, to_env
+from streams.tools.devrun import scrape, total
+from streams.tools.devstack import Child, _die_with_parent, free_port
+from streams.worker.admin import create_topics
 from tests.integration.helpers import header, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ async def start_notifier(env: dict[str, str], workdir: Path, name: str) -> Child
     port = int(env["PULSE_NOTIFIER_WEB_PORT"])
     log = workdir / f"{name}.log"
     with open(log, "wb") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "notifier"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "streams.tools.cli", "notifier"], env=env,
                                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=_die_with_parent, cwd=workdir)
     child = Child(name, port, proc, log)
@@ -170,7 +170,7 @@ def health(port: int) -> dict[str, Any]:
 
 async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.cli", *args, env=env, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "streams.tools.cli", *args, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -379,10 +379,10 @@ async def test_the_readme_receiver_accepts_our_deliveries_and_refuses_forgeries(
     """The receiver example of the README ("Notifications"), run as written, behind a real
     server, gets one delivery from an EndpointWorker; a wrong secret is refused (401, so a
     dead letter with reason 'rejected', no retry)."""
-    from streams.metrics import NotifierMetrics
     from streams.notifier.config import parse_webhooks
     from streams.notifier.delivery import EndpointWorker, Job
     from streams.notifier.messages import DeadLetter, cloud_event
+    from streams.worker.metrics import NotifierMetrics
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     code = readme.split("A receiver, in a few")[1].split("```python\n")[1].split("```")[0]

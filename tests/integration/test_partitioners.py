@@ -10,8 +10,8 @@ from confluent_kafka import Producer
 
 from schemas.codec import encode
 from schemas.events import Purchase
-from streams.partitioning import owner
-from streams.topics import Topics
+from streams.worker.partitioning import owner
+from streams.worker.topics import Topics
 from tests.integration.helpers import counter_value, produce, running_engine, wait_until
 from tests.integration.history import comparable, history, one_pass
 from tests.integration.test_exactly_once import stored_states

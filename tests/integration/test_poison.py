@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 from processors.customer import FULL, Step, Transitions
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
-from streams.metrics import Metrics
-from streams.partitioning import owner
-from streams.poison import TickGuard
-from streams.topics import Topics
+from streams.worker.metrics import Metrics
+from streams.worker.partitioning import owner
+from streams.worker.poison import TickGuard
+from streams.worker.topics import Topics
 from tests.integration.helpers import (
     counter_value,
     header,

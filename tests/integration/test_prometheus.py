@@ -28,10 +28,10 @@ import yaml
 
 from schemas.codec import encode
 from schemas.events import Survey
-from streams.devrun import scrape, start_worker, total
-from streams.devstack import Child, _spawn, free_port
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.tools.devrun import scrape, start_worker, total
+from streams.tools.devstack import Child, _spawn, free_port
+from streams.worker.topics import Topics
 from tests.integration.helpers import produce, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from streams.metrics import Metrics
-from streams.partitioning import owner
 from streams.settings import Settings, to_env
-from streams.topics import Topics
+from streams.worker.metrics import Metrics
+from streams.worker.partitioning import owner
+from streams.worker.topics import Topics
 from tests.integration.helpers import counter_value, running_engine, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,7 @@ VALID_ROWS = 7  # 8 rows; line 5 (42.505 EUR) is rejected by replay itself
 
 async def pulse(settings: Settings, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.cli", *args,
+        sys.executable, "-m", "streams.tools.cli", *args,
         cwd=ROOT, env={**os.environ, **to_env(settings)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

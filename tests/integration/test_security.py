@@ -31,11 +31,11 @@ import trustme
 
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
-from streams.devrun import start_worker
-from streams.devstack import Child, free_port, start_redis, start_tansu
 from streams.settings import Settings, to_env
-from streams.store import Store
-from streams.topics import Topics
+from streams.tools.devrun import start_worker
+from streams.tools.devstack import Child, free_port, start_redis, start_tansu
+from streams.worker.store import Store
+from streams.worker.topics import Topics
 from tests.integration.helpers import produce, wait_until
 from tests.integration.kafka_front_door import KafkaFrontDoor
 
@@ -129,7 +129,7 @@ def secure(pki: Pki) -> Iterator[SecureStack]:
 async def pulse(settings: Settings, *args: str, env: dict[str, str] | None = None
                 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "streams.tools.cli", *args, cwd=ROOT,
         env={**os.environ, **to_env(settings), **(env or {})},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -192,7 +192,7 @@ async def test_worker_end_to_end_over_tls_with_secured_redis(secure: SecureStack
         try:
             async def landed() -> bool:
                 from processors import wire
-                from streams.partitioning import owner
+                from streams.worker.partitioning import owner
 
                 counts = []
                 for c in range(5):

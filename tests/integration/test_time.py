@@ -22,11 +22,11 @@ import redis.asyncio as aioredis
 from processors.rules import DEFAULT_RULES
 from schemas.codec import format_time, parse_time
 from schemas.events import Event, Purchase, SupportTicket, Survey
-from streams.export import load_rows
-from streams.keys import Keys
-from streams.metrics import Metrics
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.keys import Keys
+from streams.worker.metrics import Metrics
+from streams.worker.topics import Topics
+from streams.worker.views import load_rows
 from tests.integration.helpers import (
     as_records,
     counter_value,

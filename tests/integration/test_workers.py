@@ -17,11 +17,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from processors import wire
 from schemas.codec import encode
 from schemas.events import Purchase, PurchaseLine
-from streams.devrun import scrape, start_worker, total
-from streams.devstack import free_port
 from streams.kafka_client import client_kwargs
-from streams.keys import Keys
-from streams.topics import Topics
+from streams.tools.devrun import scrape, start_worker, total
+from streams.tools.devstack import free_port
+from streams.worker.keys import Keys
+from streams.worker.topics import Topics
 from tests.integration.helpers import produce, wait_until
 
 T0 = 1_790_000_000_000

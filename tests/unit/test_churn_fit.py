@@ -28,12 +28,11 @@ from processors.churn_fit import (
 )
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS
-from schemas.codec import format_time
-from streams.cli import cli
-from streams.evaluate import merged, read_events, replay
-from streams.replay import parse_when
+from schemas.codec import format_time, parse_when
 from streams.rules_file import load_rules
-from streams.simulator import SimConfig, Simulator
+from streams.tools.cli import cli
+from streams.tools.evaluate import merged, read_events, replay
+from streams.tools.simulator import SimConfig, Simulator
 
 T0 = 1_704_067_200_000  # 2024-01-01
 

@@ -14,7 +14,7 @@ from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules
 from processors.state import KIND_INDEX, CustomerState
 from processors.timeutil import DAY_MS
-from streams.simulator import SimConfig, Simulator
+from streams.tools.simulator import SimConfig, Simulator
 
 START = 1_672_531_200_000  # 2023-01-01
 

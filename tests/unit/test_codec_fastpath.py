@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from schemas import codec, events
 from schemas.codec import InvalidEvent, decode, decode_fast, decode_python
-from streams.simulator import SimConfig, Simulator
+from streams.tools.simulator import SimConfig, Simulator
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 START = 1_704_067_200_000  # 2024-01-01T00:00:00Z

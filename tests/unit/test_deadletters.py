@@ -8,8 +8,8 @@ import logging
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from streams.deadletters import DeadLetter, Filter, escape, plan, summary
-from streams.dlqlog import DeadLetterLog
+from streams.tools.deadletters import DeadLetter, Filter, escape, plan, summary
+from streams.worker.dlqlog import DeadLetterLog
 
 
 def record(reason: str = "schema_violation", topic: str = "purchases", partition: int = 1,

@@ -19,8 +19,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from processors.rules import DEFAULT_RULES
-from streams.kpis import KpiCollector
-from streams.metrics import Metrics
+from streams.worker.kpis import KpiCollector
+from streams.worker.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"

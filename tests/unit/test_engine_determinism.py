@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 from processors.rules import DEFAULT_RULES
 from schemas.codec import encode
 from schemas.events import Event, Redemption
-from streams.engine import Engine, _Shard
-from streams.keys import Keys
-from streams.partitioning import owner
 from streams.settings import Settings
-from streams.store import ShardMeta
-from streams.topics import Topics
+from streams.worker.engine import Engine, _Shard
+from streams.worker.keys import Keys
+from streams.worker.partitioning import owner
+from streams.worker.store import ShardMeta
+from streams.worker.topics import Topics
 from tests.integration.history import history
 
 PARTITIONS = 2

@@ -17,12 +17,12 @@ from processors.rules import DEFAULT_RULES
 from processors.state import CustomerState
 from schemas.codec import encode
 from schemas.events import Purchase
-from streams.engine import Engine, _Shard
-from streams.keys import Keys
-from streams.outbox import OutMsg
-from streams.partitioning import key_partition, owner
 from streams.settings import Settings
-from streams.store import ShardMeta
+from streams.worker.engine import Engine, _Shard
+from streams.worker.keys import Keys
+from streams.worker.outbox import OutMsg
+from streams.worker.partitioning import key_partition, owner
+from streams.worker.store import ShardMeta
 
 
 @given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))

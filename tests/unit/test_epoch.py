@@ -20,7 +20,7 @@ from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.codec import decode, encode
 from schemas.events import Event, Purchase, SupportTicket, Survey
-from streams.simulator import SimConfig, Simulator
+from streams.tools.simulator import SimConfig, Simulator
 
 SHIFT = 10_227 * DAY_MS  # 28 years: 1970-01-01 -> 1998-01-01, the same weekdays and leap days
 L = RULES.allowed_lateness_ms

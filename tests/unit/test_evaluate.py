@@ -14,10 +14,19 @@ from processors.churn import score
 from processors.customer import apply
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS
-from streams.cli import cli
-from streams.evaluate import auc, evaluate, history_row, merged, read_events, run, write_history
-from streams.replay import ReplayError, parse_when
-from streams.simulator import SimConfig, Simulator
+from schemas.codec import parse_when
+from streams.tools.cli import cli
+from streams.tools.evaluate import (
+    auc,
+    evaluate,
+    history_row,
+    merged,
+    read_events,
+    run,
+    write_history,
+)
+from streams.tools.replay import ReplayError
+from streams.tools.simulator import SimConfig, Simulator
 
 T0 = 1_704_067_200_000  # 2024-01-01
 

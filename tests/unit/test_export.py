@@ -12,7 +12,7 @@ from processors.customer import apply, view
 from processors.rules import DEFAULT_RULES, parse_rules
 from processors.state import CustomerState
 from schemas.events import Purchase, SupportTicket, Survey
-from streams.export import (
+from streams.worker.views import (
     COLUMNS,
     HEADER,
     csv_cell,
@@ -52,7 +52,7 @@ def history() -> CustomerState:
 def test_the_columns_are_views_fields_in_views_order() -> None:
     fields = list(view(CustomerState("x"), DEFAULT_RULES, 0))
     assert [c.field for c in COLUMNS] == fields, (
-        "view() changed: add its new fields to streams/export.py COLUMNS (one line each)")
+        "view() changed: add its new fields to streams/worker/views.py COLUMNS (one line each)")
     assert len(set(HEADER)) == len(HEADER)
 
 

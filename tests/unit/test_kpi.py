@@ -26,7 +26,7 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS, day_of
 from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
-from streams.simulator import SimConfig, Simulator
+from streams.tools.simulator import SimConfig, Simulator
 
 T0 = 1_719_705_600_000  # 2024-06-30T00:00:00Z, a day boundary
 D0 = day_of(T0)

@@ -1,4 +1,4 @@
-"""The KPI families a worker exports (streams/kpis.py), without Redis: names, labels,
+"""The KPI families a worker exports (streams/worker/kpis.py), without Redis: names, labels,
 zero-filling, units, and the round trip scrape -> counts -> the same KPIs."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors import kpi
 from processors.rules import DEFAULT_RULES
-from streams import kpis
-from streams.kpis import counts_from_scrape, exported_names, families
-from streams.partitioning import owner
+from streams.worker import kpis
+from streams.worker.kpis import counts_from_scrape, exported_names, families
+from streams.worker.partitioning import owner
 from tests.unit.test_kpi import run
 from tests.unit.test_kpi_fixture import A, at, history
 

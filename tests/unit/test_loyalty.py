@@ -26,7 +26,7 @@ from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS, day_of
 from schemas.codec import parse_time
 from schemas.events import Event, Purchase, PurchaseLine, Redemption, SupportTicket, Survey
-from streams.export import HEADER, render, state_row
+from streams.worker.views import HEADER, render, state_row
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NO_EXPIRY = parse_rules({"loyalty": {"expiry_months": 0}})

@@ -13,7 +13,6 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import cli
 from streams.notifier.config import WebhooksConfigError, load_webhooks, parse_webhooks
 from streams.notifier.messages import (
     DeadLetter,
@@ -31,6 +30,7 @@ from streams.notifier.retry import (
     next_step,
     parse_retry_after,
 )
+from streams.tools.cli import cli
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 

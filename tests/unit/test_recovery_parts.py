@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from streams.errors import RateLimit
-from streams.health import STALL_AFTER_S, Health
-from streams.recovery import lost_topics
 from streams.settings import SettingsError, from_env, redact_url
+from streams.worker.health import STALL_AFTER_S, Health
+from streams.worker.recovery import lost_topics
 
 
 @pytest.mark.parametrize("committed,fence_next,start,lost", [
@@ -60,7 +60,7 @@ def test_rate_limit_holds_back_a_storm_and_counts_it():
     flt = RateLimit(every_s=30, clock=lambda: now[0])
     passed = [flt.filter(_record("Unable connect to %s")) for _ in range(50)]
     assert passed.count(True) == 1
-    assert flt.filter(_record("other", name="streams.engine"))  # ours: never limited
+    assert flt.filter(_record("other", name="streams.worker.engine"))  # ours: never limited
     now[0] = 31.0
     r = _record("Unable connect to %s")
     assert flt.filter(r) and "49 more like this" in r.msg

@@ -11,20 +11,19 @@ import pytest
 from click.testing import CliRunner
 
 from processors.rules import DEFAULT_RULES, parse_rules
-from schemas.codec import InvalidEvent, decode
+from schemas.codec import InvalidEvent, decode, parse_when
 from schemas.events import Purchase, SupportTicket, Survey
-from streams.cli import cli
-from streams.replay import (
+from streams.tools.cli import cli
+from streams.tools.replay import (
     SPECS,
     Progress,
     RowParser,
     parse_rows,
-    parse_when,
     read_csv,
     read_jsonl,
     to_minor,
 )
-from streams.replays import BadControl, ReplayEnd, end_marker, headers_of, parse_control
+from streams.worker.replays import BadControl, ReplayEnd, end_marker, headers_of, parse_control
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 MAR1 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
@@ -277,7 +276,7 @@ def test_csv_rows_with_line_numbers() -> None:
 
 
 def test_a_csv_header_without_a_required_column_names_it_and_the_line() -> None:
-    from streams.replay import ReplayError
+    from streams.tools.replay import ReplayError
 
     with pytest.raises(ReplayError, match=r"^line 1 \(header\): missing required column "
                                           r"amount for --kind purchase \(found: customer_id, "

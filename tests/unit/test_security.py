@@ -10,13 +10,13 @@ import trustme
 from faust.auth import SASLCredentials, SSLCredentials
 
 from processors.rules import DEFAULT_RULES
-from streams.api import customer_id_of, exposure_error
-from streams.engine import Engine, _Shard
-from streams.export import partition_clock
 from streams.kafka_client import client_kwargs, faust_credentials, ssl_context
 from streams.redis_client import client_kwargs as redis_kwargs
 from streams.settings import Settings, SettingsError, from_env, redact_url
-from streams.store import ShardMeta
+from streams.worker.api import customer_id_of, exposure_error
+from streams.worker.engine import Engine, _Shard
+from streams.worker.store import ShardMeta
+from streams.worker.views import partition_clock
 
 SECRET = "s3cret-value-0123456789"
 

@@ -58,7 +58,7 @@ def test_to_env_round_trips() -> None:
 def test_gc_tuning_sets_the_thresholds_or_leaves_them() -> None:
     import gc
 
-    from streams.engine import tune_gc
+    from streams.worker.engine import tune_gc
 
     before = gc.get_threshold()
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.codec import InvalidEvent, decode
 from schemas.events import Purchase, SupportTicket, Survey
-from streams.simulator import (
+from streams.tools.simulator import (
     DAY,
     HOUR,
     MALFORMED_TYPES,

@@ -8,13 +8,13 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
                                     o:<topic> (last offset applied from that topic partition),
                                     h:<topic> (newest event time applied from it, ms),
                                     s:<topic> (Kafka timestamp of the record at o:<topic>,
-                                    to recognise a recreated topic: streams/recovery.py),
+                                    to recognise a recreated topic: streams/worker/recovery.py),
                                     commit (token of the last commit: retries)
     <prefix>:{pN}:outbox            list: outputs committed but not yet acknowledged by Kafka
     <prefix>:{pN}:kpi:<bucket>      hash: KPI aggregate counters of the partition
     <prefix>:{pN}:ledger:<customer> list: the customer's latest ledger entries (newest first)
     <prefix>:{pN}:tickfail          hash: customer -> failed tries of its time-driven change
-                                    (streams/poison.py)
+                                    (streams/worker/poison.py)
     <prefix>:{pN}:due               sorted set: customer -> event time of its next
                                     time-driven change (inactivity, expiry), live clock
     <prefix>:{pN}:due:r:<replay>    the same for customers waiting on a replay's clock

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from streams.outbox import OutMsg
+from streams.worker.outbox import OutMsg
 
 log = logging.getLogger(__name__)
 

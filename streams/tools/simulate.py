@@ -1,7 +1,7 @@
 """``pulse simulate``: the simulator's traffic, paced, onto the input topics.
 
 Phase 1 produces ``history_days`` of history (event times from now - history_days up to
-now) at ``rate`` events/s, as a replay (streams.replays): every record carries the header
+now) at ``rate`` events/s, as a replay (streams.worker.replays): every record carries the header
 ``pulse.replay`` and the phase ends with the replay's end marker, so a worker on the live
 clock plays the history out on the history's own clock, exactly as ``pulse replay`` would;
 phase 2 goes on live, ``rate`` events/s with current event times, until the duration ends.
@@ -17,12 +17,12 @@ from collections import Counter
 from collections.abc import Iterable
 
 from processors.timeutil import DAY_MS
-from streams.producer import BatchProducer
-from streams.replay import new_replay_id
-from streams.replays import HEADER_REPLAY, send_end_marker
 from streams.settings import Settings
-from streams.simulator import SimConfig, SimRecord, Simulator
-from streams.topics import Topics
+from streams.tools.replay import new_replay_id
+from streams.tools.simulator import SimConfig, SimRecord, Simulator
+from streams.worker.producer import BatchProducer
+from streams.worker.replays import HEADER_REPLAY, send_end_marker
+from streams.worker.topics import Topics
 
 STEP_MS = 3_600_000  # history is generated an hour of event time at a time
 

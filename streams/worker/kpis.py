@@ -43,11 +43,11 @@ from prometheus_client.registry import Collector
 from processors import kpi
 from processors.rules import Rules
 from processors.timeutil import day_of
-from streams.keys import Keys
+from streams.worker.keys import Keys
 
 if TYPE_CHECKING:
-    from streams.engine import Engine
-    from streams.metrics import Metrics
+    from streams.worker.engine import Engine
+    from streams.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class KpiCollector(Collector):
 
 def counts_from_scrape(samples: Mapping[str, Mapping[tuple[tuple[str, str], ...], float]],
                        rules: Rules) -> kpi.Counts:
-    """Inverse of ``families`` over scraped samples (``streams.devrun.scrape``), combined
+    """Inverse of ``families`` over scraped samples (``streams.tools.devrun.scrape``), combined
     over partitions, keeping one value per partition: feed it to ``kpi.report``."""
     unit = 10 ** rules.minor_units[rules.reporting_currency]
     seen: dict[tuple[str, ...], dict[str, int]] = {}

@@ -45,15 +45,16 @@ from processors.rules import Rules
 from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode, format_time
 from schemas.events import Event
-from streams import dlqlog
-from streams.health import Health
 from streams.kafka_client import client_kwargs
-from streams.metrics import Metrics
-from streams.outbox import OutMsg
-from streams.partitioning import key_partition, owner
-from streams.poison import TickGuard
-from streams.recovery import Recovery
-from streams.replays import (
+from streams.settings import Settings
+from streams.worker import dlqlog
+from streams.worker.health import Health
+from streams.worker.metrics import Metrics
+from streams.worker.outbox import OutMsg
+from streams.worker.partitioning import key_partition, owner
+from streams.worker.poison import TickGuard
+from streams.worker.recovery import Recovery
+from streams.worker.replays import (
     HEADER_BACKFILL,
     BadControl,
     ReplayEnd,
@@ -61,9 +62,8 @@ from streams.replays import (
     headers_of,
     parse_control,
 )
-from streams.settings import Settings
-from streams.store import RETRIABLE, FenceMoved, ShardCommit, ShardMeta, Store
-from streams.topics import Topics
+from streams.worker.store import RETRIABLE, FenceMoved, ShardCommit, ShardMeta, Store
+from streams.worker.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Engine:
         self.health = Health()
         self.health.on_redis.append(self._redis_changed)
         self.metrics.redis_up.set(1)
-        self.recovery = Recovery(self)  # state loss, offsets out of range (streams/recovery.py)
+        self.recovery = Recovery(self)  # state loss, offsets out of range (recovery.py)
         self.ticks = TickGuard(self.topics.deadletter, self.metrics)  # poison ticks
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -460,7 +460,7 @@ class Engine:
             m.fence_conflicts.inc()
             gens = exc.gens  # type: ignore[attr-defined]
             # taken over by another worker, or Redis lost what we had committed (then halt
-            # or rebuild: streams/recovery.py)
+            # or rebuild: streams/worker/recovery.py)
             for p in await self.recovery.refused(exc.partitions,  # type: ignore[attr-defined]
                                                  {c.partition: c.expected_gen for c in commits}):
                 log.warning("partition %d was taken over by another worker; batch dropped", p)
@@ -554,7 +554,7 @@ class Engine:
             dues[cid] = (state, at)
             return at
 
-        failures = shard.meta.tick_failures  # streams/poison.py: bounded retries, then parked
+        failures = shard.meta.tick_failures  # poison.py: bounded retries, then parked
         fail_key = self.store.keys.tick_failures(partition)  # type: ignore[union-attr]
 
         def catch_up(cid: str, until: int, backfill: bool = False) -> None:

@@ -19,10 +19,10 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions as rx
 
-from streams.health import Health
-from streams.keys import Keys
-from streams.replays import OUTCOME_TTL_S, ShardReplays
 from streams.settings import Settings, redact_url
+from streams.worker.health import Health
+from streams.worker.keys import Keys
+from streams.worker.replays import OUTCOME_TTL_S, ShardReplays
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class FenceMoved(RuntimeError):
 
 
 def _lua(name: str) -> str:
-    return resources.files("streams").joinpath("lua", name).read_text()
+    return resources.files("streams.worker").joinpath("lua", name).read_text()
 
 
 @dataclass
@@ -57,7 +57,7 @@ class ShardMeta:
     offsets: dict[str, int] = field(default_factory=dict)  # topic -> last applied offset
     outbox: list[bytes] = field(default_factory=list)
     replays: ShardReplays = field(default_factory=ShardReplays)  # replays under way here
-    tick_failures: dict[str, int] = field(default_factory=dict)  # streams/poison.py
+    tick_failures: dict[str, int] = field(default_factory=dict)  # streams/worker/poison.py
     stamps: dict[str, int] = field(default_factory=dict)  # Kafka timestamp at offsets[topic]
 
 

@@ -32,7 +32,7 @@ from aiokafka.structs import ConsumerRecord
 from schemas.codec import format_time
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.topics import Topics
 
 HEAD_BYTES = 80  # how much of the original value a listing shows
 REDRIVEN_FROM = "pulse.redriven_from"  # header on a re-sent record: deadletter/partition/offset

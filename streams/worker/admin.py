@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
-from streams.topics import Topics
+from streams.worker.topics import Topics
 
 log = logging.getLogger(__name__)
 

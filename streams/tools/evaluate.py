@@ -42,7 +42,7 @@ from processors.state import KIND_INDEX, CustomerState
 from processors.timeutil import DAY_MS
 from schemas.codec import format_time
 from schemas.events import PURCHASE, SURVEY, TICKET, Event, Purchase
-from streams.replay import (
+from streams.tools.replay import (
     SHOW_REJECTED,
     Parsed,
     ReplayError,

@@ -33,9 +33,9 @@ from processors.errors import WireError
 from processors.rules import Rules
 from processors.state import WINDOWS_DAYS, CustomerState
 from schemas.codec import format_time
-from streams.partitioning import owner
 from streams.settings import Settings
-from streams.store import Store
+from streams.worker.partitioning import owner
+from streams.worker.store import Store
 
 TEXT, INT, TIME, MONEY, NUMBER, LIST = "text", "int", "time", "money", "number", "list"
 CUSTOMER, PURCHASES, WINDOWS, SUPPORT, SURVEYS = (

@@ -20,14 +20,14 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from processors.rules import Rules
-from streams.api import auth_middleware
-from streams.api import install as install_api
-from streams.engine import Engine
 from streams.errors import Halted
 from streams.kafka_client import faust_credentials
-from streams.kpis import KpiCollector
-from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.worker.api import auth_middleware
+from streams.worker.api import install as install_api
+from streams.worker.engine import Engine
+from streams.worker.kpis import KpiCollector
+from streams.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # /healthz: 200 only while consuming and committing (or idle without lag), else 503 with
-    # the reason (streams/health.py); /readyz: started, joined, fences loaded, not halted
+    # the reason (streams/worker/health.py); /readyz: started, joined, fences loaded, not halted
     @app.page("/healthz")  # type: ignore[arg-type]
     async def health_view(self: Any, request: web.Request) -> web.Response:
         ok, reason = engine.health.verdict()

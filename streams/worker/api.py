@@ -1,7 +1,7 @@
 """The worker's customer API: ``GET /customers/{id}``, ``/openapi.json``, bearer tokens.
 
 * ``/customers/{id}`` returns what ``pulse customer`` shows, from the same function
-  (``streams.export.load_view``): the export row (RFC 3339 times, major-unit money) as of
+  (``streams.worker.views.load_view``): the export row (RFC 3339 times, major-unit money) as of
   the partition clock unless ``?as_of=`` says otherwise, and the latest ledger entries.
   The id is the percent-decoded rest of the *raw* request path, so any id works once
   URL-encoded (``/``, ``{``, ``}``, spaces, ``%``).
@@ -26,10 +26,10 @@ from aiohttp import web
 from processors.errors import WireError
 from processors.rules import Rules
 from schemas.codec import MAX_ID_LEN, InvalidEvent
-from streams.export import load_view
-from streams.openapi import document
 from streams.settings import Settings, api_tokens, is_loopback
-from streams.store import RETRIABLE
+from streams.worker.openapi import document
+from streams.worker.store import RETRIABLE
+from streams.worker.views import load_view
 
 CUSTOMERS = "/customers/"
 OPEN_PATHS = frozenset({"/openapi.json"})
@@ -126,7 +126,7 @@ def install(app: Any, engine: Any, settings: Settings, rules: Rules) -> None:
 
 
 def _parse_as_of(text: str) -> int:
-    from streams.replay import parse_when
+    from schemas.codec import parse_when
 
     return parse_when(text, "as_of")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from streams.errors import EXIT_USAGE, as_pulse_error
+from streams.errors import EXIT_USAGE, as_pulse_error, configure_logging
 from streams.settings import Settings, SettingsError, from_env
 
 log = logging.getLogger("pulse")
@@ -42,18 +42,6 @@ def _rules(settings: Settings) -> Any:
         return load_rules(settings.rules_file or None)
     except RulesError as exc:
         raise click.ClickException(f"bad rules file {settings.rules_file}: {exc}") from None
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    from streams.errors import limit_client_logs
-
-    limit_client_logs()  # aiokafka's reconnect storm: one line per kind every 30 s
 
 
 def _check(settings: Settings, *, kafka: bool = False, redis: bool = False) -> None:
@@ -108,11 +96,11 @@ def worker() -> None:
     """Run one worker: the batch engine, /metrics and the customer API."""
     import faust
 
-    from streams.admin import create_topics
-    from streams.api import exposure_error
-    from streams.app import create_app
     from streams.errors import EXIT_HALTED
-    from streams.preflight import check_web
+    from streams.worker.admin import create_topics
+    from streams.worker.api import exposure_error
+    from streams.worker.app import create_app
+    from streams.worker.preflight import check_web
 
     settings = _settings()
     rules = _rules(settings)
@@ -120,7 +108,7 @@ def worker() -> None:
     if exposed:
         click.echo(f"error: {exposed}", err=True)
         sys.exit(2)
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     check_web(settings)
     _check(settings, kafka=True, redis=True)  # retried for PULSE_CONNECT_TIMEOUT_S
     asyncio.run(create_topics(settings))
@@ -148,7 +136,7 @@ def rebuild(partitions: tuple[int, ...], yes: bool) -> None:
     and moves the consumer group's offsets to each partition's start; the next `pulse worker`
     rebuilds them. Stop every worker of the group first.
     """
-    from streams.recovery import rebuild_offline
+    from streams.worker.recovery import rebuild_offline
 
     settings = _settings()
     parts = sorted(set(partitions)) or list(range(settings.partitions))
@@ -173,7 +161,7 @@ def topics() -> None:
 @topics.command("create")
 def topics_create() -> None:
     """Create every topic with PULSE_PARTITIONS partitions (inputs co-partitioned)."""
-    from streams.admin import create_topics
+    from streams.worker.admin import create_topics
 
     settings = _settings()
     _check(settings, kafka=True)
@@ -195,10 +183,10 @@ def topics_create() -> None:
 def simulate(customers: int, rate: float, history_days: int, duration: float,
              malformed_rate: float, seed: int) -> None:
     """Produce realistic purchases, tickets, surveys and redemptions."""
-    from streams.simulate import SimulationRun
+    from streams.tools.simulate import SimulationRun
 
     settings = _settings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     _check(settings, kafka=True)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the final message says it
     run = SimulationRun(settings, customers=customers, rate=rate, history_days=history_days,
@@ -224,7 +212,7 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
 def dev(duration: float, no_simulate: bool, customers: int, rate: float, history_days: int,
         malformed_rate: float, interval: float, clock: str | None) -> None:
     """The embedded stack: Tansu + redis-server + a worker + the simulator, with a summary."""
-    from streams.devrun import DevRun
+    from streams.tools.devrun import DevRun
 
     base = _settings()
     if clock is not None:
@@ -236,8 +224,7 @@ def dev(duration: float, no_simulate: bool, customers: int, rate: float, history
 
 
 def _event_time(value: str | None, option: str) -> int | None:
-    from schemas.codec import InvalidEvent
-    from streams.replay import parse_when
+    from schemas.codec import InvalidEvent, parse_when
 
     if value is None:
         return None
@@ -281,11 +268,11 @@ def replay(files: tuple[str, ...], kinds: tuple[str, ...], fmt: str | None,
     rows rejected or dead-lettered (the rest were sent); 2: usage error (nothing sent);
     3: sending failed, or Redis unreachable for --wait; 5: --wait timed out.
     """
-    from streams.replay import ReplayError, run
+    from streams.tools.replay import ReplayError, run
 
     settings = _settings()
     rules = _rules(settings)
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     # aiokafka logs every reconnect attempt at ERROR; one final message says it better
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     if emit is None:
@@ -313,7 +300,7 @@ def customers() -> None:
               help="Write here instead of stdout.")
 def customers_export(as_of: str, fmt: str, output: str | None) -> None:
     """Every customer's row as of an event time, sorted by customer id."""
-    from streams.export import load_rows, write_csv, write_file, write_jsonl
+    from streams.worker.views import load_rows, write_csv, write_file, write_jsonl
 
     settings = _settings()
     rules = _rules(settings)
@@ -348,7 +335,7 @@ def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
     import time
 
     from processors.errors import WireError
-    from streams.export import json_line, load_customer, render, render_ledger
+    from streams.worker.views import json_line, load_customer, render, render_ledger
 
     settings = _settings()
     rules = _rules(settings)
@@ -406,7 +393,7 @@ def evaluate_churn(history: str, cutoff: str, horizon: float, tickets: str | Non
     through the same processors as the engine (PULSE_RULES_FILE applies). When the rules'
     purchase-model parameters are not the defaults (fitted), the AUC with the default
     parameters is shown as well."""
-    from streams.evaluate import ReplayError, run
+    from streams.tools.evaluate import ReplayError, run
 
     settings = _settings()
     rules = _rules(replace(settings, rules_file=rules_file) if rules_file else settings)
@@ -447,7 +434,7 @@ def fit_churn(history: str, cutoff: str | None, tickets: str | None, surveys: st
               fmt: str | None, currency: str | None, output: str | None) -> None:
     """Fit the churn score's purchase model (MBG/NBD r, alpha, a, b) to a purchase history by
     maximum likelihood; print them, the log-likelihood and a calibration vs holdout report."""
-    from streams.fit import ReplayError, run
+    from streams.tools.fit import ReplayError, run
 
     rules = _rules(_settings())
     at = _event_time(cutoff, "--cutoff")
@@ -473,7 +460,7 @@ def _dlq_filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _dlq_letters(reason: str | None, topic: str | None, since: str | None,
                  until: str | None) -> tuple[Any, list[Any]]:
-    from streams.deadletters import Filter, KafkaUnavailable, read_all
+    from streams.tools.deadletters import Filter, KafkaUnavailable, read_all
 
     settings = _settings()
     keep = Filter(reason, topic, _event_time(since, "--since"), _event_time(until, "--until"))
@@ -505,7 +492,7 @@ def deadletters(ctx: click.Context, reason: str | None, topic: str | None, since
         return
     import orjson
 
-    from streams.deadletters import summary
+    from streams.tools.deadletters import summary
 
     _, letters = _dlq_letters(reason, topic, since, until)
     shown = letters if limit is None else letters[:limit]
@@ -526,8 +513,8 @@ def deadletters_redrive(reason: str, topic: str | None, since: str | None, until
 
     Exit 0 all sent; 1 some skipped (original truncated, or no input topic to send it to);
     2 usage error; 3 Kafka unreachable."""
-    from streams.deadletters import KafkaUnavailable, plan, resend
-    from streams.topics import Topics
+    from streams.tools.deadletters import KafkaUnavailable, plan, resend
+    from streams.worker.topics import Topics
 
     settings, letters = _dlq_letters(reason, topic, since, until)
     todo, result = plan(letters, Topics.from_settings(settings).inputs, settings.partitions)
@@ -566,7 +553,7 @@ def main() -> None:
     try:
         cli(prog_name="pulse")
     except Exception as exc:  # a dependency down or refusing us: one message, no traceback
-        from streams.devstack import MissingBinary
+        from streams.tools.devstack import MissingBinary
 
         if isinstance(exc, MissingBinary):
             click.echo(f"error: {exc}", err=True)

@@ -1,6 +1,6 @@
 """The worker's HTTP API described in OpenAPI 3.1, served at ``/openapi.json``.
 
-The customer schema is built from ``streams.export.COLUMNS`` (the one list of export
+The customer schema is built from ``streams.worker.views.COLUMNS`` (the one list of export
 columns), so the document cannot drift from what ``GET /customers/{id}`` and ``pulse
 customer --json`` return; ``tests/integration/test_api.py`` validates real responses
 against it.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.export import COLUMNS, INT, LIST, MONEY, NUMBER, TIME
+from streams.worker.views import COLUMNS, INT, LIST, MONEY, NUMBER, TIME
 
 _NULLABLE_BY_FORMAT: dict[str, dict[str, Any]] = {
     TIME: {"type": ["string", "null"], "format": "date-time",

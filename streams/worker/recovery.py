@@ -44,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from streams.store import ShardMeta
+from streams.worker.store import ShardMeta
 
 if TYPE_CHECKING:
-    from streams.engine import Engine
+    from streams.worker.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class Recovery:
 
     async def rebuild(self, p: int) -> None:
         """Forget the partition's shard and consume it again from its log start."""
-        from streams.engine import _Shard
+        from streams.worker.engine import _Shard
 
         engine = self.engine
         assert engine.store is not None
@@ -390,8 +390,8 @@ async def rebuild_offline(settings: Any, partitions: list[int]) -> list[str]:
     from aiokafka import AIOKafkaConsumer
 
     from streams.kafka_client import client_kwargs
-    from streams.store import Store
-    from streams.topics import Topics
+    from streams.worker.store import Store
+    from streams.worker.topics import Topics
 
     topics = Topics.from_settings(settings)
     consumer = AIOKafkaConsumer(**client_kwargs(settings),

@@ -61,11 +61,11 @@ from schemas.codec import (
     decode_obj,
     encode,
     is_currency_code,
-    parse_time,
+    to_rfc3339,
 )
 from schemas.events import PURCHASE, SURVEY, TICKET, Event
-from streams.replays import HEADER_REPLAY, send_end_marker
 from streams.settings import Settings
+from streams.worker.replays import HEADER_REPLAY, send_end_marker
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_SEND_FAILED = 0, 1, 2, 3
 # A replay flushes every topic's pending records together this often: a topic partition's
@@ -115,25 +115,11 @@ SPECS: dict[str, Spec] = {
                  ("event_id", "survey_id", "touchpoint", "comment")),
 }
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
 # -- pure: cells -> wire values ----------------------------------------------------------------
-
-
-def to_rfc3339(value: Any) -> Any:
-    """A date ``YYYY-MM-DD`` -> midnight UTC; anything else unchanged (the codec judges it)."""
-    if isinstance(value, str) and _DATE.fullmatch(value):
-        return value + "T00:00:00Z"
-    return value
-
-
-def parse_when(text: str, path: str = "time") -> int:
-    """A date (midnight UTC) or an RFC 3339 timestamp with offset -> epoch ms.
-    Raises ``InvalidEvent`` with the codec's message."""
-    return parse_time(to_rfc3339(text.strip()), path)
 
 
 def _bad(path: str, what: str, value: Any) -> InvalidEvent:
@@ -509,12 +495,12 @@ async def send(settings: Settings, events: Iterable[tuple[str, Event]], *, repla
                rate: float = 0.0, tick: Callable[[], None] = lambda: None) -> int:
     """Produce ``(kind, event)`` pairs in order to their kinds' input topics, each marked
     with the replay's id, then the replay's end marker on every partition of every input
-    topic (streams.replays); ``rate`` events/s (0: no limit). Creates the topics first, so
+    topic (streams.worker.replays); ``rate`` events/s (0: no limit). Creates the topics first, so
     a replay before any worker started still gets co-partitioned topics rather than
     broker-default ones. Returns the number of events sent."""
-    from streams.admin import create_topics
-    from streams.producer import BatchProducer
-    from streams.topics import Topics
+    from streams.worker.admin import create_topics
+    from streams.worker.producer import BatchProducer
+    from streams.worker.topics import Topics
 
     await create_topics(settings)
     topics = Topics.from_settings(settings)
@@ -570,8 +556,8 @@ async def wait_outcomes(settings: Settings, replay_id: str, timeout_s: float,
                         poll_s: float = 0.5) -> Outcomes:
     """Poll the outcome counters the workers keep in Redis until the replay has ended on
     every partition (or ``timeout_s`` passed)."""
-    from streams.keys import Keys
     from streams.redis_client import connect
+    from streams.worker.keys import Keys
 
     keys = Keys(settings.redis_prefix)
     client = connect(settings)
@@ -675,7 +661,7 @@ def run(paths: list[str] | str, *, kind: str | list[str] | None = None, fmt: str
             stderr.write(summary(src.path, src.kind, src.parsed, len(src.parsed.events),
                                  "emitted") + "\n")
         return EXIT_REJECTED if rejected else EXIT_OK
-    from streams.topics import Topics
+    from streams.worker.topics import Topics
 
     topics = Topics.from_settings(settings)
     replay_id = new_replay_id()

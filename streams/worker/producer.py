@@ -15,8 +15,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from streams.kafka_client import client_kwargs
-from streams.partitioning import owner
 from streams.settings import Settings
+from streams.worker.partitioning import owner
 
 
 class BatchProducer:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 1. Read the history files and replay them up to the cutoff exactly as ``pulse evaluate
-   churn`` does (streams/evaluate.py: ``read_histories``, ``replay``); the cutoff defaults
+   churn`` does (streams/tools/evaluate.py: ``read_histories``, ``replay``); the cutoff defaults
    to just after the newest event.
 2. Summarise each customer who bought before the cutoff as the churn score does
    (``processors.churn.purchase_summary``: repeat purchase days, t_x, T in days) and fit
@@ -34,9 +34,9 @@ from processors.errors import RulesError
 from processors.rules import ChurnModel, Rules
 from processors.timeutil import DAY_MS
 from schemas.codec import format_time
-from streams.evaluate import merged, read_histories, replay, score_replayed
-from streams.replay import ReplayError
 from streams.rules_file import load_rules
+from streams.tools.evaluate import merged, read_histories, replay, score_replayed
+from streams.tools.replay import ReplayError
 
 EXIT_OK = 0
 

@@ -25,8 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors import kpi
 from processors.rules import Rules
-from streams.admin import create_topics
-from streams.devstack import (
+from streams.errors import EXIT_HALTED
+from streams.rules_file import load_rules
+from streams.settings import PLAIN_TRANSPORT, Settings, to_env
+from streams.tools.devstack import (
     Child,
     Stack,
     _die_with_parent,
@@ -35,11 +37,9 @@ from streams.devstack import (
     start_redis,
     wait_port,
 )
-from streams.errors import EXIT_HALTED
-from streams.kpis import counts_from_scrape
-from streams.rules_file import load_rules
-from streams.settings import PLAIN_TRANSPORT, Settings, to_env
-from streams.simulate import SimulationRun
+from streams.tools.simulate import SimulationRun
+from streams.worker.admin import create_topics
+from streams.worker.kpis import counts_from_scrape
 
 
 def scrape(url: str, timeout: float = 5.0, token: str = ""
@@ -68,7 +68,7 @@ def start_worker(settings: Settings, workdir: Path, name: str = "worker",
     env.update(extra_env or {})
     log_path = workdir / f"{name}.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streams.tools.cli", "worker"], env=env,
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent, cwd=workdir)
     logf.close()
