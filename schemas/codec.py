@@ -1,7 +1,7 @@
 """Decode and validate event records: bytes in, a typed event or an ``InvalidEvent`` out.
 
 Every record passes through here, so there are two paths that enforce exactly the rules of
-the JSON Schema files next door (``tests/unit/test_schemas.py`` runs one corpus through the
+the JSON Schema files next door (``tests/unit/schemas/test_schemas.py`` runs one corpus through the
 decoder and the schemas and checks they agree):
 
 * the fast path, ``decode_fast``: a ``msgspec`` decoder per kind, into ``Struct`` types
@@ -15,7 +15,7 @@ decoder and the schemas and checks they agree):
   about (``3.0`` for an integer, a duplicated key whose first value is wrong, extra fields).
 
 Whatever the fast path accepts, the slow path accepts as an equal event
-(``tests/unit/test_codec_fastpath.py`` checks both on simulated and mutated records).
+(``tests/unit/schemas/test_codec_fastpath.py`` checks both on simulated and mutated records).
 Unknown extra fields are allowed (schemas evolve additively), on the slow path: msgspec
 skips an unknown field's value without checking all that orjson checks (UTF-8, numbers
 that overflow to infinity), so the fast path's types forbid them.

@@ -2,7 +2,7 @@
 
 The files in ``schemas/json/`` are package data, so they ship with the wheel and are read
 through ``importlib.resources``. They and ``schemas.codec`` enforce the same rules;
-``tests/unit/test_schemas.py`` runs the golden corpus under ``tests/golden/`` through both.
+``tests/unit/schemas/test_schemas.py`` runs the golden corpus under ``tests/golden/`` through both.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Theory of operation
 of an event time, in epoch milliseconds and minor units. ``COLUMNS`` is the one list of
 export columns, in ``view()``'s order: each maps a view field to an exported name, a format
 and a group (for ``pulse customer``). Adding a column is one line here;
-``tests/unit/test_export.py`` fails when ``view()`` has a field no column exports.
+``tests/unit/streams/worker/test_export.py`` fails when ``view()`` has a field no column exports.
 
 Formats: ``time`` -> RFC 3339 UTC with milliseconds; ``money`` -> a major-unit decimal
 string in the reporting currency (``4250`` -> ``"42.50"``; the view field's ``_minor``

@@ -20,7 +20,7 @@ from streams.worker.keys import Keys
 from streams.worker.kpis import WINDOW_LUA, KpiCollector, _window_reply
 from streams.worker.topics import Topics
 from tests.integration.helpers import counter_value, produce, running_engine, wait_until
-from tests.unit.test_kpi_fixture import EXPECTED, at, history
+from tests.kpi_history import EXPECTED, at, history
 
 
 def second_engine(settings: Settings) -> contextlib.AbstractAsyncContextManager[Engine]:

@@ -19,6 +19,7 @@ from streams.worker.metrics import Metrics
 from streams.worker.partitioning import owner
 from streams.worker.poison import TickGuard
 from streams.worker.topics import Topics
+from tests import builders
 from tests.integration.helpers import (
     counter_value,
     header,
@@ -60,8 +61,8 @@ def poisoned(ticked: set[str]) -> Transitions:
 
 
 def purchase(eid: str, cid: str, t: int) -> Purchase:
-    return Purchase(eid, cid, t, "pos", f"o-{eid}", "store", "purchase", 500, "EUR",
-                    (PurchaseLine("sku", "grocery", 1, 500),))
+    return builders.purchase(eid, t, 500, cid=cid,
+                             lines=(PurchaseLine("sku", "grocery", 1, 500),))
 
 
 async def test_poison_tick_parked_and_raising_event_deadlettered(settings):

@@ -13,8 +13,8 @@ from processors.rules import DEFAULT_RULES
 from streams.worker import kpis
 from streams.worker.kpis import counts_from_scrape, exported_names, families
 from streams.worker.partitioning import owner
-from tests.unit.test_kpi import run
-from tests.unit.test_kpi_fixture import A, at, history
+from tests.kpi_history import A, at, history
+from tests.unit.processors.test_kpi import run
 
 
 def samples(fams: list) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

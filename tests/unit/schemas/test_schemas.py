@@ -25,8 +25,8 @@ from jsonschema import Draft202012Validator, ValidationError
 from schemas import codec, events
 from schemas.codec import InvalidEvent, decode, encode
 from schemas.contract import SCHEMA_FILES, load_schema, schema_path
+from tests.paths import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 KINDS = events.EVENT_KINDS
 SCHEMAS = {kind: load_schema(kind) for kind in KINDS}
 VALIDATORS = {

@@ -1,7 +1,7 @@
 """Property tests of the loyalty ledger: its invariants, replay determinism, and what stays
 confluent.
 
-Histories are built like tests/unit/test_state_properties.py's (a "true" order whose
+Histories are built like tests/unit/processors/fixtures.py's (a "true" order whose
 disorder stays within the allowed lateness), with what loyalty needs: orders with lines in
 multiplied categories and discounts, refunds of earlier orders (whole, by lines, partial,
 by amount, of unknown orders), repeated survey ids, tickets that breach their SLA,
@@ -26,7 +26,7 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import Event, Purchase, PurchaseLine, Redemption, SupportTicket, Survey
-from tests.unit.test_state_properties import History, interleave
+from tests.unit.processors.fixtures import History, interleave
 
 T0 = 1_704_067_200_000
 BUSY = parse_rules({
@@ -111,7 +111,7 @@ class Run:
 def process(events: list[Event], rules: Rules, cuts: frozenset[int] = frozenset(),
             per_batch: bool = False, ticks: frozenset[int] = frozenset(),
             final_tick: bool = False) -> Run:
-    """The shell's loop (see test_state_properties.process), plus the scanner's tick before
+    """The shell's loop (see fixtures.process), plus the scanner's tick before
     the given indexes, at the watermark (never ahead of what apply judges lateness by)."""
     run = Run()
     lateness = rules.allowed_lateness_ms

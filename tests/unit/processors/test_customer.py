@@ -14,36 +14,16 @@ from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
-from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
+from schemas.events import Event
+from tests.builders import purchase, redemption, survey, ticket
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a day boundary
 L = DEFAULT_RULES.allowed_lateness_ms
 MIN = 60_000
 
 
-def purchase(eid: str, t: int, amount: int = 1000, currency: str = "EUR",
-             kind: str = "purchase", cid: str = "c1") -> Purchase:
-    return Purchase(event_id=eid, customer_id=cid, occurred_at=t, source="pos",
-                    order_id=f"o-{eid}", channel="store", kind=kind,  # type: ignore[arg-type]
-                    amount_minor=amount, currency=currency)
 
 
-def ticket(eid: str, t: int, tid: str, status: str, priority: str = "normal",
-           sentiment: float | None = None) -> SupportTicket:
-    return SupportTicket(event_id=eid, customer_id="c1", occurred_at=t, source="crm",
-                         ticket_id=tid, status=status, priority=priority,  # type: ignore[arg-type]
-                         channel="email", category="billing", sentiment=sentiment)
-
-
-def survey(eid: str, t: int, kind: str, score: int) -> Survey:
-    return Survey(event_id=eid, customer_id="c1", occurred_at=t, source="survey-tool",
-                  survey_id=f"s-{eid}", kind=kind, score=score,  # type: ignore[arg-type]
-                  touchpoint="checkout")
-
-
-def redemption(eid: str, t: int) -> Redemption:
-    return Redemption(event_id=eid, customer_id="c1", occurred_at=t, source="app",
-                      reward_id="r1", points=100)
 
 
 def run(events: list[Event], rules: Rules = DEFAULT_RULES) -> CustomerState:

@@ -364,7 +364,7 @@ def test_records_written_with_reason_indexes_are_still_read() -> None:
 
 
 def test_the_churn_record_costs_a_typical_customer_under_80_bytes() -> None:
-    """tests/unit/test_wire.py holds the whole state of a typical customer to 1 KiB."""
+    """tests/unit/processors/test_wire.py holds the whole state of a typical customer to 1 KiB."""
     events: list[Event] = rhythm(10, 37, T0 + 333 * DAY_MS)
     events += [ticket(1, T0 + 50 * DAY_MS, "opened"), ticket(2, T0 + 51 * DAY_MS, "resolved"),
                survey(1, T0 + 60 * DAY_MS, "nps", 4), survey(2, T0 + 120 * DAY_MS, "csat", 2)]

@@ -24,8 +24,8 @@ from streams.tools.replay import (
     to_minor,
 )
 from streams.worker.replays import BadControl, ReplayEnd, end_marker, headers_of, parse_control
+from tests.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent.parent / "fixtures"
 MAR1 = 1_772_323_200_000  # 2026-03-01T00:00:00Z
 
 

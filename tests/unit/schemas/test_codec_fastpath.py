@@ -20,7 +20,6 @@ import json
 import typing
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,8 +29,8 @@ from hypothesis import strategies as st
 from schemas import codec, events
 from schemas.codec import InvalidEvent, decode, decode_fast, decode_python
 from streams.tools.simulator import SimConfig, Simulator
+from tests.paths import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 START = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 DAY = 86_400_000
 

@@ -49,13 +49,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
-from processors import kpi
-from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import Event
-from tests.unit.test_kpi import purchase, run, survey, ticket
+from tests.builders import purchase, survey, ticket
 
 A = int(datetime(2024, 6, 30, tzinfo=UTC).timestamp() * 1000)
 
@@ -69,10 +65,11 @@ def history() -> list[Event]:
     n = iter(range(1000))
 
     def buy(cid: str, day: int, eur: float, channel: str = "store", hours: float = 12) -> None:
-        evs.append(purchase(f"p{next(n)}", at(day, hours), cid, round(eur * 100), channel))
+        evs.append(purchase(f"p{next(n)}", at(day, hours), round(eur * 100), cid=cid,
+                            channel=channel))
 
     buy("c1", -50, 10), buy("c1", -40, 10), buy("c1", -10, 30)
-    evs.append(purchase("r1", at(-9), "c1", 500, kind="refund"))
+    evs.append(purchase("r1", at(-9), 500, kind="refund", cid="c1"))
     buy("c2", -45, 10)
     buy("c3", -5, 12)
     buy("c4", -70, 10), buy("c4", -20, 40)
@@ -81,18 +78,21 @@ def history() -> list[Event]:
     buy("c7", -31, 10), buy("c7", -1, 20)
 
     for cid, score in (("c1", 10), ("c2", 9), ("c3", 8), ("c4", 2)):
-        evs.append(survey(f"n-{cid}", at(-2, 6), "nps", score, cid, "checkout"))
+        evs.append(survey(f"n-{cid}", at(-2, 6), "nps", score, cid=cid, touchpoint="checkout"))
     for cid, score in (("c5", 10), ("c6", 6), ("c7", 9), ("c8", 9)):
-        evs.append(survey(f"n-{cid}", at(-1, 6), "nps", score, cid, "support"))
-    evs.append(survey("n-old", at(-40), "nps", 0, "c9", "support"))
-    evs.append(survey("n-c1", at(-2, 6), "nps", 10, "c1", "checkout"))  # a producer retry
+        evs.append(survey(f"n-{cid}", at(-1, 6), "nps", score, cid=cid, touchpoint="support"))
+    evs.append(survey("n-old", at(-40), "nps", 0, cid="c9", touchpoint="support"))
+    # a producer retry
+    evs.append(survey("n-c1", at(-2, 6), "nps", 10, cid="c1", touchpoint="checkout"))
     for i, score in enumerate((5, 4, 3, 1, 4)):
-        evs.append(survey(f"cs{i}", at(-1, 8), "csat", score, f"s{i + 1}", "support"))
+        evs.append(survey(f"cs{i}", at(-1, 8), "csat", score, cid=f"s{i + 1}",
+                          touchpoint="support"))
     for i, score in enumerate((7, 6, 2, 5)):
-        evs.append(survey(f"ce{i}", at(0, 1 + i), "ces", score, f"e{i + 1}", "checkout"))
+        evs.append(survey(f"ce{i}", at(0, 1 + i), "ces", score, cid=f"e{i + 1}",
+                          touchpoint="checkout"))
 
     def tk(eid: str, t: int, tid: str, status: str, prio: str, cid: str, ch: str) -> None:
-        evs.append(ticket(eid, t, tid, status, prio, cid, ch))
+        evs.append(ticket(eid, t, tid, status, prio, cid=cid, channel=ch))
 
     tk("k1a", at(-10), "k1", "opened", "normal", "c1", "email")
     tk("k1b", at(-10, 2), "k1", "responded", "normal", "c1", "email")
@@ -104,15 +104,6 @@ def history() -> list[Event]:
     tk("k4a", at(-1), "k4", "opened", "low", "c7", "chat")
     tk("k4b", at(-1, 1), "k4", "responded", "low", "c7", "chat")
     return sorted(evs, key=lambda e: e.occurred_at)  # stable: the retry stays after the original
-
-
-@pytest.fixture(scope="module")
-def report() -> dict[str, float | None]:
-    events = history()
-    _, agg = run(events)
-    as_of = max(e.occurred_at for e in events)
-    assert as_of == at(0, 4)
-    return kpi.report(agg.counts(as_of), DEFAULT_RULES)
 
 
 EXPECTED: list[tuple[str, float]] = [
@@ -133,32 +124,3 @@ EXPECTED: list[tuple[str, float]] = [
     ("open_tickets", 2), ("open:high", 1), ("open:low", 1),
     ("customers", 18),
 ]
-
-
-@pytest.mark.parametrize("name,value", EXPECTED, ids=[n for n, _ in EXPECTED])
-def test_kpi_worked_out_by_hand(report: dict[str, float | None], name: str,
-                                value: float) -> None:
-    assert report[name] == pytest.approx(value, rel=1e-12)
-
-
-def test_the_components_behind_them() -> None:
-    events = history()
-    _, agg = run(events)
-    c = agg.counts(max(e.occurred_at for e in events))
-    assert (c[("start",)], c[("active",)], c[("new",)], c[("lost",)]) == (4, 5, 2, 2)
-    assert (c[("ord", "store")], c[("ord", "web")]) == (4, 3)
-    assert (c[("rev", "store")], c[("rev", "web")], c[("ref", "store")]) == (10200, 4500, 500)
-
-
-def test_no_churn_gives_the_capped_lifespan() -> None:
-    k = DEFAULT_RULES.kpi
-    assert kpi.lifespan_days(0.0, k.window_days, k.lifespan_cap_days) == 3650.0
-    assert kpi.lifespan_days(0.001, 30, 3650) == 3650.0  # 30 / 0.001 = 30000 > cap
-    assert kpi.lifespan_days(None, 30, 3650) is None
-
-
-def test_empty_denominators_give_no_value() -> None:
-    r = kpi.report({}, DEFAULT_RULES)
-    assert (r["nps"], r["csat"], r["ces"], r["retention_rate"], r["churn_rate"],
-            r["average_order_value"], r["cltv"]) == (None,) * 7
-    assert r["active_customers"] == 0

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from processors.rules import DEFAULT_RULES
 from streams.worker.kpis import KpiCollector
 from streams.worker.metrics import Metrics
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 RULE_FILES = sorted((PROM / "rules").glob("*.yml"))

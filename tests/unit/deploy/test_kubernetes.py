@@ -30,8 +30,8 @@ import yaml
 
 from streams.rules_file import load_rules
 from streams.settings import SECRETS, Settings, from_env
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 K8S_VERSION = "1.29"  # the oldest Kubernetes the manifests are checked against
 NAMESPACE = "customer-pulse"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
 
+from tests.paths import ROOT
+
 _spec = importlib.util.spec_from_file_location(
-    "bench_peers", Path(__file__).resolve().parents[2] / "bench" / "peers.py")
+    "bench_peers", ROOT / "bench" / "peers.py")
 assert _spec is not None and _spec.loader is not None
 peers = importlib.util.module_from_spec(_spec)
 sys.modules["bench_peers"] = peers  # its dataclasses look their module up

@@ -14,13 +14,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from standardwebhooks import Webhook
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import ROOT
+
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 OTHER = "whsec_" + base64.b64encode(b"fedcba9876543210fedcba9876543210").decode()
 

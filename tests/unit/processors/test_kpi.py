@@ -2,7 +2,7 @@
 cases per event kind, and properties against the final customer states.
 
 ``Agg`` and ``run`` keep the counters the way the engine keeps them in Redis (one HINCRBY per
-delta); the hand-checked fixture (test_kpi_fixture.py) uses them too.
+delta); the hand-worked history (tests/kpi_history.py) uses them too.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from processors.outputs import KpiDelta
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS, day_of
-from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
+from schemas.events import Event, Redemption
 from streams.tools.simulator import SimConfig, Simulator
+from tests.builders import purchase, survey, ticket
 
 T0 = 1_719_705_600_000  # 2024-06-30T00:00:00Z, a day boundary
 D0 = day_of(T0)
@@ -74,25 +75,7 @@ def run(events: Iterable[Event], rules: Rules = DEFAULT_RULES
     return states, agg
 
 
-def purchase(eid: str, t: int, cid: str = "c1", amount: int = 1000, channel: str = "store",
-             kind: str = "purchase", currency: str = "EUR") -> Purchase:
-    return Purchase(event_id=eid, customer_id=cid, occurred_at=t, source="pos",
-                    order_id=f"o-{eid}", channel=channel, kind=kind,  # type: ignore[arg-type]
-                    amount_minor=amount, currency=currency)
 
-
-def survey(eid: str, t: int, kind: str, score: int, cid: str = "c1",
-           touchpoint: str = "checkout") -> Survey:
-    return Survey(event_id=eid, customer_id=cid, occurred_at=t, source="survey-tool",
-                  survey_id=f"s-{eid}", kind=kind, score=score,  # type: ignore[arg-type]
-                  touchpoint=touchpoint)
-
-
-def ticket(eid: str, t: int, tid: str, status: str, priority: str = "normal",
-           cid: str = "c1", channel: str = "email") -> SupportTicket:
-    return SupportTicket(event_id=eid, customer_id=cid, occurred_at=t, source="crm",
-                         ticket_id=tid, status=status, priority=priority,  # type: ignore[arg-type]
-                         channel=channel, category="billing")
 
 
 def step_kpi(events: list[Event], rules: Rules = DEFAULT_RULES) -> tuple[KpiDelta, ...]:

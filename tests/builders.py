@@ -1,0 +1,42 @@
+"""Event builders shared by the tests: one place that knows every event type's fields.
+
+Each takes the event id and time first, then what a test usually varies, positionally;
+the rest by keyword with a plain default (customer ``c1``, EUR, an in-store purchase,
+an e-mail billing ticket, a checkout survey).
+"""
+
+from __future__ import annotations
+
+from schemas.events import Purchase, PurchaseLine, Redemption, SupportTicket, Survey
+
+
+def purchase(eid: str, t: int, amount: int = 1000, currency: str = "EUR",
+             kind: str = "purchase", *, cid: str = "c1", channel: str = "store",
+             order: str | None = None, lines: tuple[PurchaseLine, ...] = (),
+             source: str = "pos") -> Purchase:
+    return Purchase(event_id=eid, customer_id=cid, occurred_at=t, source=source,
+                    order_id=order or f"o-{eid}", channel=channel,  # type: ignore[arg-type]
+                    kind=kind, amount_minor=amount, currency=currency,  # type: ignore[arg-type]
+                    lines=lines)
+
+
+def ticket(eid: str, t: int, tid: str, status: str, priority: str = "normal", *,
+           cid: str = "c1", channel: str = "email", category: str = "billing",
+           sentiment: float | None = None) -> SupportTicket:
+    return SupportTicket(event_id=eid, customer_id=cid, occurred_at=t, source="crm",
+                         ticket_id=tid, status=status, priority=priority,  # type: ignore[arg-type]
+                         channel=channel, category=category,  # type: ignore[arg-type]
+                         sentiment=sentiment)
+
+
+def survey(eid: str, t: int, kind: str, score: int, *, cid: str = "c1",
+           touchpoint: str = "checkout") -> Survey:
+    return Survey(event_id=eid, customer_id=cid, occurred_at=t, source="survey-tool",
+                  survey_id=f"s-{eid}", kind=kind, score=score,  # type: ignore[arg-type]
+                  touchpoint=touchpoint)
+
+
+def redemption(eid: str, t: int, points: int = 100, *, cid: str = "c1",
+               reward: str = "r1") -> Redemption:
+    return Redemption(event_id=eid, customer_id=cid, occurred_at=t, source="app",
+                      reward_id=reward, points=points)
