@@ -458,10 +458,10 @@ class Engine:
             gens = await self.store.commit(commits)
         except FenceMoved as exc:
             m.fence_conflicts.inc()
-            gens = exc.gens  # type: ignore[attr-defined]
+            gens = exc.gens
             # taken over by another worker, or Redis lost what we had committed (then halt
             # or rebuild: streams/worker/recovery.py)
-            for p in await self.recovery.refused(exc.partitions,  # type: ignore[attr-defined]
+            for p in await self.recovery.refused(exc.partitions,
                                                  {c.partition: c.expected_gen for c in commits}):
                 log.warning("partition %d was taken over by another worker; batch dropped", p)
                 self._shards.pop(p, None)
