@@ -15,7 +15,6 @@ from processors.customer import apply
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS
 from schemas.codec import parse_when
-from schemas.events import Purchase
 from streams.tools.cli import cli
 from streams.tools.evaluate import (
     auc,
@@ -29,6 +28,7 @@ from streams.tools.evaluate import (
 )
 from streams.tools.replay import ReplayError
 from streams.tools.simulator import SimConfig, Simulator
+from tests import builders
 
 T0 = 1_704_067_200_000  # 2024-01-01
 
@@ -98,10 +98,8 @@ def test_the_replay_runs_the_time_driven_changes_as_the_worker_does() -> None:
     """The replay is the worker's shard transaction: silence has its effects by the cutoff
     (here: A's points expire after 12 months without activity while B keeps buying; the
     partition's clock, B's purchases, makes it due), not only events."""
-    events = [Purchase(f"b{d}", "B", T0 + d * DAY_MS, "pos", f"ob{d}", "store", "purchase",
-                       1000, "EUR") for d in range(0, 420, 7)]
-    events.insert(1, Purchase("a1", "A", T0 + DAY_MS, "pos", "oa1", "store", "purchase", 5000,
-                              "EUR"))
+    events = [builders.purchase(f"b{d}", T0 + d * DAY_MS, cid="B") for d in range(0, 420, 7)]
+    events.insert(1, builders.purchase("a1", T0 + DAY_MS, 5000, cid="A"))
     rep = replay(events, DEFAULT_RULES, T0 + 430 * DAY_MS)
     a, b = rep.states["A"].loyalty, rep.states["B"].loyalty
     assert a is not None and b is not None

@@ -15,7 +15,7 @@ from processors.customer import FULL, Step, Transitions
 from processors.rules import DEFAULT_RULES
 from processors.state import CustomerState
 from schemas.codec import encode
-from schemas.events import Purchase
+from schemas.events import Event
 from streams.settings import Settings
 from streams.worker.poison import TickGuard
 from streams.worker.statecache import StateCache
@@ -27,6 +27,7 @@ from streams.worker.transaction import (
     ShardTransaction,
     dead_letter,
 )
+from tests import builders
 
 T0 = 1_750_000_000_000
 HOUR = 3_600_000
@@ -39,12 +40,11 @@ def _ctx(transitions: Transitions = FULL, ticks: TickGuard | None = None,
                                  transitions, ticks=ticks)
 
 
-def _purchase(i: int, cid: str, t: int | None = None, amount: int | None = None) -> Purchase:
-    return Purchase(f"e{i}", cid, T0 + i * HOUR if t is None else t, "pos", f"o{i}", "store",
-                    "purchase", 1000 + i if amount is None else amount, "EUR")
+def _purchase(i: int, cid: str) -> Event:
+    return builders.purchase(f"e{i}", T0 + i * HOUR, 1000 + i, cid=cid)
 
 
-def _item(ev: Purchase, offset: int, replay: str | None = None) -> Item:
+def _item(ev: Event, offset: int, replay: str | None = None) -> Item:
     headers = () if replay is None else (("pulse.replay", replay.encode()),)
     rec = ConsumerRecord("purchases", 0, offset, 0, 0, ev.customer_id.encode(), encode(ev),
                          None, 0, 0, headers)
@@ -160,7 +160,7 @@ def test_a_rejected_or_failing_event_is_dead_lettered_and_the_rest_goes_on() -> 
         return FULL.apply(state, ev, rules, now)
 
     ctx = _ctx(Transitions(apply, FULL.tick, FULL.next_due))
-    refund = Purchase("e1", "ann", T0, "pos", "o1", "store", "refund", 5000, "EUR")
+    refund = builders.purchase("e1", T0, 5000, kind="refund", cid="ann")
     items = [_item(refund, 1), _item(_purchase(2, "ann"), 2), _item(_purchase(3, "ann"), 3)]
     res = _run(ctx, ShardMeta(0), items, {"ann": None})
     assert [(d.record.offset, d.reason) for d in res.dead] == \
@@ -210,7 +210,7 @@ def test_a_replay_without_its_end_marker_ends_after_replay_idle_end_s() -> None:
     once it has sent nothing for PULSE_REPLAY_IDLE_END_S its schedule joins the live one."""
     ctx = _ctx(clock="live", replay_idle_end_s=5)
     meta = ShardMeta(0)
-    ev = Purchase("r1", "ann", 1_700_000_000_000, "pos", "o1", "store", "purchase", 100, "EUR")
+    ev = builders.purchase("r1", 1_700_000_000_000, 100, cid="ann")
     res = _run(ctx, meta, [_item(ev, 0, replay="R1")], {"ann": None}, mono=100.0)
     assert res.commit.due_on == {"ann": "R1"} and not res.commit.released  # replay's clock
     assert res.commit.fence["r:R1"] == ev.occurred_at
