@@ -3,8 +3,9 @@
     .venv/bin/python bench/hotpath.py [--customers 10000] [--days 365] [--profile]
 
 Feeds simulated records, as aiokafka ConsumerRecords, through the engine's own batch code
-(``_ingest`` -> ``_take`` -> ``_apply_shard``: decode, event-time alignment, the pure
-processors, time-driven ticks, state encoding, outputs) in batches of
+(``_ingest`` -> ``_take`` -> the state cache -> ``ShardTransaction``: decode, event-time
+alignment, state decoding, the pure processors, time-driven ticks, state encoding, outputs)
+in batches of
 ``PULSE_BATCH_MAX_RECORDS``; Redis is a dict of the committed encoded states. What it
 leaves out (the Kafka fetch, the Redis round trips, the producer) is what
 ``bench/pipeline.py`` measures end to end. Prints events/s and microseconds per event;
@@ -36,20 +37,13 @@ from processors.rules import DEFAULT_RULES
 from streams.settings import Settings
 from streams.tools.simulator import SimConfig, Simulator
 from streams.worker.engine import Engine, _Shard, tune_gc
-from streams.worker.keys import Keys
 from streams.worker.partitioning import owner
 from streams.worker.store import ShardMeta
 from streams.worker.topics import Topics
+from streams.worker.transaction import Context, ShardTransaction
 
 DAY_MS = 86_400_000
 START_MS = 1_735_689_600_000  # 2025-01-01 UTC: fixed, so that --digest is repeatable
-
-
-class _NoStore:
-    """The part of ``Store`` that ``_apply_shard`` reads."""
-
-    def __init__(self, prefix: str) -> None:
-        self.keys = Keys(prefix)
 
 
 class _Consumer:
@@ -123,6 +117,8 @@ class GcTime:
 def run(engine: Engine, work: list[dict[TopicPartition, list[ConsumerRecord]]],
         redis: dict[str, bytes], digest: Any = None) -> tuple[int, int]:
     events = outputs = 0
+    ctx = Context.from_settings(engine.settings, engine.rules, engine.transitions)
+    cache_limit = engine.settings.state_cache_customers // len(engine._shards)
     for batch in work:
         engine._ingest(batch)
         events += sum(len(v) for v in batch.values())
@@ -131,15 +127,16 @@ def run(engine: Engine, work: list[dict[TopicPartition, list[ConsumerRecord]]],
             items = engine._take(p, shard, now)
             if not items:
                 continue
-            wanted = {it[1].customer_id for it in items if it[1] is not None}
-            loaded = {cid: redis.get(cid) for cid in wanted if cid not in shard.cache}
+            # ticks up to the batch's newest event time (the engine: that minus the lateness)
             newest = max((it[0] for it in items if it[1] is not None), default=0)
-            counts: dict[tuple[str, str], int] = defaultdict(int)
-            commit, outs = engine._apply_shard(shard, p, items, loaded, counts, [], newest)
-            redis.update(commit.states)
-            shard.committed(engine.settings.state_cache_customers // len(engine._shards))
-            shard.meta.offsets.update(commit.offsets)
-            shard.meta.high.update(commit.high)
+            txn = ShardTransaction(ctx, shard.meta, items, upto=newest,
+                                   wall_ms=int(engine.wall_clock() * 1000), mono=now)
+            loaded = {cid: redis.get(cid) for cid in txn.customers() if cid not in shard.cache}
+            result = txn.run(shard.cache.states_for(
+                loaded, (it[1].customer_id for it in items if it[1] is not None)))
+            redis.update(result.commit.states)
+            shard.adopt(result, "", cache_limit)
+            outs = result.outputs
             outputs += len(outs)
             if digest is not None:
                 # customers' outputs in a batch in any order (set order), each one's in its own
@@ -184,7 +181,6 @@ def main() -> None:
           f"{len(work)} batches (made in {time.perf_counter() - t0:.1f} s)")
 
     engine = Engine(s, DEFAULT_RULES, transitions=FULL if args.scope == "full" else STATE_ONLY)
-    engine.store = _NoStore(s.redis_prefix)  # type: ignore[assignment]
     engine.consumer = _Consumer(work)  # type: ignore[assignment]
     engine._shards = {p: _Shard(ShardMeta(p)) for p in range(args.partitions)}
     redis: dict[str, bytes] = {}

@@ -42,10 +42,11 @@ from streams.settings import Settings
 from streams.tools.devstack import running_stack
 from streams.tools.simulator import SimConfig, Simulator
 from streams.worker.admin import create_topics
-from streams.worker.engine import Engine, _Item
+from streams.worker.engine import Engine
 from streams.worker.keys import Keys
 from streams.worker.producer import BatchProducer
 from streams.worker.topics import Topics
+from streams.worker.transaction import Item
 
 DAY_MS = 86_400_000
 
@@ -55,7 +56,7 @@ class TimedEngine(Engine):
 
     latencies: list[float]
 
-    def _observe_latency(self, works: dict[int, list[_Item]]) -> None:
+    def _observe_latency(self, works: dict[int, list[Item]]) -> None:
         now_ms = time.time() * 1000
         lat = self.__dict__.setdefault("latencies", [])
         for items in works.values():

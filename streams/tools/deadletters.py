@@ -7,9 +7,9 @@ shared/TANSU.md; every fetch response carries it, also an empty one), or, as a f
 for a partition no fetch has answered yet, until fetches have returned nothing for ``idle_s``.
 
 A dead letter is the original record's bytes and key with headers set by
-``Engine._deadletter``: ``pulse.dlq.reason``, ``.message``, ``.topic``, ``.partition``,
-``.offset``, ``.timestamp`` (the original's Kafka timestamp, ms) and, when the value was cut,
-``.truncated_from``. ``--since``/``--until`` filter on that original timestamp.
+``streams.worker.transaction.dead_letter``: ``pulse.dlq.reason``, ``.message``, ``.topic``,
+``.partition``, ``.offset``, ``.timestamp`` (the original's Kafka timestamp, ms) and, when the
+value was cut, ``.truncated_from``. ``--since``/``--until`` filter on that original timestamp.
 
 Redrive sends the original value and key, unchanged, to the source topic and partition, so
 the event ids are those of the first attempt: the engine's dedup makes a second redrive (or

@@ -6,11 +6,14 @@ Theory of operation
    columns, the same rejections): purchases (``--history``; customer_id, occurred_at,
    amount, ...) and, optionally, tickets and surveys. Events of all files are merged in
    event time (stable: a file's own order is kept for equal times).
-2. Replay the events before the cutoff through ``processors.customer.apply`` in that order,
-   in one pass, with the engine's clocks: ``now`` for an event is the newest event time of
-   its kind so far minus ``allowed_lateness_ms`` (per-topic watermarks). Rejected events
-   (a refund larger than the net spend, an unknown currency, ...) are counted, as the
-   engine would dead-letter them.
+2. Replay the events before the cutoff in that order through the worker's own shard
+   transaction (streams/worker/transaction.py), as one partition in event-clock mode, in
+   batches of ``BATCH`` events: the same processors (``processors.customer.FULL``), the
+   same clocks, and the same time-driven changes (``tick``) up to the partition's newest
+   event time minus ``allowed_lateness_ms``, for the batch's customers and those whose
+   change is due (the due set is a dict here, a sorted set in Redis there). Dead-lettered
+   events (a refund larger than the net spend, an unknown currency, ...) are counted by
+   reason.
 3. Score every customer who bought before the cutoff with ``processors.churn.score(state,
    rules, cutoff)`` -- the value ``pulse customers export --as-of`` shows as
    ``churn_score`` for the same history -- and label them "churned" when they make no
@@ -34,14 +37,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+from aiokafka.structs import ConsumerRecord
+
 from processors.churn import score
-from processors.customer import apply
-from processors.errors import Rejected
+from processors.customer import FULL
 from processors.rules import ChurnModel, Rules
-from processors.state import KIND_INDEX, CustomerState
+from processors.state import CustomerState
 from processors.timeutil import DAY_MS
 from schemas.codec import format_time
 from schemas.events import PURCHASE, SURVEY, TICKET, Event, Purchase
+from streams.settings import Settings
 from streams.tools.replay import (
     SHOW_REJECTED,
     Parsed,
@@ -52,8 +57,11 @@ from streams.tools.replay import (
     read_csv,
     read_jsonl,
 )
+from streams.worker.store import ShardMeta
+from streams.worker.transaction import Context, Item, ShardTransaction
 
 EXIT_OK, EXIT_USAGE = 0, 2
+BATCH = 1000  # events a shard transaction (the result does not depend on it)
 
 
 def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -149,9 +157,11 @@ def replay(events: Iterable[Event], rules: Rules, cutoff: int) -> Replayed:
     """Replay ``events`` (in event-time order) up to ``cutoff``; keep the purchase times
     after it."""
     out = Replayed(cutoff)
-    lateness = rules.allowed_lateness_ms
-    states = out.states
-    high = [0] * len(KIND_INDEX)
+    ctx = Context.from_settings(Settings(clock="event"), rules, FULL)
+    topic_of = {kind: topic for topic, kind in ctx.topics.inputs.items()}
+    meta = ShardMeta(0)
+    due: dict[str, int] = {}  # customer -> its next time-driven change (the due set)
+    batch: list[Item] = []
     newest: int | None = None
     for ev in events:
         t = ev.occurred_at
@@ -160,19 +170,40 @@ def replay(events: Iterable[Event], rules: Rules, cutoff: int) -> Replayed:
             if isinstance(ev, Purchase) and ev.kind == "purchase":
                 out.after.setdefault(ev.customer_id, []).append(t)
             continue
-        k = KIND_INDEX[ev.event_kind]
-        if t > high[k]:
-            high[k] = t
-        try:
-            step = apply(states.get(ev.customer_id), ev, rules, high[k] - lateness)
-        except Rejected as exc:
-            out.rejected[exc.reason] += 1
-            continue
-        if not step.duplicate:
-            states[ev.customer_id] = step.state
-            out.applied[ev.event_kind] += 1
+        record = ConsumerRecord(topic_of[ev.event_kind], 0, len(batch), t, 0, None, b"", None,
+                                0, 0, ())
+        batch.append((t, ev, record, None, None))
+        if len(batch) == BATCH:
+            _apply(ctx, meta, batch, out, due, cutoff)
+            batch = []
+    if batch:
+        _apply(ctx, meta, batch, out, due, cutoff)
     out.history_end = newest
     return out
+
+
+def _apply(ctx: Context, meta: ShardMeta, batch: list[Item], out: Replayed,
+           due: dict[str, int], cutoff: int) -> None:
+    """One batch through the shard transaction, as the worker runs it (the wall clock,
+    which only decides the backfill marker of outputs, is the cutoff)."""
+    txn = ShardTransaction(ctx, meta, batch, wall_ms=cutoff, mono=0.0)
+    scanned = [cid for cid, at in due.items() if at <= txn.upto]
+    states = out.states
+    res = txn.run({cid: states.get(cid) for cid in (*txn.customers(), *scanned)}, scanned)
+    states.update(res.states)
+    for cid, at in res.commit.due.items():
+        if at is None:
+            due.pop(cid, None)
+        else:
+            due[cid] = at
+    meta.high.update(res.commit.high)
+    meta.tick_failures = res.tick_failures
+    inputs = ctx.topics.inputs
+    for (topic, outcome), n in res.counts.items():
+        if outcome == "processed":
+            out.applied[inputs[topic]] += n
+    for d in res.dead:
+        out.rejected[d.reason] += 1
 
 
 def evaluate(events: Iterable[Event], rules: Rules, cutoff: int, horizon_days: float, *,

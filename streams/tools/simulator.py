@@ -398,7 +398,7 @@ _OP_TICKET = 2  # payload: (went_badly, category or None)
 _OP_SURVEY = 3  # payload: (kind, touchpoint, forced NPS class or None, ticket went badly)
 
 
-class _Engine:
+class _DecisionStream:
     """One stream of decisions: its own RNGs, ids, heap and per-customer dynamic state."""
 
     def __init__(self, sim: Simulator, tag: str, delay_scale: float) -> None:
@@ -705,7 +705,7 @@ def bisect_choice(rng: random.Random, cum: Sequence[float]) -> int:
     return bisect_right(cum, rng.random() * cum[-1])
 
 
-class _Timeline(_Engine):
+class _Timeline(_DecisionStream):
     """Every customer's life from start_ms on, in event-time order."""
 
     def __init__(self, sim: Simulator) -> None:
@@ -774,7 +774,7 @@ class _Timeline(_Engine):
         self.until = max(self.until, until_ms)
 
 
-class _Live(_Engine):
+class _Live(_DecisionStream):
     """The live sampler: activity-weighted customers, current times, bounded follow-ups."""
 
     MAX_PENDING = 200_000

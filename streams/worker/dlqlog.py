@@ -39,7 +39,7 @@ class DeadLetterLog:
         self._reasons: dict[str, _Pending] = {}
 
     def note(self, reason: str, topic: str, partition: int, offset: int, message: str) -> None:
-        """One record dead-lettered (called by ``Engine._deadletter``)."""
+        """One record dead-lettered (called by ``Engine._count_deadletter``)."""
         now = self.clock()
         example = f"{topic}/{partition}/{offset}: {message[:300]}"
         p = self._reasons.get(reason)

@@ -10,10 +10,12 @@ Theory of operation (DESIGN.md "Hot path" and "Guarantees"):
   (a crash may have hit between commit and send) and seeks every topic partition to the
   offset after the fence. Kafka's committed offsets are only a hint for lag tooling.
 * Per batch: decode + validate every record (bad ones become dead letters, re-routed ones
-  go to their owner partition), load the touched customers' states in one Redis round
-  trip, apply the pure processors in event-time order per shard (each topic keeps its own
-  order), then commit states + offsets + outbox per shard in one Lua call each, all in one
-  pipelined round trip, and finally send the outbox to Kafka.
+  go to their owner partition), release what event-time alignment allows, load the touched
+  and the due customers' states in one Redis round trip (or from the state cache), hand
+  each partition's records and states to its shard transaction (streams/worker/
+  transaction.py: the processors in event-time order, time-driven changes, replay
+  schedule; no I/O), then commit each partition's result (states + offsets + outbox) in one
+  Lua call each, all in one pipelined round trip, and finally send the outbox to Kafka.
 * A redelivered record (offset at or below the fence) is skipped; a producer duplicate
   (same event_id) is recognised by the processors; a zombie whose shard was taken over
   fails the fence check and writes nothing.
@@ -28,21 +30,17 @@ import heapq
 import logging
 import random
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from processors import wire
 from processors.customer import FULL, Transitions
-from processors.errors import Rejected
 from processors.rules import Rules
-from processors.state import CustomerState
 from schemas.codec import InvalidEvent, decode, format_time
 from schemas.events import Event
 from streams.kafka_client import client_kwargs
@@ -54,36 +52,26 @@ from streams.worker.outbox import OutMsg
 from streams.worker.partitioning import key_partition, owner
 from streams.worker.poison import TickGuard
 from streams.worker.recovery import Recovery
-from streams.worker.replays import (
-    HEADER_BACKFILL,
-    BadControl,
-    ReplayEnd,
-    ShardReplays,
-    headers_of,
-    parse_control,
-)
-from streams.worker.store import RETRIABLE, FenceMoved, ShardCommit, ShardMeta, Store
+from streams.worker.replays import BadControl, headers_of, parse_control
+from streams.worker.statecache import StateCache
+from streams.worker.store import RETRIABLE, FenceMoved, ShardMeta, Store
 from streams.worker.topics import Topics
+from streams.worker.transaction import (
+    NEVER,
+    Context,
+    Item,
+    ShardResult,
+    ShardTransaction,
+    dead_letter,
+)
 
 log = logging.getLogger(__name__)
 
-DEADLETTER_KEEP_BYTES = 900 * 1024  # larger originals are truncated to stay under Kafka's 1 MB
-PROCESSING_ERROR = "processing_error"
 FROM_FUTURE = "from_future"  # dated after the wall clock plus PULSE_MAX_FUTURE_SKEW_S
 INVALID_CONTROL = "invalid_control"  # a pulse.control record we cannot read
 SCAN_INTERVAL_S = 1.0  # how often every owned partition is scanned for due changes
 OUT_PARTITIONS_TTL_S = 60.0  # how long an output topic's partition list is trusted
-
-
-# A buffered input record: (event time, event or None, record, output or None, replay). A
-# record that is not applied here (dead letter, re-route) carries its output and the event
-# time of the record before it in its topic, so it keeps its place in the topic's order.
-# ``replay``: the id of the replay that sent it (None: live traffic), or for a control
-# record (event and output None) the replay end marker it carries.
-_Item = tuple[int, Event | None, ConsumerRecord, OutMsg | None, "str | ReplayEnd | None"]
-_NEVER = -(2**62)
-_ALWAYS = 2**62
-_BACKFILL = ((HEADER_BACKFILL, b"1"),)
+_ALWAYS = 2**62  # an event time after any other
 
 
 @dataclass
@@ -92,26 +80,24 @@ class _Shard:
 
     meta: ShardMeta
     pending_trim: int = 0  # outbox entries sent and acknowledged, not yet trimmed in Redis
-    buf: dict[str, deque[_Item]] = field(default_factory=dict)  # fetched, not yet applied
+    buf: dict[str, deque[Item]] = field(default_factory=dict)  # fetched, not yet applied
     high_t: dict[str, int] = field(default_factory=dict)  # newest event time fetched, by topic
     fetched: dict[str, int] = field(default_factory=dict)  # next offset to fetch, by topic
     holding_since: dict[str, float] = field(default_factory=dict)
-    # decoded states as last committed, least recently used first (see Settings
-    # .state_cache_customers); ``staged``: this batch's, cached once its commit succeeded
-    cache: OrderedDict[str, CustomerState] = field(default_factory=OrderedDict)
-    staged: dict[str, CustomerState] = field(default_factory=dict)
-    staged_replays: ShardReplays | None = None  # this batch's, adopted once committed
+    cache: StateCache = field(default_factory=StateCache)  # decoded states as committed
 
-    def committed(self, limit: int) -> None:
-        """The staged states are in Redis now: cache them, evicting the least recent."""
-        cache = self.cache
-        if limit <= 0:
-            cache.clear()
-        else:
-            cache.update(self.staged)
-            for _ in range(len(cache) - limit):
-                cache.popitem(last=False)
-        self.staged = {}
+    def adopt(self, result: ShardResult, gen: str, cache_limit: int) -> None:
+        """The result's commit went through (new generation ``gen``): the shard is what the
+        transaction made of it."""
+        meta, c = self.meta, result.commit
+        self.cache.keep(result.states, cache_limit)
+        meta.replays = result.replays
+        meta.tick_failures = result.tick_failures
+        meta.gen = gen
+        meta.offsets.update(c.offsets)
+        meta.stamps.update(c.stamps)
+        meta.high.update(c.high)
+        self.pending_trim = 0
 
 
 def tune_gc(young: int) -> None:
@@ -298,7 +284,7 @@ class Engine:
                     if rid is not None and rid not in shard.meta.replays.last_seen:
                         # known from its first record on: alignment waits for its markers
                         shard.meta.replays.last_seen[rid] = time.monotonic()
-                        shard.meta.replays.clocks.setdefault(rid, _NEVER)
+                        shard.meta.replays.clocks.setdefault(rid, NEVER)
                     if control:
                         try:
                             buf.append((t_prev, None, r, None, parse_control(r.value)))
@@ -355,12 +341,12 @@ class Engine:
                 since = shard.holding_since.setdefault(topic, now)
                 if now - since >= idle:
                     continue  # waited long enough for it
-                frontier = shard.high_t.get(topic, _NEVER)
+                frontier = shard.high_t.get(topic, NEVER)
             if frontier < bound:
                 bound = frontier
         return bound
 
-    def _take(self, p: int, shard: _Shard, now: float) -> list[_Item]:
+    def _take(self, p: int, shard: _Shard, now: float) -> list[Item]:
         bound = self._bound(p, shard, now)
         runs = []
         bufs = shard.buf
@@ -401,40 +387,41 @@ class Engine:
         started = time.perf_counter()
         m = self.metrics
         now = time.monotonic()
-        works: dict[int, list[_Item]] = {}
+        works: dict[int, list[Item]] = {}
         for p, shard in self._shards.items():
             items = self._take(p, shard, now)
             if items:
                 works[p] = items
         # Time-driven changes (inactivity, expiry, downgrades) are due up to the schedule's
-        # clock (README "Time"): live, the wall clock; in event mode, the partition's newest
-        # event time minus the lateness; for customers waiting on a replay, that replay's
-        # clock minus the lateness. Partitions with events are scanned every batch, all of
-        # them every scan interval.
+        # clock (README "Time"; the transaction's ``upto`` and ``replay_upto``). Partitions
+        # with events are scanned every batch, all of them every scan interval.
         scan_all = now - self._last_scan >= SCAN_INTERVAL_S
         if scan_all:
             self._last_scan = now
         wall_ms = int(self.wall_clock() * 1000)
-        lateness = self.rules.allowed_lateness_ms
+        ctx = Context.from_settings(self.settings, self.rules, self.transitions,
+                                    ticks=self.ticks, keys=self.store.keys)
+        txns: dict[int, ShardTransaction] = {}
         upto: dict[int, int] = {}
         replay_upto: dict[int, dict[str, int]] = {}
         idle: set[int] = set()
         for p, shard in self._shards.items():
             if p in works or scan_all:
-                upto[p] = self._live_upto(shard, works.get(p, ()), wall_ms)
+                txn = txns[p] = ShardTransaction(ctx, shard.meta, works.get(p, []),
+                                                 wall_ms=wall_ms, mono=now)
+                upto[p] = txn.upto
                 rp = shard.meta.replays
                 if rp.clocks:
-                    replay_upto[p] = {rid: c - lateness for rid, c in rp.clocks.items()}
-                    if scan_all and self._idle_replays(rp, now, quiet=True):
-                        idle.add(p)
+                    replay_upto[p] = txn.replay_upto
+                    if scan_all and rp.idle(now, self.settings.replay_idle_end_s):
+                        idle.add(p)  # its transaction ends the replay
         if not works and not scan_all:
             return False
 
         wanted = {}
-        for p, items in works.items():
+        for p in works:
             cache = self._shards[p].cache
-            wanted[p] = [cid for cid in {it[1].customer_id for it in items if it[1] is not None}
-                         if cid not in cache]
+            wanted[p] = [cid for cid in txns[p].customers() if cid not in cache]
         t0 = time.perf_counter()
         loaded, due = await self.store.load(
             wanted, upto, cached={p: self._shards[p].cache for p in upto},
@@ -443,25 +430,27 @@ class Engine:
         if not works and not due and not idle:
             return False
 
-        commits = []
-        outs: dict[int, list[OutMsg]] = {}
+        results: dict[int, ShardResult] = {}
         counts: dict[tuple[str, str], int] = defaultdict(int)
         for p in set(works) | set(due) | idle:
-            commit, outs[p] = self._apply_shard(self._shards[p], p, works.get(p, []),
-                                                loaded.get(p, {}), counts, due.get(p, []),
-                                                upto.get(p, 0), wall_ms)
-            commit.stamps = self.recovery.stamps(works.get(p, ()))  # recreated-topic check
-            commits.append(commit)
+            shard, scanned = self._shards[p], due.get(p, [])
+            states = shard.cache.states_for(loaded.get(p, {}), (
+                *scanned, *(it[1].customer_id for it in works.get(p, ()) if it[1] is not None)))
+            res = results[p] = txns[p].run(states, scanned)
+            self._report(p, res, counts)
+            res.commit.trim = shard.pending_trim
+            res.commit.stamps = self.recovery.stamps(works.get(p, ()))  # recreated-topic check
+        commits = [res.commit for res in results.values()]
 
         t0 = time.perf_counter()
         try:
             gens = await self.store.commit(commits)
         except FenceMoved as exc:
             m.fence_conflicts.inc()
-            gens = exc.gens  # type: ignore[attr-defined]
+            gens = exc.gens
             # taken over by another worker, or Redis lost what we had committed (then halt
             # or rebuild: streams/worker/recovery.py)
-            for p in await self.recovery.refused(exc.partitions,  # type: ignore[attr-defined]
+            for p in await self.recovery.refused(exc.partitions,
                                                  {c.partition: c.expected_gen for c in commits}):
                 log.warning("partition %d was taken over by another worker; batch dropped", p)
                 self._shards.pop(p, None)
@@ -472,16 +461,8 @@ class Engine:
         to_send: list[OutMsg] = []
         cache_limit = self.settings.state_cache_customers // max(1, len(self._shards))
         for c in commits:
-            shard = self._shards[c.partition]
-            shard.committed(cache_limit)
-            if shard.staged_replays is not None:
-                shard.meta.replays, shard.staged_replays = shard.staged_replays, None
-            shard.meta.gen = gens[c.partition]
-            shard.meta.offsets.update(c.offsets)
-            shard.meta.stamps.update(c.stamps)
-            shard.meta.high.update(c.high)
-            shard.pending_trim = 0
-            to_send.extend(outs[c.partition])
+            self._shards[c.partition].adopt(results[c.partition], gens[c.partition], cache_limit)
+            to_send.extend(results[c.partition].outputs)
         for (topic, outcome), k in counts.items():
             m.events.labels(topic, outcome).inc(k)
         self._observe_latency({c.partition: works[c.partition] for c in commits
@@ -493,291 +474,42 @@ class Engine:
         self._update_lag()
         return True
 
-    def _apply_shard(
-        self,
-        shard: _Shard,
-        partition: int,
-        items: list[_Item],
-        loaded: dict[str, bytes | None],
-        counts: dict[tuple[str, str], int],
-        due: list[str] = (),  # type: ignore[assignment]
-        upto: int = 0,
-        wall_ms: int | None = None,
-    ) -> tuple[ShardCommit, list[OutMsg]]:
-        rules = self.rules
-        lateness = rules.allowed_lateness_ms
-        apply, tick, next_due, timed = self.transitions
-        if wall_ms is None:
-            wall_ms = int(self.wall_clock() * 1000)
-        live = self.settings.clock == "live"
-        stale_before = wall_ms - int(self.settings.backfill_after_s * 1000)
-        replays = shard.meta.replays.copy()
-        sched = replays.scheduled  # customer -> replay whose clock it waits on
-        touched: dict[str, str | None] = {}  # customer -> replay of its latest event (None: live)
-        ended: list[str] = []  # replays whose end marker arrived on every listed topic
-        now_mono = time.monotonic()
-        outcome_keys = self.store.keys  # type: ignore[union-attr]
-        states: dict[str, Any] = {}
-        for cid, raw in loaded.items():
-            states[cid] = wire.loads(raw) if raw is not None else None
-        cache = shard.cache
-        for cid in (*due, *(it[1].customer_id for it in items if it[1] is not None)):
-            if cid not in states:  # not loaded: its cached state is the committed one
-                states[cid] = cache[cid]
-                cache.move_to_end(cid)
-        changed: set[str] = set()
-        out: list[OutMsg] = []
-        incs: dict[tuple[str, str], int] = defaultdict(int)  # summed: one HINCRBY a field
-        kpi_prefix = self.store.keys.kpi_prefix(partition)  # type: ignore[union-attr]
-
-        ledger: list[tuple[str, bytes]] = []
-
-        def emit(step: Any, backfill: bool) -> None:
-            for output in step.outputs:
-                msg = self._output(output, backfill or output.occurred_at < stale_before)
-                out.append(msg)
-                if output.stream == "points":
-                    ledger.append((output.customer_id, msg.value))
-            for d in step.kpi:
-                incs[(kpi_prefix + d.bucket, d.field)] += d.delta
-
-        def outcome(rid: str, what: str) -> None:
-            incs[(outcome_keys.replay_outcome(partition, rid), what)] += 1
-
-        dues: dict[str, tuple[Any, int | None]] = {}  # cid -> (state, next_due(state))
-
-        def due_of(cid: str, state: Any) -> int | None:
-            known = dues.get(cid)
-            if known is not None and known[0] is state:
-                return known[1]
-            at = next_due(state, rules)
-            dues[cid] = (state, at)
-            return at
-
-        failures = shard.meta.tick_failures  # poison.py: bounded retries, then parked
-        fail_key = self.store.keys.tick_failures(partition)  # type: ignore[union-attr]
-
-        def catch_up(cid: str, until: int, backfill: bool = False) -> None:
-            """Run the customer's time-driven changes due at or before ``until``."""
-            state = states.get(cid)
-            if state is None or self.ticks.blocked(partition, failures, cid):
-                return
-            at = due_of(cid, state)
-            for _ in range(16):  # each tick moves the next due time on; bound it anyway
-                if at is None or at > until:
-                    return
-                try:
-                    step = tick(state, rules, at)
-                except Exception as exc:  # a bug must not stop the pipeline
-                    dead = self.ticks.failed(partition, failures, cid, at, exc, incs, fail_key)
-                    if dead is not None:
-                        out.append(dead)
-                    return
-                if failures:
-                    self.ticks.succeeded(partition, failures, cid, incs, fail_key)
-                state = states[cid] = step.state
-                changed.add(cid)
-                emit(step, backfill)
-                nxt = due_of(cid, state)
-                if nxt is not None and nxt <= at:
-                    return
-                at = nxt
-
-        offsets: dict[str, int] = {}
-        high = dict(shard.meta.high)
-        part_high = max(high.values(), default=_NEVER)
-        for t, ev, r, msg, rid in items:
-            topic = r.topic
-            offsets[topic] = r.offset
-            if ev is None:
-                if msg is not None:  # a dead letter or a re-route, decided at ingest
-                    out.append(msg)
-                    if type(rid) is str:
-                        outcome(rid, _outcome_of(msg))
-                elif isinstance(rid, ReplayEnd):  # a control record: a replay's end marker
-                    got = replays.ended.setdefault(rid.replay_id, set())
-                    got.add(topic)
-                    replays.clocks.setdefault(rid.replay_id, _NEVER)
-                    inputs = self.topics.inputs
-                    if all(x in got for x in rid.topics if x in inputs):
-                        ended.append(rid.replay_id)
-                continue
-            cid = ev.customer_id
-            if t > high.get(topic, _NEVER):
-                high[topic] = t
-            if t > part_high:
-                part_high = t
-            if rid is None:
-                clock = wall_ms if live else part_high
-            else:  # replayed history: applied on the replay's own clock
-                clock = replays.clocks.get(rid, _NEVER)  # type: ignore[arg-type]
-                if t > clock:
-                    replays.clocks[rid] = clock = t  # type: ignore[index]
-                replays.last_seen[rid] = now_mono  # type: ignore[index]
-            if timed:
-                catch_up(cid, t, rid is not None)  # what silence did before this event
-            try:
-                step = apply(states[cid], ev, rules, clock)
-            except Rejected as exc:
-                out.append(self._deadletter(r, exc.reason, exc.message))
-                if rid is not None:
-                    outcome(rid, f"deadletter:{exc.reason}")  # type: ignore[arg-type]
-                continue
-            except Exception as exc:  # a bug must not stop the pipeline: dead-letter the event
-                log.exception("processing failed for %s offset %d", r.topic, r.offset)
-                out.append(self._deadletter(r, PROCESSING_ERROR, repr(exc)))
-                if rid is not None:
-                    outcome(rid, f"deadletter:{PROCESSING_ERROR}")  # type: ignore[arg-type]
-                continue
-            if step.duplicate:
-                counts[(r.topic, "duplicate")] += 1
-                if rid is not None:
-                    outcome(rid, "duplicate")  # type: ignore[arg-type]
-                continue
-            counts[(r.topic, "processed")] += 1
-            if rid is not None:
-                outcome(rid, "applied")  # type: ignore[arg-type]
-            states[cid] = step.state
-            changed.add(cid)
-            if rid is not None or sched or touched:  # only replays make it a question
-                touched[cid] = rid  # type: ignore[assignment]
-            emit(step, rid is not None)
-        if len(replays.clocks) > len(ended):
-            ended += self._idle_replays(replays, now_mono, exclude=ended)
-        fence: dict[str, str | int] = {}
-        fence_del: list[str] = []
-        for rid in dict.fromkeys(ended):  # the replay is over here: its customers go live
-            log.info("partition %d: replay %s ended (its clock reached %s)", partition, rid,
-                     format_time(max(replays.clocks.get(rid, 0), 0)))
-            replays.clocks.pop(rid, None)
-            replays.ended.pop(rid, None)
-            replays.last_seen.pop(rid, None)
-            fence_del += [ShardReplays.CLOCK + rid, ShardReplays.ENDED + rid]
-            outcome(rid, "ended")
-        for rid in replays.clocks:
-            fence.update(replays.fence_fields(rid))
-
-        def schedule(cid: str) -> str | None:
-            s = touched[cid] if cid in touched else sched.get(cid)
-            return s if s in replays.clocks else None
-
-        due_now: dict[str, int | None] = {}
-        due_on: dict[str, str] = {}
-        unscheduled: list[tuple[str | None, str]] = []
-        if not touched and not sched:  # no replay here: everyone is on the live schedule
-            if timed:
-                for cid in list(states):
-                    catch_up(cid, upto)
-            for cid in (*due, *changed):  # scanned entries are rewritten too: stale ones go
-                state = states.get(cid)
-                due_now[cid] = None if state is None or self.ticks.parked(failures, cid) \
-                    else due_of(cid, state)
-        else:
-            if timed:
-                for cid in list(states):
-                    rid = schedule(cid)
-                    if rid is None:
-                        catch_up(cid, upto)
-                    else:
-                        catch_up(cid, replays.clocks[rid] - lateness, True)
-            for cid in (*due, *changed):
-                state = states.get(cid)
-                at = None if state is None or self.ticks.parked(failures, cid) \
-                    else due_of(cid, state)
-                due_now[cid] = at
-                rid, was = schedule(cid), sched.get(cid)
-                if rid != was:
-                    unscheduled.append((was, cid))
-                if rid is not None:
-                    due_on[cid] = rid
-                    if at is not None:
-                        sched[cid] = rid
-                        continue
-                sched.pop(cid, None)
-            for cid in [c for c, rid in sched.items() if rid not in replays.clocks]:
-                del sched[cid]  # their schedule was merged into the live one
-        shard.staged = {cid: st for cid, st in states.items() if st is not None}
-        shard.staged_replays = replays
-        commit = ShardCommit(
-            partition=partition,
-            expected_gen=shard.meta.gen,
-            offsets=offsets,
-            high=high,
-            states={cid: wire.dumps(states[cid]) for cid in changed},
-            outbox=[msg.pack() for msg in out],
-            trim=shard.pending_trim,
-            increments=[(k, f, d) for (k, f), d in incs.items() if d],
-            due=due_now,
-            ledger=ledger,
-            due_on=due_on,
-            unscheduled=unscheduled,
-            fence=fence,
-            fence_del=fence_del,
-            released=list(dict.fromkeys(ended)),
-        )
-        return commit, out
-
-    def _live_upto(self, shard: _Shard, items: Iterable[_Item], wall_ms: int) -> int:
-        """Where the live schedule's time-driven changes run to: the wall clock live; in
-        event mode the partition's newest event time (this batch's included) minus the
-        lateness, so that nothing still acceptable can predate them."""
-        if self.settings.clock == "live":
-            return wall_ms
-        newest = max((it[0] for it in items if it[1] is not None), default=_NEVER)
-        newest = max(newest, max(shard.meta.high.values(), default=_NEVER))
-        return newest - self.rules.allowed_lateness_ms
-
-    def _idle_replays(self, rp: ShardReplays, now: float, exclude: Iterable[str] = (),
-                      quiet: bool = False) -> list[str]:
-        """Replays that sent nothing here for replay_idle_end_s: end them (a ``pulse
-        replay`` that died before its end marker must not hold its customers forever)."""
-        limit = self.settings.replay_idle_end_s
-        out = []
-        for rid in rp.clocks:
-            seen = rp.last_seen.setdefault(rid, now)
-            if now - seen >= limit and rid not in exclude:
-                if not quiet:
-                    log.warning("replay %s sent nothing for %.0f s and no end marker: "
-                                "ending it", rid, now - seen)
-                out.append(rid)
-        return out
+    def _report(self, p: int, res: ShardResult, counts: dict[tuple[str, str], int]) -> None:
+        """The metrics and log lines of what a shard transaction decided (it does no I/O);
+        ``counts`` sums the events' outcomes, counted once the commits are done."""
+        for d in res.dead:
+            if d.error is not None:
+                log.error("processing failed for %s offset %d", d.record.topic,
+                          d.record.offset, exc_info=d.error)
+            self._count_deadletter(d.record, d.reason, d.message)
+        for f in res.ticks_failed:
+            self.ticks.report(f)
+        for e in res.ended:
+            if e.idle_s is not None:
+                log.warning("replay %s sent nothing for %.0f s and no end marker: "
+                            "ending it", e.replay_id, e.idle_s)
+        for e in res.ended:
+            log.info("partition %d: replay %s ended (its clock reached %s)", p, e.replay_id,
+                     format_time(e.clock))
+        for key, n in res.counts.items():
+            counts[key] += n
 
     # -- outputs -----------------------------------------------------------------------------
 
     def _deadletter(self, r: ConsumerRecord, reason: str, message: str) -> OutMsg:
+        self._count_deadletter(r, reason, message)
+        return dead_letter(self.topics.deadletter, r, reason, message)
+
+    def _count_deadletter(self, r: ConsumerRecord, reason: str, message: str) -> None:
         self.metrics.events.labels(r.topic, "deadletter").inc()
         self.metrics.deadletters.labels(r.topic, reason).inc()
         dlqlog.note(reason, r.topic, r.partition, r.offset, message)  # rate-limited WARNING
-        value = r.value if r.value is not None else b""
-        headers = [
-            ("pulse.dlq.reason", reason.encode()),
-            ("pulse.dlq.message", message.encode()[:2000]),
-            ("pulse.dlq.topic", r.topic.encode()),
-            ("pulse.dlq.partition", str(r.partition).encode()),
-            ("pulse.dlq.offset", str(r.offset).encode()),
-            ("pulse.dlq.timestamp", str(r.timestamp).encode()),
-        ]
-        if len(value) > DEADLETTER_KEEP_BYTES:
-            headers.append(("pulse.dlq.truncated_from", str(len(value)).encode()))
-            value = value[:DEADLETTER_KEEP_BYTES]
-        return OutMsg(self.topics.deadletter, r.key, value, None, tuple(headers))
 
     def _reroute(self, r: ConsumerRecord, ev: Event, home: int) -> OutMsg:
         self.metrics.events.labels(r.topic, "rerouted").inc()
         headers = (*[(k, bytes(v)) for k, v in r.headers or () if k != "pulse.rerouted_from"],
                    ("pulse.rerouted_from", f"{r.topic}/{r.partition}/{r.offset}".encode()))
         return OutMsg(r.topic, ev.customer_id.encode(), r.value, home, headers)
-
-    def _output(self, output: Any, backfill: bool = False) -> OutMsg:
-        """A processor output (ledger entry, alert, ...) -> the record that carries it.
-        Outputs caused by history carry ``"backfill": true`` and the header pulse.backfill."""
-        topic = getattr(self.topics, output.stream)
-        if backfill:
-            doc = output.as_dict()
-            doc["backfill"] = True
-            return OutMsg(topic, output.customer_id.encode(), orjson.dumps(doc), None,
-                          _BACKFILL)
-        return OutMsg(topic, output.customer_id.encode(), orjson.dumps(output.as_dict()))
 
     async def _send(self, msgs: Iterable[OutMsg]) -> None:
         """Send in order per topic partition, in batches built here: ``producer.send`` per
@@ -823,7 +555,7 @@ class Engine:
 
     # -- bookkeeping -------------------------------------------------------------------------
 
-    def _observe_latency(self, works: dict[int, list[_Item]]) -> None:
+    def _observe_latency(self, works: dict[int, list[Item]]) -> None:
         """Kafka timestamp to committed, for the oldest and newest record of each batch
         (observing every record would cost more than the rest of the bookkeeping)."""
         now_ms = self.wall_clock() * 1000
@@ -972,15 +704,7 @@ def _from_future(t: int, wall_ms: int, settings: Settings) -> str:
             f"(a till or server whose clock is wrong?)")
 
 
-def _outcome_of(msg: OutMsg) -> str:
-    """A replay record's outcome counter for a record decided at ingest."""
-    for k, v in msg.headers:
-        if k == "pulse.dlq.reason":
-            return f"deadletter:{v.decode()}"
-    return "rerouted"
-
-
-def _time(item: _Item) -> int:
+def _time(item: Item) -> int:
     return item[0]
 
 

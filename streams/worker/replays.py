@@ -26,6 +26,7 @@ Theory of operation (README "Time"):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,18 @@ class ShardReplays:
             self.ended[name[len(self.ENDED):]] = set(value.decode().split(","))
             return True
         return False
+
+    def idle(self, now: float, limit: float, exclude: Iterable[str] = ()) -> list[str]:
+        """The replays (not in ``exclude``) that sent nothing for ``limit`` seconds by
+        monotonic ``now``: end them (a ``pulse replay`` that died before its end marker must
+        not hold its customers forever). A replay not heard from yet on this worker (its
+        clock read from the fence) counts from the first time it is asked about."""
+        out = []
+        for rid in self.clocks:
+            seen = self.last_seen.setdefault(rid, now)
+            if now - seen >= limit and rid not in exclude:
+                out.append(rid)
+        return out
 
     def copy(self) -> ShardReplays:
         return ShardReplays(dict(self.clocks), {k: set(v) for k, v in self.ended.items()},

@@ -35,9 +35,18 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.1, 2.0
 
 
 class FenceMoved(RuntimeError):
-    """Another worker committed to this partition since we read its fence."""
+    """Another worker committed to these partitions since we read their fences (or Redis
+    lost what we had committed: streams/worker/recovery.py tells which). The commits of the
+    other partitions of the same call went through."""
 
     retriable = True
+    partitions: list[int]  # whose commit was refused: nothing of it was written
+    gens: dict[int, str]  # partition -> its new commit generation, for the ones that committed
+
+    def __init__(self, partitions: list[int], gens: dict[int, str]) -> None:
+        super().__init__(f"fence moved on partitions {partitions}")
+        self.partitions = partitions
+        self.gens = gens
 
 
 def _lua(name: str) -> str:
@@ -254,10 +263,7 @@ class Store:
             else:
                 gens[c.partition] = str(int(r))
         if moved:
-            err = FenceMoved(f"fence moved on partitions {moved}")
-            err.partitions = moved  # type: ignore[attr-defined]
-            err.gens = gens  # type: ignore[attr-defined]
-            raise err
+            raise FenceMoved(moved, gens)
         return gens
 
     def _commit_args(self, c: ShardCommit) -> tuple[list[str], list[bytes | str | int]]:

@@ -9,8 +9,11 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
+
 from streams.tools.devrun import start_worker
 from streams.tools.devstack import free_port
+from streams.worker.store import FenceMoved, ShardCommit, Store
 from tests.integration.helpers import (
     as_records,
     differing,
@@ -58,3 +61,27 @@ async def test_sigkill_restarts_change_state_exactly_once(settings, tmp_path: Pa
     stored = await stored_states(settings)
     assert sum(st.purchase_count for st in stored.values()) == sum(
         1 for e in events if e.event_kind == "purchase")
+
+
+async def test_a_commit_behind_the_fence_is_refused_and_named(settings):
+    """A zombie's commit (an expected generation the fence has moved past) writes nothing;
+    ``FenceMoved`` names the refused partition and carries the new generations of the
+    partitions that committed in the same call."""
+    store = Store.from_settings(settings)
+
+    def commit(p: int, gen: str, value: bytes) -> ShardCommit:
+        return ShardCommit(partition=p, expected_gen=gen, offsets={"t": 1}, high={"t": 1},
+                           states={"C": value}, outbox=[])
+
+    try:
+        gens = await store.commit([commit(0, "", b"first"), commit(1, "", b"first")])
+        assert set(gens) == {0, 1}
+        with pytest.raises(FenceMoved) as refused:
+            await store.commit([commit(0, "", b"stale"), commit(1, gens[1], b"second")])
+        assert refused.value.partitions == [0]
+        assert set(refused.value.gens) == {1} and refused.value.gens[1] != gens[1]
+        assert "partitions [0]" in str(refused.value)
+        assert await store.redis.get(store.keys.customer(0, "C")) == b"first"
+        assert await store.redis.get(store.keys.customer(1, "C")) == b"second"
+    finally:
+        await store.close()

@@ -22,11 +22,13 @@ from streams.tools.evaluate import (
     history_row,
     merged,
     read_events,
+    replay,
     run,
     write_history,
 )
 from streams.tools.replay import ReplayError
 from streams.tools.simulator import SimConfig, Simulator
+from tests import builders
 
 T0 = 1_704_067_200_000  # 2024-01-01
 
@@ -90,6 +92,20 @@ def test_replay_to_the_cutoff_labels_and_baselines(tmp_path: Path) -> None:
             state = apply(state, e, DEFAULT_RULES, e.occurred_at - DAY_MS).state
     assert state is not None
     assert by["A"].score == score(state, DEFAULT_RULES, cutoff).score
+
+
+def test_the_replay_runs_the_time_driven_changes_as_the_worker_does() -> None:
+    """The replay is the worker's shard transaction: silence has its effects by the cutoff
+    (here: A's points expire after 12 months without activity while B keeps buying; the
+    partition's clock, B's purchases, makes it due), not only events."""
+    events = [builders.purchase(f"b{d}", T0 + d * DAY_MS, cid="B") for d in range(0, 420, 7)]
+    events.insert(1, builders.purchase("a1", T0 + DAY_MS, 5000, cid="A"))
+    rep = replay(events, DEFAULT_RULES, T0 + 430 * DAY_MS)
+    a, b = rep.states["A"].loyalty, rep.states["B"].loyalty
+    assert a is not None and b is not None
+    assert a.lifetime_points > 0 and a.balance == 0  # expired
+    assert b.balance > 0
+    assert rep.applied == {"purchase": len(events)}
 
 
 def test_the_command_prints_the_three_aucs(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 interleaving of its topics (each topic partition in its own order) and in any batch sizes,
 gives byte-identical customer states and identical outputs.
 
-The engine's own batch code runs (``_ingest`` -> ``_take`` -> ``_apply_shard``: decoding,
-event-time alignment, the processors with points, churn and KPIs, the time-driven changes
-and the schedule), with Redis as a dict and a consumer whose high watermarks say how much
+The engine's own batch code runs (``_ingest`` -> ``_take`` -> ``ShardTransaction``:
+decoding, event-time alignment, the processors with points, churn and KPIs, the time-driven
+changes and the schedule), with Redis as a dict and a consumer whose high watermarks say how much
 each topic partition holds, as after a backlog: alignment then merges the topics in event
 time whatever arrives first. A live worker whose topics are all caught up applies them in
 arrival order instead; the README names what may differ then.
@@ -21,23 +21,21 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processors import wire
+from processors.customer import FULL
 from processors.rules import DEFAULT_RULES
 from schemas.codec import encode
 from schemas.events import Event, Redemption
 from streams.settings import Settings
 from streams.worker.engine import Engine, _Shard
-from streams.worker.keys import Keys
 from streams.worker.partitioning import owner
 from streams.worker.store import ShardMeta
 from streams.worker.topics import Topics
+from streams.worker.transaction import Context, ShardTransaction
 from tests.integration.history import history
 
 PARTITIONS = 2
 DAY = 86_400_000
-
-
-class _Store:
-    keys = Keys("t")
 
 
 class _Consumer:
@@ -78,27 +76,27 @@ def _run(by_tp: dict[TopicPartition, list[ConsumerRecord]], rng: random.Random,
                  batch_max_records=batch_max)
     wall = end + 400 * DAY
     engine = Engine(s, DEFAULT_RULES, wall_clock=lambda: wall / 1000)
-    engine.store = _Store()  # type: ignore[assignment]
+    ctx = Context.from_settings(s, DEFAULT_RULES, FULL)
     engine.consumer = _Consumer({tp: len(r) for tp, r in by_tp.items()})  # type: ignore[assignment]
     engine._shards = {p: _Shard(ShardMeta(p)) for p in range(PARTITIONS)}
     redis: dict[str, bytes] = {}
     due: dict[str, int | None] = {}
     outputs: dict[str, list[bytes]] = defaultdict(list)
 
-    def step(p: int, items: list[Any], upto: int) -> None:
-        shard = engine._shards[p]
-        wanted = {it[1].customer_id for it in items if it[1] is not None}
+    def step(p: int, items: list[Any], upto: int | None = None) -> None:
+        meta = engine._shards[p].meta
+        txn = ShardTransaction(ctx, meta, items, wall_ms=wall, mono=0.0, upto=upto)
         scanned = [c for c, at in due.items()
-                   if at is not None and at <= upto and owner(c, PARTITIONS) == p]
-        loaded = {c: redis.get(c) for c in (*wanted, *scanned)}
-        commit, outs = engine._apply_shard(shard, p, items, loaded, defaultdict(int), scanned,
-                                           upto, wall)
-        redis.update(commit.states)
-        due.update(commit.due)
-        shard.committed(0)
-        shard.meta.offsets.update(commit.offsets)
-        shard.meta.high.update(commit.high)
-        for m in outs:
+                   if at is not None and at <= txn.upto and owner(c, PARTITIONS) == p]
+        states = {c: wire.loads(redis[c]) if c in redis else None
+                  for c in (*txn.customers(), *scanned)}
+        res = txn.run(states, scanned)
+        redis.update(res.commit.states)
+        due.update(res.commit.due)
+        meta.offsets.update(res.commit.offsets)
+        meta.high.update(res.commit.high)
+        meta.replays, meta.tick_failures = res.replays, res.tick_failures
+        for m in res.outputs:
             outputs[(m.key or b"").decode()].append(m.value)
 
     pos = dict.fromkeys(by_tp, 0)
@@ -115,7 +113,7 @@ def _run(by_tp: dict[TopicPartition, list[ConsumerRecord]], rng: random.Random,
         for p, shard in engine._shards.items():
             items = engine._take(p, shard, 0.0)
             if items:
-                step(p, items, engine._live_upto(shard, items, wall))
+                step(p, items)
     for p in range(PARTITIONS):  # the end: every time-driven change up to the same time
         step(p, [], end)
     return redis, dict(outputs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import deque
 from typing import Any
 
 import pytest
@@ -12,16 +12,15 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors import wire
 from processors.rules import DEFAULT_RULES
 from processors.state import CustomerState
 from schemas.codec import encode
 from schemas.events import Purchase
 from streams.settings import Settings
 from streams.worker.engine import Engine, _Shard
-from streams.worker.keys import Keys
 from streams.worker.outbox import OutMsg
 from streams.worker.partitioning import key_partition, owner
+from streams.worker.statecache import StateCache
 from streams.worker.store import ShardMeta
 
 
@@ -69,62 +68,16 @@ def test_live_clock_is_the_wall_clock_whatever_the_events_say() -> None:
     assert e.clock(0) == 1_000  # events dated after the wall clock do not move it
 
 
-def _batch_engine(cache: int) -> Engine:
-    e = Engine(Settings(state_cache_customers=cache), DEFAULT_RULES)
-
-    class _Keys:  # what _apply_shard reads of the store
-        keys = Keys("t")
-
-    e.store = _Keys()  # type: ignore[assignment]
-    e._shards[0] = _Shard(ShardMeta(0))
-    return e
-
-
-def _items(n0: int, n: int, customers: list[str]) -> list[Any]:
-    items = []
-    for i in range(n0, n0 + n):
-        cid = customers[i % len(customers)]
-        ev = Purchase(f"e{i}", cid, 1_750_000_000_000 + i * 3_600_000, "pos", f"o{i}", "store",
-                      "purchase", 1000 + i, "EUR")
-        rec = ConsumerRecord("purchases", 0, i, 0, 0, cid.encode(), encode(ev), None, 0, 0, ())
-        items.append((ev.occurred_at, ev, rec, None, None))
-    return items
-
-
-def test_a_cached_state_gives_what_loading_it_from_redis_gives() -> None:
-    customers = ["ann", "bob", "cy"]
-    cached, loading = _batch_engine(100), _batch_engine(0)
-    redis: dict[str, bytes] = {}
-    for n0 in (0, 7, 14):
-        items = _items(n0, 7, customers)
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        # the cached engine gets only what it has not seen (nothing after the first batch)
-        shard = cached._shards[0]
-        c1, out1 = cached._apply_shard(shard, 0, items, {c: redis.get(c) for c in customers
-                                                         if c not in shard.cache}, counts)
-        shard.committed(100)
-        c2, out2 = loading._apply_shard(loading._shards[0], 0, items,
-                                        {c: redis.get(c) for c in customers}, counts)
-        loading._shards[0].committed(0)
-        assert c1.states == c2.states and [m.value for m in out1] == [m.value for m in out2]
-        redis.update(c2.states)
-    assert sorted(cached._shards[0].cache) == customers  # used, not reloaded
-    assert not loading._shards[0].cache
-    assert wire.loads(redis["ann"]).purchase_count == 7
-
-
 def test_the_state_cache_drops_the_least_recently_used() -> None:
-    shard = _Shard(ShardMeta(0))
-    shard.staged = {c: CustomerState(c) for c in ("a", "b", "c")}
-    shard.committed(2)
-    assert list(shard.cache) == ["b", "c"] and not shard.staged
-    shard.cache.move_to_end("b")  # what a batch that uses b does
-    shard.staged = {"d": CustomerState("d")}
-    shard.committed(2)
-    assert list(shard.cache) == ["b", "d"]
-    shard.staged = {"e": CustomerState("e")}
-    shard.committed(0)
-    assert not shard.cache
+    cache = StateCache()
+    cache.keep({c: CustomerState(c) for c in ("a", "b", "c")}, 2)
+    assert list(cache) == ["b", "c"]
+    states = cache.states_for({"x": None}, ["b", "x"])  # a batch that uses b (and x, new)
+    assert states == {"x": None, "b": CustomerState("b")}
+    cache.keep({"d": CustomerState("d")}, 2)
+    assert list(cache) == ["b", "d"]
+    cache.keep({"e": CustomerState("e")}, 0)
+    assert not cache
 
 
 class _Highwater:
@@ -206,32 +159,16 @@ def test_an_event_dated_after_the_wall_clock_plus_the_skew_is_dead_lettered(cloc
     assert max(s.high_t.get("purchases", 0) for s in e._shards.values()) == wall_ms + 3_600_000
 
 
-def test_a_replay_without_its_end_marker_ends_after_replay_idle_end_s() -> None:
-    """A ``pulse replay`` killed before its marker must not hold its customers for ever:
-    once it has sent nothing for PULSE_REPLAY_IDLE_END_S its schedule joins the live one."""
-    e = Engine(Settings(partitions=1, clock="live", replay_idle_end_s=5), DEFAULT_RULES,
-               wall_clock=lambda: 1_760_000_000.0)
-
-    class _Keys:
-        keys = Keys("t")
-
-    e.store = _Keys()  # type: ignore[assignment]
+def test_a_replayed_record_is_buffered_with_its_replay_which_the_shard_now_knows() -> None:
+    """Ingest reads the ``pulse.replay`` header: the item carries the replay id (what the
+    shard transaction applies on the replay's clock, tests/unit/test_transaction.py) and
+    the shard knows the replay from its first record on (alignment waits for its markers)."""
+    e = Engine(Settings(partitions=1), DEFAULT_RULES)
     shard = e._shards[0] = _Shard(ShardMeta(0))
     ev = Purchase("r1", "ann", 1_700_000_000_000, "pos", "o1", "store", "purchase", 100, "EUR")
     rec = ConsumerRecord("purchases", 0, 0, 0, 0, b"ann", encode(ev), None, 0, 0,
                          (("pulse.replay", b"R1"),))
     e._ingest({TopicPartition("purchases", 0): [rec]})
-    items = list(shard.buf["purchases"])
-    shard.buf["purchases"].clear()
-    commit, _ = e._apply_shard(shard, 0, items, {"ann": None}, defaultdict(int))
-    assert commit.due_on == {"ann": "R1"} and not commit.released  # on the replay's clock
-    assert commit.fence["r:R1"] == ev.occurred_at
-    shard.meta.replays = shard.staged_replays  # type: ignore[assignment]
-    shard.meta.replays.last_seen["R1"] -= 4  # nothing for 4 s: still on
-    commit, _ = e._apply_shard(shard, 0, [], {}, defaultdict(int))
-    assert not commit.released
-    shard.meta.replays.last_seen["R1"] -= 2  # 6 s
-    commit, _ = e._apply_shard(shard, 0, [], {}, defaultdict(int))
-    assert commit.released == ["R1"] and "r:R1" in commit.fence_del
-    assert ("t:{p0}:replay:R1", "ended") in {(k, f) for k, f, _ in commit.increments}
-    assert not shard.staged_replays.clocks  # type: ignore[union-attr]
+    [(t, got, r, out, rid)] = list(shard.buf["purchases"])
+    assert (t, got, r, out, rid) == (ev.occurred_at, ev, rec, None, "R1")
+    assert "R1" in shard.meta.replays.last_seen and "R1" in shard.meta.replays.clocks
