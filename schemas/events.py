@@ -2,7 +2,8 @@
 
 The JSON Schema files in ``schemas/json/`` are the language-neutral contract; these frozen
 dataclasses are what the decoder (``schemas.codec``) produces after validating a record
-against exactly the same rules (``tests/unit/schemas/test_schemas.py`` checks both agree on a corpus).
+against exactly the same rules (``tests/unit/schemas/test_schemas.py`` checks both agree on
+a corpus).
 
 Times on the wire are RFC 3339 strings with an offset; here they are integer milliseconds
 since the Unix epoch (UTC), which is what the pure processors compute with.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import orjson
 
@@ -19,9 +18,9 @@ from streams.worker.metrics import Metrics
 from streams.worker.topics import Topics
 from tests.integration import helpers as h
 from tests.integration.test_replay_export import pulse
+from tests.paths import FIXTURES
 
-ROOT = Path(__file__).resolve().parents[2]
-FILE = ROOT / "tests" / "fixtures" / "replay_customers.csv"
+FILE = FIXTURES / "replay_customers.csv"
 T0 = 1_790_000_000_000  # 2026-09-21T14:13:20Z
 MIN = 60_000
 

@@ -17,6 +17,7 @@ from processors.rules import DEFAULT_RULES
 from processors.state import KIND_INDEX, CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import CustomerEvent, Purchase
+from tests.builders import customer
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 C = "C1"
@@ -24,18 +25,16 @@ R = DEFAULT_RULES
 CUSTOMER_KIND = KIND_INDEX["customer"]
 
 
-def signup(eid: str, t: int, *, referred_by: str | None = None, birth_date: str | None = None,
-           time_zone: str | None = None) -> CustomerEvent:
-    return CustomerEvent(eid, C, t, "web", "signup", referred_by, birth_date, time_zone)
+def signup(eid: str, t: int, **fields: Any) -> CustomerEvent:
+    return customer(eid, t, "signup", cid=C, **fields)
 
 
-def update(eid: str, t: int, *, birth_date: str | None = None,
-           time_zone: str | None = None) -> CustomerEvent:
-    return CustomerEvent(eid, C, t, "crm", "profile_update", None, birth_date, time_zone)
+def update(eid: str, t: int, **fields: Any) -> CustomerEvent:
+    return customer(eid, t, "profile_update", cid=C, source="crm", **fields)
 
 
 def consent(eid: str, t: int, **channels: bool) -> CustomerEvent:
-    return CustomerEvent(eid, C, t, "app", "consent", channels=tuple(sorted(channels.items())))
+    return customer(eid, t, "consent", cid=C, source="app", **channels)
 
 
 def run(*events: CustomerEvent | Purchase, state: CustomerState | None = None
