@@ -40,6 +40,7 @@ The dedup window, lateness (per-kind clock ``kind_max[customer]``) and dead-lett
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 from processors.errors import INVALID, NOT_SUPPORTED, Rejected, WireError
@@ -155,9 +156,24 @@ def view_fields(state: CustomerState) -> dict[str, Any]:
 
 def to_wire(p: Profile) -> list[Any]:
     """``[signup_at, referred_by, birth_date, birth_date_at, time_zone, time_zone_at,
-    [[channel, opted_in 0/1, at], ...]]`` (``null`` for an absent value)."""
+    consent]`` (``null`` for an absent value). ``consent`` is flat triples ``at, named,
+    opted_in`` a consent time, oldest first: ``named`` and ``opted_in`` are bit masks over
+    ``CONSENT_CHANNELS`` (bit 0 email ... bit 4 phone), so the five channels one consent
+    record sets cost three numbers, not five lists."""
+    groups: dict[int, list[int]] = {}
+    for c in p.consent:
+        bit = 1 << _BIT[c.channel]
+        g = groups.setdefault(c.at, [0, 0])
+        g[0] |= bit
+        if c.opted_in:
+            g[1] |= bit
     return [p.signup_at, p.referred_by, p.birth_date, p.birth_date_at, p.time_zone,
-            p.time_zone_at, [[c.channel, int(c.opted_in), c.at] for c in p.consent]]
+            p.time_zone_at, [x for at in sorted(groups) for x in (at, *groups[at])]]
+
+
+_BIT = {c: i for i, c in enumerate(CONSENT_CHANNELS)}
+_ALL = (1 << len(CONSENT_CHANNELS)) - 1
+_intern = sys.intern  # zone names and month-days: a few hundred values, kept once
 
 
 def _opt(value: Any, typ: type, what: str) -> Any:
@@ -167,18 +183,29 @@ def _opt(value: Any, typ: type, what: str) -> Any:
     return value
 
 
+def _consent_from_wire(flat: Any) -> tuple[Consent, ...]:
+    if (type(flat) is not list or len(flat) % 3
+            or list(map(type, flat)).count(int) != len(flat)):
+        raise WireError(f"state field 'pf': consent must be a flat list of integer triples, "
+                        f"got {flat!r:.60}")
+    records = []
+    seen = 0
+    for i in range(0, len(flat), 3):
+        at, named, opted_in = flat[i:i + 3]
+        if not 0 < named <= _ALL or opted_in & ~named or opted_in < 0 or named & seen:
+            raise WireError(f"state field 'pf': malformed consent {flat[i:i + 3]!r}")
+        seen |= named
+        records += [Consent(c, bool(opted_in >> b & 1), at)
+                    for c, b in _BIT.items() if named >> b & 1]
+    return tuple(sorted(records))
+
+
 def from_wire(value: Any) -> Profile:
     if type(value) is not list or len(value) != 7:
         raise WireError(f"state field 'pf': expected a list of 7 items, got {value!r:.80}")
     su, rb, bd, ba, tz, ta, consent = value
-    if type(consent) is not list:
-        raise WireError(f"state field 'pf': consent must be a list, got {consent!r:.60}")
-    records = []
-    for c in consent:
-        if (type(c) is not list or len(c) != 3 or type(c[0]) is not str or c[1] not in (0, 1)
-                or type(c[1]) is not int or type(c[2]) is not int):
-            raise WireError(f"state field 'pf': malformed consent {c!r:.60}")
-        records.append(Consent(c[0], bool(c[1]), c[2]))
+    bd, tz = _opt(bd, str, "birth_date"), _opt(tz, str, "time_zone")
     return Profile(_opt(su, int, "signup_at"), _opt(rb, str, "referred_by"),
-                   _opt(bd, str, "birth_date"), _opt(ba, int, "birth_date_at"),
-                   _opt(tz, str, "time_zone"), _opt(ta, int, "time_zone_at"), tuple(records))
+                   None if bd is None else _intern(bd), _opt(ba, int, "birth_date_at"),
+                   None if tz is None else _intern(tz), _opt(ta, int, "time_zone_at"),
+                   _consent_from_wire(consent))

@@ -26,6 +26,7 @@ from processors.errors import WireError
 from processors.loyalty import LinePoints, LoyaltyState, OrderPoints, SurveyMark
 from processors.profile import Consent, Profile
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
+from schemas.events import CONSENT_CHANNELS
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -69,9 +70,14 @@ def ref_dumps(state: CustomerState) -> bytes:
         out["ch"] = churn.to_wire(state.churn, state.max_event_at)
     if state.profile is not None:
         p = state.profile
+        consent: list[int] = []
+        for at in sorted({c.at for c in p.consent}):  # per time: which channels, which in
+            named = [CONSENT_CHANNELS.index(c.channel) for c in p.consent if c.at == at]
+            opted = [CONSENT_CHANNELS.index(c.channel) for c in p.consent
+                     if c.at == at and c.opted_in]
+            consent += [at, sum(1 << i for i in named), sum(1 << i for i in opted)]
         out["pf"] = [p.signup_at, p.referred_by, p.birth_date, p.birth_date_at, p.time_zone,
-                     p.time_zone_at, [[c.channel, 1 if c.opted_in else 0, c.at]
-                                      for c in p.consent]]
+                     p.time_zone_at, consent]
     return orjson.dumps(out)
 
 
@@ -170,7 +176,8 @@ CHURN = st.builds(
 PROFILE = st.builds(
     Profile, OPT, st.none() | st.text(max_size=6), st.none() | st.text(max_size=7), OPT,
     st.none() | st.text(max_size=8), OPT,
-    _few(st.builds(Consent, st.text(max_size=5), st.booleans(), INTS), 5))
+    st.dictionaries(st.sampled_from(CONSENT_CHANNELS), st.tuples(st.booleans(), INTS)).map(
+        lambda d: tuple(Consent(c, *d[c]) for c in sorted(d))))
 
 
 def _state(customer_id: str, **fields: Any) -> CustomerState:
