@@ -59,10 +59,11 @@ class _Consumer:
         return self.ends[tp]
 
 
-def batches(customers: int, days: int, partitions: int, size: int,
-            topics: Topics) -> list[dict[TopicPartition, list[ConsumerRecord]]]:
+def batches(customers: int, days: int, partitions: int, size: int, topics: Topics,
+            customer_events: bool = False) -> list[dict[TopicPartition, list[ConsumerRecord]]]:
     start = START_MS
-    sim = Simulator(SimConfig(customers=customers, seed=42, start_ms=start))
+    sim = Simulator(SimConfig(customers=customers, seed=42, start_ms=start,
+                              customer_events=customer_events))
     by_tp: dict[TopicPartition, list[ConsumerRecord]] = defaultdict(list)
     for r in sim.events_until(start + days * DAY_MS):
         topic = topics.for_kind(r.kind)
@@ -166,6 +167,9 @@ def main() -> None:
                          "the customer state by itself (STATE_ONLY)")
     ap.add_argument("--gc-young", type=int, default=Settings().gc_young_threshold,
                     help="PULSE_GC_YOUNG_THRESHOLD (0: Python's default thresholds)")
+    ap.add_argument("--customer-events", action="store_true",
+                    help="the simulator's customer records too (signups, consent; off: the "
+                         "traffic the digests below are known for)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--digest", action="store_true",
                     help="also print a SHA-256 of every output and final state (an "
@@ -175,7 +179,8 @@ def main() -> None:
                  state_cache_customers=args.cache, gc_young_threshold=args.gc_young)
     topics = Topics.from_settings(s)
     t0 = time.perf_counter()
-    work = batches(args.customers, args.days, args.partitions, s.batch_max_records, topics)
+    work = batches(args.customers, args.days, args.partitions, s.batch_max_records, topics,
+                   args.customer_events)
     n = sum(len(v) for b in work for v in b.values())
     print(f"{n:,} simulated records for {args.customers:,} customers over {args.days} days, "
           f"{len(work)} batches (made in {time.perf_counter() - t0:.1f} s)")

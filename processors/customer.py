@@ -18,9 +18,10 @@ Theory of operation
    ``now`` is the clock the event is applied with (the wall clock live, the replay's or the
    partition's event time otherwise): it never rejects anything; it only tells the ledger
    that an event "arrived late" (README "Time");
-4. computes the topic-specific field changes (purchases, tickets, surveys; redemptions
-   change only dedup and ``max_event_at`` here: ``loyalty.on_event`` answers them) - these raise
-   ``Rejected`` for unknown currencies and invalid content;
+4. computes the topic-specific field changes (purchases, tickets, surveys, customer records:
+   ``profile.profile_changes``; redemptions change only dedup and ``max_event_at`` here:
+   ``loyalty.on_event`` answers them) - these raise ``Rejected`` for unknown currencies,
+   invalid content and (for now) erasure requests;
 5. advances ``max_event_at``, prunes day buckets and the dedup window against it, and
    remembers the event's key.
 
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
-from processors import churn, kpi, loyalty
+from processors import churn, kpi, loyalty, profile
 from processors.errors import INVALID, TOO_LATE, Rejected
 from processors.money import to_reporting_minor
 from processors.outputs import KpiDelta, Output
@@ -55,7 +56,15 @@ from processors.state import (
 from processors.support import pending_breaches, ticket_changes
 from processors.timeutil import DAY_MS, HOUR_MS, day_of
 from schemas.codec import format_time
-from schemas.events import SURVEY_SCALES, Event, Purchase, Redemption, SupportTicket, Survey
+from schemas.events import (
+    SURVEY_SCALES,
+    CustomerEvent,
+    Event,
+    Purchase,
+    Redemption,
+    SupportTicket,
+    Survey,
+)
 
 
 class Step(NamedTuple):  # a tuple: built once or twice an event, ~3x cheaper than a dataclass
@@ -118,6 +127,8 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         changes = _survey_changes(state, event, rules)
     elif isinstance(event, Redemption):
         changes = {}  # points: loyalty.on_event below answers it with a ledger entry
+    elif isinstance(event, CustomerEvent):
+        changes = profile.profile_changes(state, event)  # signup, profile, consent
     else:
         raise TypeError(f"not an event: {type(event).__name__}")
 
@@ -127,7 +138,7 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
     if t > kmax:
         new_km = list(km)
         new_km[kind] = t
-        km = (new_km[0], new_km[1], new_km[2], new_km[3])
+        km = (new_km[0], new_km[1], new_km[2], new_km[3], new_km[4])
         changes["kind_max"] = km
     days: tuple[DayBucket, ...] = changes.get("days", state.days)
     cutoff_day = day_of(km[PURCHASE_KIND]) - bucket_horizon_days(lateness)
@@ -148,7 +159,12 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         changes["loyalty"] = ly
     new_state = evolve(state, changes)
     # churn: alerts when the risk level rises, by silence up to the event or by the event
-    ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
+    if state.churn is not None and isinstance(event, CustomerEvent):
+        # no churn signal in a profile record: only what silence made due by its time (as
+        # churn.on_event does for a redemption)
+        ch, alerts = churn.on_tick(state.churn, state, rules, t)
+    else:
+        ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
     new_state = evolve(new_state, {"churn": ch})
     return Step(new_state, (*entries, *alerts), kpi=kpi.deltas(state, new_state, event, rules))
 
@@ -168,7 +184,7 @@ def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], late
     if len(items) <= cap and items[0].at >= max(kind_max) - lateness:
         return tuple(items)
     kept: list[Seen] = []
-    counts = [0, 0, 0, 0]
+    counts = [0, 0, 0, 0, 0]  # per KIND_INDEX
     for s in reversed(items):  # newest first, so the cap keeps the greatest
         if s.at >= kind_max[s.kind] - lateness and counts[s.kind] < cap:
             counts[s.kind] += 1
@@ -303,6 +319,7 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
     )
     row.update(loyalty.view_fields(state, rules, as_of))
     row.update(churn.view_fields(state, rules, as_of))
+    row.update(profile.view_fields(state))
     return row
 
 

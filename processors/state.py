@@ -24,8 +24,8 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 * ``max_event_at``: greatest ``occurred_at`` of any accepted event of the customer.
 * ``kind_max``: greatest ``occurred_at`` per event kind (purchase, ticket, survey,
-  redemption). Lateness, bucket pruning and dedup expiry use the clock of the event's own
-  kind (a per-topic "latest": confluent across topic interleavings).
+  redemption, customer). Lateness, bucket pruning and dedup expiry use the clock of the
+  event's own kind (a per-topic "latest": confluent across topic interleavings).
 * ``first_purchase_at`` / ``last_purchase_at``: min / max ``occurred_at`` of purchases.
 * ``purchase_count`` / ``refund_count``: number of purchases / refunds.
 * ``gross_spend_minor``: sum of purchase amounts; ``refunds_minor``: sum of refund amounts;
@@ -60,6 +60,9 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 * ``seen``: dedup window ``(at, key, kind)``; ``key`` = 64-bit blake2b of
   ``"<kind>:<event_id>"``; kept while ``at >= kind_max[kind] - allowed_lateness``, at most
   ``dedup_window_max`` of each kind (the greatest by ``(at, key)``).
+* ``profile``: what the ``customers`` topic said (signup time and referrer, birthday, time
+  zone, marketing consent per channel): mins and per-field "latest" values written by that
+  topic only (``processors/profile.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ if TYPE_CHECKING:  # loyalty.py imports this module
     from processors.loyalty import LoyaltyState
 if TYPE_CHECKING:  # churn.py imports this module
     from processors.churn import ChurnState
+if TYPE_CHECKING:  # profile.py imports this module
+    from processors.profile import Profile
 
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
 NPS_PROMOTER_MIN = 9
@@ -107,7 +112,8 @@ class Seen(NamedTuple):
 
 
 # Event kinds in the order of ``CustomerState.kind_max``.
-KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3}
+KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3,
+                              "customer": 4}
 PURCHASE_KIND = 0
 
 
@@ -115,7 +121,7 @@ PURCHASE_KIND = 0
 # ``structs.replace``) is ~5x faster than the dataclass replacer was, and with ``gc=False``
 # the cached states (~50,000 a worker) are not tracked by the cyclic GC. That is safe because
 # a state never refers back to a state: its fields are ints, strs, floats, None, tuples of
-# NamedTuples and the LoyaltyState / ChurnState records, none of which holds a state.
+# NamedTuples and the LoyaltyState / ChurnState / Profile records, none of which holds a state.
 # Field names: ``CustomerState.__struct_fields__``. Nothing may resolve the annotations at
 # run time (they name the TYPE_CHECKING-only LoyaltyState / ChurnState: NameError), and
 # msgspec does in ``msgspec.structs.fields``, ``msgspec.inspect``, typed decoding and
@@ -126,7 +132,7 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     # newest occurred_at per event kind (KIND_INDEX order; 0: none yet). Lateness is judged
     # per kind, so a backfill of a year of purchases followed by the same year of tickets
     # (one file per kind) is not "too late" for the tickets.
-    kind_max: tuple[int, int, int, int] = (0, 0, 0, 0)
+    kind_max: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
     # purchases
     first_purchase_at: int | None = None
     last_purchase_at: int | None = None
@@ -160,6 +166,9 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     # until the first evaluation). Order-dependent, unlike the fields above: it records what
     # was alerted when.
     churn: ChurnState | None = None
+    # profile: signup, referrer, birthday, time zone, consent (processors/profile.py; None
+    # until the first record of the customers topic)
+    profile: Profile | None = None
 
     @property
     def total_spend_minor(self) -> int:

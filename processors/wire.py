@@ -6,11 +6,16 @@ into int lists (``km`` = newest event time per kind, ``d`` = day buckets as ``da
 spend, refunds`` quadruples, ``s`` = dedup window as ``at, key, kind`` triples, ``cs``/``ce``
 = survey answers as ``at, score`` pairs);
 ``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``; ``ly`` = the
-points account (``processors.loyalty.to_wire``). ``v`` is the
+points account (``processors.loyalty.to_wire``); ``pf`` = the profile
+(``processors.profile.to_wire``). ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
 to the state's fields bumps ``VERSION`` (and ``loads`` keeps reading the old one,
-upgrading it).
+upgrading it), unless it is additive: the fifth kind of ``kind_max`` (customer records) and
+``pf`` came within version 1. ``km`` is written with four entries while the fifth is 0, so a
+state without customer records has the bytes it always had, and states written before
+both load unchanged; an older reader refuses a state that has either (wrong ``km`` length,
+unknown field) rather than misread it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from processors import churn, loyalty
+from processors import churn, loyalty, profile
 from processors.errors import WireError
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
 
@@ -51,7 +56,7 @@ _COUNTERS: dict[str, str] = {
     "surveys_answered": "sa",
 }
 _SCALARS = {**_OPTIONALS, **_COUNTERS}
-_KNOWN = frozenset({"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "ly", "ch",
+_KNOWN = frozenset({"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "ly", "ch", "pf",
                     *_SCALARS.values()})
 
 _new = tuple.__new__  # _new(DayBucket, (day, ...)): the record without its Python __new__
@@ -83,7 +88,7 @@ def dumps(state: CustomerState) -> bytes:
     if (f := state.last_sentiment) is not None:
         out["ls"] = f
     if any(km := state.kind_max):
-        out["km"] = km
+        out["km"] = km if km[4] else km[:4]  # four while there is no customer record
     if days := state.days:
         out["d"] = list(chain(*days))
     if seen := state.seen:
@@ -100,6 +105,8 @@ def dumps(state: CustomerState) -> bytes:
         out["ly"] = loyalty.to_wire(state.loyalty)
     if state.churn is not None:  # the churn record, processors.churn.to_wire
         out["ch"] = churn.to_wire(state.churn, state.max_event_at)
+    if state.profile is not None:  # processors.profile.to_wire
+        out["pf"] = profile.to_wire(state.profile)
     return orjson.dumps(out)
 
 
@@ -158,9 +165,10 @@ def loads(data: bytes) -> CustomerState:
         kwargs["seen"] = _records(obj["s"], "s", 3, Seen)
     if "km" in obj:
         km = obj["km"]
-        if type(km) is not list or len(km) != 4 or list(map(type, km)).count(int) != 4:
-            raise WireError(f"state field 'km': expected 4 integers, got {km!r:.80}")
-        kwargs["kind_max"] = tuple(km)
+        if type(km) is not list or len(km) not in (4, 5) or list(map(type, km)).count(
+                int) != len(km):
+            raise WireError(f"state field 'km': expected 4 or 5 integers, got {km!r:.80}")
+        kwargs["kind_max"] = (*km, 0) if len(km) == 4 else tuple(km)
     if "cs" in obj:
         kwargs["csat"] = _records(obj["cs"], "cs", 2, Answer)
     if "ce" in obj:
@@ -173,4 +181,6 @@ def loads(data: bytes) -> CustomerState:
         kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
     if "ch" in obj:
         kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
+    if "pf" in obj:
+        kwargs["profile"] = profile.from_wire(obj["pf"])
     return CustomerState(**kwargs)  # a msgspec Struct: as cheap as evolve(blank, kwargs)

@@ -7,7 +7,8 @@ decoder and the schemas and checks they agree):
 * the fast path, ``decode_fast``: a ``msgspec`` decoder per kind, into ``Struct`` types
   whose constraints (types, lengths, ranges, enums, at most ``MAX_LINES`` lines) mirror the
   rules below, then what those cannot express, in Python: no blank strings, the currency
-  code, the survey score's range for its kind, the timestamp (``parse_time``). It only
+  code, the survey score's range for its kind, the timestamp (``parse_time``), which
+  fields a customer record's kind allows, a birth date, a known time zone. It only
   ever *accepts*: any record it has the least doubt about - msgspec raises, a Python check
   fails, an unknown field is present - goes to
 * the slow path, ``decode_python``: ``orjson.loads`` and hand-written checks. It decides
@@ -22,11 +23,20 @@ that overflow to infinity), so the fast path's types forbid them.
 
 An ``InvalidEvent`` carries a short machine-readable ``reason`` (the label of the
 ``pulse_deadletter_total`` counter) and a message a person can act on.
+
+Two rules of the ``customer`` kind are the codec's alone (a JSON Schema cannot state them,
+the golden files mark them ``codec_only``): ``referred_by`` must not be the record's own
+``customer_id``, and ``time_zone`` must be a zone of the IANA database known here
+(``known_time_zones``: the ``tzdata`` package and the host's zoneinfo files, which Python's
+``zoneinfo`` would load); a well-formed name that is not one is refused with its own reason,
+``unknown_time_zone``, so a producer (or a host with an outdated database) can be told apart
+from a broken record.
 """
 
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from datetime import date as date_type
@@ -38,15 +48,23 @@ import orjson
 from msgspec import Meta
 
 from schemas.events import (
+    CONSENT,
+    CONSENT_CHANNELS,
+    CUSTOMER,
+    CUSTOMER_FIELDS,
+    CUSTOMER_KINDS,
+    PROFILE_UPDATE,
     PURCHASE,
     PURCHASE_KINDS,
     REDEMPTION,
+    SIGNUP,
     SURVEY,
     SURVEY_KINDS,
     SURVEY_SCALES,
     TICKET,
     TICKET_PRIORITIES,
     TICKET_STATUSES,
+    CustomerEvent,
     Event,
     Purchase,
     PurchaseLine,
@@ -92,6 +110,7 @@ INVALID_UTF8 = "invalid_utf8"
 MALFORMED_JSON = "malformed_json"
 NOT_AN_OBJECT = "not_an_object"
 SCHEMA = "schema_violation"
+UNKNOWN_TIME_ZONE = "unknown_time_zone"  # a well-formed name the IANA database lacks
 
 
 class InvalidEvent(ValueError):
@@ -356,11 +375,110 @@ def _redemption(obj: dict[str, Any]) -> Redemption:
     )
 
 
+# -- customer records (signup, profile_update, consent, erasure_requested)
+
+MIN_BIRTH_YEAR, MAX_BIRTH_YEAR = 1900, 2099
+# "--MM-DD" or "YYYY-MM-DD"; the calendar check is ``is_birth_date``'s
+_BIRTH_DATE = re.compile(r"(?:--|(\d{4})-)(\d{2})-(\d{2})", re.ASCII)
+# an IANA zone name: ASCII letters, digits, "_", "+", "-", in "/"-separated parts
+_TIME_ZONE = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*", re.ASCII)
+_NOT_ZONES = frozenset({"localtime", "posixrules"})  # files of a zoneinfo directory, no zones
+
+
+@lru_cache(maxsize=1)
+def known_time_zones() -> frozenset[str]:
+    """The IANA zone names ``time_zone`` may take: ``zoneinfo.available_timezones()`` (the
+    ``tzdata`` package and the host's zoneinfo files), read once, less the host's own
+    ``localtime`` link and anything that is not a well-formed name of at most
+    ``MAX_NAME_LEN`` characters."""
+    return frozenset(z for z in zoneinfo.available_timezones()
+                     if z not in _NOT_ZONES and len(z) <= MAX_NAME_LEN and _TIME_ZONE.fullmatch(z))
+
+
+def is_birth_date(value: str) -> bool:
+    """``--MM-DD`` (any day some year has: ``--02-29`` too) or ``YYYY-MM-DD`` (a real date,
+    years ``MIN_BIRTH_YEAR``-``MAX_BIRTH_YEAR`` as written)."""
+    m = _BIRTH_DATE.fullmatch(value)
+    if m is None:
+        return False
+    year = 2000 if m[1] is None else int(m[1])  # 2000: a leap year, for a month-day
+    if not MIN_BIRTH_YEAR <= year <= MAX_BIRTH_YEAR:
+        return False
+    try:
+        date_type(year, int(m[2]), int(m[3]))
+    except ValueError:
+        return False
+    return True
+
+
+def _birth_date(value: Any) -> str | None:
+    if value is None or (type(value) is str and is_birth_date(value)):
+        return value
+    raise _fail(f"{CUSTOMER}.birth_date", f"must be a month-day --MM-DD or a date YYYY-MM-DD "
+                f"(a real calendar date, years {MIN_BIRTH_YEAR}-{MAX_BIRTH_YEAR})", value)
+
+
+def _time_zone(value: Any) -> str | None:
+    if value is None or (type(value) is str and value in known_time_zones()):
+        return value
+    if type(value) is not str or len(value) > MAX_NAME_LEN or not _TIME_ZONE.fullmatch(value):
+        raise _fail(f"{CUSTOMER}.time_zone", "must be an IANA time zone name such as "
+                    f"Europe/Paris (at most {MAX_NAME_LEN} characters)", value)
+    raise InvalidEvent(UNKNOWN_TIME_ZONE, f"{CUSTOMER}.time_zone: {value!r} is not a time zone "
+                       "of the IANA database known here (e.g. Europe/Paris, America/New_York)")
+
+
+def _channels(value: Any) -> tuple[tuple[str, bool], ...]:
+    path = f"{CUSTOMER}.channels"
+    if type(value) is not dict:
+        raise _fail(path, f"must be an object of marketing channels ({', '.join(CONSENT_CHANNELS)}"
+                    ") to true (opted in) or false (opted out)", value)
+    if not value:
+        raise _fail(path, "must name at least one channel", value)
+    for name, opted_in in value.items():
+        if name not in CONSENT_CHANNELS:
+            raise _fail(path, f"unknown channel: the channels are {', '.join(CONSENT_CHANNELS)}",
+                        name)
+        if type(opted_in) is not bool:
+            raise _fail(f"{path}.{name}", "must be true (opted in) or false (opted out)",
+                        opted_in)
+    return tuple(sorted(value.items()))
+
+
+_OPTIONAL_CUSTOMER_FIELDS = ("referred_by", "birth_date", "time_zone", "channels")
+_customer_event = constructor(CustomerEvent)
+
+
+def _customer(obj: dict[str, Any]) -> CustomerEvent:
+    c = CUSTOMER
+    event_id, customer_id, occurred_at, source = _envelope(obj, c)
+    kind = _enum(obj, "kind", c, CUSTOMER_KINDS)
+    allowed = CUSTOMER_FIELDS[kind]
+    for name in _OPTIONAL_CUSTOMER_FIELDS:
+        if name not in allowed and obj.get(name) is not None:
+            raise _fail(f"{c}.{name}", f"must be absent or null when kind is {kind}", obj[name])
+    referred_by = _str(obj, "referred_by", c, MAX_ID_LEN, optional=True)
+    if referred_by is not None and referred_by == customer_id:
+        raise _fail(f"{c}.referred_by", "must not be the customer itself", referred_by)
+    birth_date = _birth_date(obj.get("birth_date"))
+    time_zone = _time_zone(obj.get("time_zone"))
+    if kind == PROFILE_UPDATE and birth_date is None and time_zone is None:
+        raise InvalidEvent(SCHEMA, f"{c}: a profile_update needs birth_date or time_zone")
+    channels: tuple[tuple[str, bool], ...] = ()
+    if kind == CONSENT:
+        if obj.get("channels") is None:
+            raise InvalidEvent(SCHEMA, f"{c}.channels: required field is missing")
+        channels = _channels(obj["channels"])
+    return _customer_event(event_id, customer_id, occurred_at, source, kind, referred_by,
+                           birth_date, time_zone, channels)
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     PURCHASE: _purchase,
     TICKET: _ticket,
     SURVEY: _survey,
     REDEMPTION: _redemption,
+    CUSTOMER: _customer,
 }
 
 
@@ -440,11 +558,20 @@ class _WireRedemption(_Wire):
     points: Annotated[int, Meta(ge=1, le=MAX_REDEEM_POINTS)]
 
 
+class _WireCustomer(_Wire):
+    kind: Literal["signup", "profile_update", "consent", "erasure_requested"]  # CUSTOMER_KINDS
+    referred_by: _Id | None = None
+    birth_date: str | None = None  # is_birth_date decides
+    time_zone: str | None = None  # known_time_zones decides
+    channels: dict[Literal["email", "sms", "push", "post", "phone"], bool] | None = None
+
+
 _purchase_wire = msgspec.json.Decoder(_WirePurchase).decode
 _ticket_wire = msgspec.json.Decoder(_WireTicket).decode
 _survey_wire = msgspec.json.Decoder(_WireSurvey).decode
 _redemption_wire = msgspec.json.Decoder(_WireRedemption).decode
 _redemption_event = constructor(Redemption)
+_customer_wire = msgspec.json.Decoder(_WireCustomer).decode
 
 
 def _fast_purchase(data: bytes) -> Purchase | None:
@@ -495,11 +622,36 @@ def _fast_redemption(data: bytes) -> Redemption | None:
         w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, w.reward_id, w.points)
 
 
+def _fast_customer(data: bytes) -> CustomerEvent | None:
+    w = _customer_wire(data)
+    kind, rb, bd, tz, ch = w.kind, w.referred_by, w.birth_date, w.time_zone, w.channels
+    if w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace():
+        return None
+    if kind == SIGNUP:
+        if ch is not None or (rb is not None and (rb.isspace() or rb == w.customer_id)):
+            return None
+    elif kind == PROFILE_UPDATE:
+        if rb is not None or ch is not None or (bd is None and tz is None):
+            return None
+    elif kind == CONSENT:
+        if rb is not None or bd is not None or tz is not None or not ch:
+            return None
+    elif rb is not None or bd is not None or tz is not None or ch is not None:
+        return None
+    if (bd is not None and not is_birth_date(bd)) or (
+            tz is not None and tz not in known_time_zones()):
+        return None
+    return _customer_event(
+        w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, kind, rb, bd, tz,
+        tuple(sorted(ch.items())) if ch else ())
+
+
 _FAST: dict[str, Callable[[bytes], Event | None]] = {
     PURCHASE: _fast_purchase,
     TICKET: _fast_ticket,
     SURVEY: _fast_survey,
     REDEMPTION: _fast_redemption,
+    CUSTOMER: _fast_customer,
 }
 
 
@@ -647,6 +799,13 @@ def encode(event: Event) -> bytes:
                  touchpoint=event.touchpoint)
         if event.comment is not None:
             d["comment"] = event.comment
-    else:
+    elif isinstance(event, Redemption):
         d.update(reward_id=event.reward_id, points=event.points)
+    else:
+        d["kind"] = event.kind
+        for name in ("referred_by", "birth_date", "time_zone"):
+            if (value := getattr(event, name)) is not None:
+                d[name] = value
+        if event.channels:
+            d["channels"] = dict(event.channels)
     return orjson.dumps(d)

@@ -12,13 +12,14 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from schemas.events import PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
 
 SCHEMA_FILES: dict[str, str] = {
     PURCHASE: "purchase.schema.json",
     TICKET: "support-ticket.schema.json",
     SURVEY: "survey.schema.json",
     REDEMPTION: "redemption.schema.json",
+    CUSTOMER: "customer.schema.json",
 }
 
 

@@ -2,7 +2,8 @@
 
 The JSON Schema files in ``schemas/json/`` are the language-neutral contract; these frozen
 dataclasses are what the decoder (``schemas.codec``) produces after validating a record
-against exactly the same rules (``tests/unit/schemas/test_schemas.py`` checks both agree on a corpus).
+against exactly the same rules (``tests/unit/schemas/test_schemas.py`` checks both agree on
+a corpus).
 
 Times on the wire are RFC 3339 strings with an offset; here they are integer milliseconds
 since the Unix epoch (UTC), which is what the pure processors compute with.
@@ -18,15 +19,27 @@ PURCHASE = "purchase"
 TICKET = "ticket"
 SURVEY = "survey"
 REDEMPTION = "redemption"
+CUSTOMER = "customer"
 
-EventKind = Literal["purchase", "ticket", "survey", "redemption"]
-EVENT_KINDS: tuple[str, ...] = (PURCHASE, TICKET, SURVEY, REDEMPTION)
+EventKind = Literal["purchase", "ticket", "survey", "redemption", "customer"]
+EVENT_KINDS: tuple[str, ...] = (PURCHASE, TICKET, SURVEY, REDEMPTION, CUSTOMER)
 
 PURCHASE_KINDS = ("purchase", "refund")
 TICKET_STATUSES = ("opened", "responded", "resolved", "reopened", "closed")
 TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
 SURVEY_KINDS = ("nps", "csat", "ces")
 SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+SIGNUP, PROFILE_UPDATE, CONSENT, ERASURE_REQUESTED = (
+    "signup", "profile_update", "consent", "erasure_requested")
+CUSTOMER_KINDS = (SIGNUP, PROFILE_UPDATE, CONSENT, ERASURE_REQUESTED)
+CONSENT_CHANNELS = ("email", "sms", "push", "post", "phone")  # marketing channels
+# which optional fields each kind may carry (the others must be absent or null)
+CUSTOMER_FIELDS: dict[str, tuple[str, ...]] = {
+    SIGNUP: ("referred_by", "birth_date", "time_zone"),
+    PROFILE_UPDATE: ("birth_date", "time_zone"),  # at least one of them
+    CONSENT: ("channels",),  # at least one channel
+    ERASURE_REQUESTED: (),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +110,29 @@ class Redemption:
     event_kind = REDEMPTION
 
 
-Event = Purchase | SupportTicket | Survey | Redemption
+@dataclass(frozen=True, slots=True)
+class CustomerEvent:
+    """A record of the ``customers`` topic: who the customer is, not what they did.
+
+    ``kind`` says which: ``signup`` (optionally ``referred_by`` another customer, never
+    themselves; ``birth_date``; ``time_zone``), ``profile_update`` (``birth_date`` and/or
+    ``time_zone``), ``consent`` (``channels``: marketing channel -> opted in, as of
+    ``occurred_at``), ``erasure_requested`` (nothing else). No contact data: no name, email
+    address or phone number is needed or kept."""
+
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    source: str
+    kind: Literal["signup", "profile_update", "consent", "erasure_requested"]
+    referred_by: str | None = None  # a customer id, not customer_id
+    # "--MM-DD" (month and day) or "YYYY-MM-DD", as written; a real calendar date
+    # (Feb 29: in a leap year, or as a month-day)
+    birth_date: str | None = None
+    time_zone: str | None = None  # an IANA time zone name, e.g. "Europe/Paris"
+    channels: tuple[tuple[str, bool], ...] = ()  # (channel, opted in), sorted by channel
+
+    event_kind = CUSTOMER
+
+
+Event = Purchase | SupportTicket | Survey | Redemption | CustomerEvent

@@ -39,6 +39,7 @@ class Settings:
     topic_tickets: str = "support-tickets"
     topic_surveys: str = "surveys"
     topic_redemptions: str = "redemptions"
+    topic_customers: str = "customers"  # signups, profile updates, consent, erasure requests
     topic_deadletter: str = "deadletter"
     topic_alerts: str = "churn-alerts"
     topic_points: str = "points-accruals"

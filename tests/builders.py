@@ -2,12 +2,19 @@
 
 Each takes the event id and time first, then what a test usually varies, positionally;
 the rest by keyword with a plain default (customer ``c1``, EUR, an in-store purchase,
-an e-mail billing ticket, a checkout survey).
+an e-mail billing ticket, a checkout survey, a customer record from the web).
 """
 
 from __future__ import annotations
 
-from schemas.events import Purchase, PurchaseLine, Redemption, SupportTicket, Survey
+from schemas.events import (
+    CustomerEvent,
+    Purchase,
+    PurchaseLine,
+    Redemption,
+    SupportTicket,
+    Survey,
+)
 
 
 def purchase(eid: str, t: int, amount: int = 1000, currency: str = "EUR",
@@ -40,3 +47,13 @@ def redemption(eid: str, t: int, points: int = 100, *, cid: str = "c1",
                reward: str = "r1") -> Redemption:
     return Redemption(event_id=eid, customer_id=cid, occurred_at=t, source="app",
                       reward_id=reward, points=points)
+
+
+def customer(eid: str, t: int, kind: str, *, cid: str = "c1", source: str = "web",
+             referred_by: str | None = None, birth_date: str | None = None,
+             time_zone: str | None = None, **channels: bool) -> CustomerEvent:
+    """A record of the customers topic; ``channels`` as keywords (``email=True``)."""
+    return CustomerEvent(event_id=eid, customer_id=cid, occurred_at=t, source=source,
+                         kind=kind, referred_by=referred_by,  # type: ignore[arg-type]
+                         birth_date=birth_date, time_zone=time_zone,
+                         channels=tuple(sorted(channels.items())))

@@ -180,9 +180,13 @@ def topics_create() -> None:
 @click.option("--malformed-rate", default=0.0, show_default=True,
               help="Share of deliberately malformed records (0-1).")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--customer-events", is_flag=True,
+              help="Also produce customer records (signups, consent, profile updates) on the "
+                   "customers topic; the other records stay the same.")
 def simulate(customers: int, rate: float, history_days: int, duration: float,
-             malformed_rate: float, seed: int) -> None:
-    """Produce realistic purchases, tickets, surveys and redemptions."""
+             malformed_rate: float, seed: int, customer_events: bool) -> None:
+    """Produce realistic purchases, tickets, surveys and redemptions (and, with
+    --customer-events, signups, consent and profile updates)."""
     from streams.tools.simulate import SimulationRun
 
     settings = _settings()
@@ -190,7 +194,8 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
     _check(settings, kafka=True)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the final message says it
     run = SimulationRun(settings, customers=customers, rate=rate, history_days=history_days,
-                        malformed_rate=malformed_rate, seed=seed)
+                        malformed_rate=malformed_rate, seed=seed,
+                        customer_events=customer_events)
 
     async def main() -> None:
         await run.run(duration or None)
@@ -209,8 +214,11 @@ def simulate(customers: int, rate: float, history_days: int, duration: float,
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between summaries.")
 @click.option("--clock", type=click.Choice(["live", "event"]), default=None,
               help="The worker's clock (README \"Time\") [default: PULSE_CLOCK, live].")
+@click.option("--customer-events/--no-customer-events", default=True, show_default=True,
+              help="Simulate customer records (signups, consent, profile updates) too.")
 def dev(duration: float, no_simulate: bool, customers: int, rate: float, history_days: int,
-        malformed_rate: float, interval: float, clock: str | None) -> None:
+        malformed_rate: float, interval: float, clock: str | None,
+        customer_events: bool) -> None:
     """The embedded stack: Tansu + redis-server + a worker + the simulator, with a summary."""
     from streams.tools.devrun import DevRun
 
@@ -218,7 +226,8 @@ def dev(duration: float, no_simulate: bool, customers: int, rate: float, history
     if clock is not None:
         base = base.with_(clock=clock)
     run = DevRun(base, simulate=not no_simulate, customers=customers, rate=rate,
-                 history_days=history_days, malformed_rate=malformed_rate, interval=interval)
+                 history_days=history_days, malformed_rate=malformed_rate, interval=interval,
+                 customer_events=customer_events)
     code = run.main(duration or None)
     sys.exit(code)
 
@@ -239,10 +248,11 @@ def _event_time(value: str | None, option: str) -> int | None:
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--kind", "kinds", multiple=True,
-              type=click.Choice(["purchase", "ticket", "survey"]),
+              type=click.Choice(["purchase", "ticket", "survey", "customer"]),
               help="What the files' rows are: once for all files, or once a file in order. "
                    "Default: each file's kind from its columns (amount: purchase, ticket_id: "
-                   "ticket, score: survey).")
+                   "ticket, score: survey; referred_by, birth_date, time_zone or consent_*: "
+                   "customer).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default=None,
               help="Default: from the extension (.csv; .jsonl or .ndjson).")
 @click.option("--currency", default=None,

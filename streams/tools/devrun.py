@@ -90,8 +90,10 @@ CLOCKS = {
 
 class DevRun:
     def __init__(self, base: Settings, *, simulate: bool, customers: int, rate: float,
-                 history_days: int, malformed_rate: float, interval: float) -> None:
+                 history_days: int, malformed_rate: float, interval: float,
+                 customer_events: bool = True) -> None:
         self.base = base
+        self.customer_events = customer_events
         self.simulate = simulate
         self.customers = customers
         self.rate = rate
@@ -182,7 +184,8 @@ class DevRun:
         if self.simulate:
             sim = SimulationRun(settings, customers=self.customers, rate=self.rate,
                                 history_days=self.history_days,
-                                malformed_rate=self.malformed_rate)
+                                malformed_rate=self.malformed_rate,
+                                customer_events=self.customer_events)
             task = asyncio.create_task(sim.run(None))
         started = time.monotonic()
         prev: dict[str, float] | None = None
@@ -231,7 +234,8 @@ class DevRun:
         for short, topic in (("purchases", settings.topic("purchases")),
                              ("tickets", settings.topic("tickets")),
                              ("surveys", settings.topic("surveys")),
-                             ("redemptions", settings.topic("redemptions"))):
+                             ("redemptions", settings.topic("redemptions")),
+                             ("customers", settings.topic("customers"))):
             c[short] = total(ev, topic=topic, outcome="processed")
         c["dead"] = total(m.get("pulse_deadletter_total", {}))
         out = m.get("pulse_outputs_total", {})
@@ -265,9 +269,10 @@ class DevRun:
                 return f"metrics unavailable: {exc}"
         parts = []
         dt = (now["t"] - prev["t"]) if prev else 0.0
-        for k in ("purchases", "tickets", "surveys", "redemptions"):
+        for k in ("purchases", "tickets", "surveys", "redemptions", "customers"):
             rate = f" ({(now[k] - prev.get(k, 0)) / dt:,.0f}/s)" if prev and dt > 0 else ""
-            parts.append(f"{k} {now[k]:,.0f}{rate}")
+            label = "customer records" if k == "customers" else k
+            parts.append(f"{label} {now.get(k, 0):,.0f}{rate}")
         parts.append(f"dead letters {now['dead']:,.0f}")
         parts.append(f"duplicates {now['dup']:,.0f}")
         parts.append(f"alerts {now['alerts']:,.0f}")

@@ -13,7 +13,9 @@ Pure part (no I/O, unit-tested without services):
   codec the engine uses (``schemas.codec.decode_obj``), so a bad row is rejected with the
   codec's reason and message. Amounts are major units converted to minor units exactly
   (``Fraction``; an amount that would need rounding is rejected); a negative amount is a
-  refund of its absolute value. A row without an ``event_id`` gets a deterministic one:
+  refund of its absolute value. A customer row's consent is one column a channel
+  (``consent_email`` ...: true/false, yes/no, 1/0, in/out; blank: not named). A row without
+  an ``event_id`` gets a deterministic one:
   ``replay-`` + the first 20 hex digits of ``sha1("<kind>|<normalized row>|<n>")``, where
   the normalized row is the row's known, non-empty cells (event_id excluded), sorted by
   column, and ``n`` counts earlier identical rows in the file. Two identical rows are two
@@ -63,7 +65,7 @@ from schemas.codec import (
     is_currency_code,
     to_rfc3339,
 )
-from schemas.events import PURCHASE, SURVEY, TICKET, Event
+from schemas.events import CONSENT_CHANNELS, CUSTOMER, PURCHASE, SURVEY, TICKET, Event
 from streams.settings import Settings
 from streams.worker.replays import HEADER_REPLAY, send_end_marker
 
@@ -113,7 +115,13 @@ SPECS: dict[str, Spec] = {
                  ("event_id", "channel", "category", "sentiment")),
     SURVEY: Spec(SURVEY, ("customer_id", "occurred_at", "kind", "score"),
                  ("event_id", "survey_id", "touchpoint", "comment")),
+    CUSTOMER: Spec(CUSTOMER, ("customer_id", "occurred_at", "kind"),
+                   ("event_id", "referred_by", "birth_date", "time_zone",
+                    *(f"consent_{c}" for c in CONSENT_CHANNELS))),
 }
+# consent cells: what a spreadsheet or a CRM export writes for yes and no
+_YES = frozenset({"true", "yes", "y", "1", "in", "opted_in", "opt-in"})
+_NO = frozenset({"false", "no", "n", "0", "out", "opted_out", "opt-out"})
 
 _PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -231,8 +239,10 @@ class RowParser:
             self._purchase(cells, obj)
         elif kind == TICKET:
             self._ticket(cells, obj)
-        else:
+        elif kind == SURVEY:
             self._survey(cells, obj)
+        else:
+            self._customer(cells, obj)
         return decode_obj(kind, obj)
 
     def _purchase(self, cells: dict[str, Any], obj: dict[str, Any]) -> None:
@@ -274,6 +284,30 @@ class RowParser:
         obj["touchpoint"] = _text(cells.get("touchpoint", UNSPECIFIED))
         if "comment" in cells:
             obj["comment"] = _text(cells["comment"])
+
+
+    def _customer(self, cells: dict[str, Any], obj: dict[str, Any]) -> None:
+        for name in ("kind", "referred_by", "birth_date", "time_zone"):
+            if name in cells:
+                obj[name] = _text(cells[name])
+        named = [c for c in CONSENT_CHANNELS if f"consent_{c}" in cells]
+        if named and obj.get("kind") != "consent":
+            raise _bad(f"customer.consent_{named[0]}", "only a row of kind consent may have "
+                       "consent cells", cells[f"consent_{named[0]}"])
+        if named:
+            obj["channels"] = {c: _consent(cells[f"consent_{c}"], c) for c in named}
+
+
+def _consent(value: Any, channel: str) -> Any:
+    if type(value) is bool:
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in _YES:
+        return True
+    if text in _NO:
+        return False
+    raise _bad(f"customer.consent_{channel}", "must be true or false (yes/no, 1/0, in/out)",
+               value)
 
 
 # -- pure: text -> rows ------------------------------------------------------------------------
@@ -446,7 +480,8 @@ class Progress:
 
 def infer_kind(path: str, fmt: str, head: str) -> str:
     """The kind of a file from its columns (CSV header, or the first JSONL object's keys):
-    a ``ticket_id`` makes tickets, a ``score`` surveys, an ``amount`` purchases."""
+    a ``ticket_id`` makes tickets, a ``score`` surveys, an ``amount`` purchases, any of
+    ``referred_by``, ``birth_date``, ``time_zone``, ``consent_*`` customer records."""
     if fmt == "csv":
         try:
             names = {h.strip().lower() for h in next(csv.reader([head]))}
@@ -460,10 +495,14 @@ def infer_kind(path: str, fmt: str, head: str) -> str:
         names = {str(k).lower() for k in obj} if isinstance(obj, dict) else set()
     found = [k for k, col in ((TICKET, "ticket_id"), (SURVEY, "score"), (PURCHASE, "amount"))
              if col in names]
+    if names & {"referred_by", "birth_date", "time_zone"} or any(
+            n.startswith("consent_") for n in names):
+        found.append(CUSTOMER)
     if len(found) != 1:
         raise ReplayError(
             f"{path}: cannot tell whether its rows are purchases (an amount column), tickets "
-            f"(ticket_id) or surveys (score) from its {'header' if fmt == 'csv' else 'first line'}"
+            f"(ticket_id), surveys (score) or customer records (referred_by, birth_date, "
+            f"time_zone, consent_*) from its {'header' if fmt == 'csv' else 'first line'}"
             f"; pass --kind")
     return found[0]
 

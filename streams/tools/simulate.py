@@ -30,14 +30,15 @@ STEP_MS = 3_600_000  # history is generated an hour of event time at a time
 class SimulationRun:
     def __init__(self, settings: Settings, *, customers: int, rate: float, history_days: int,
                  malformed_rate: float = 0.0, seed: int = 1,
-                 now_ms: int | None = None) -> None:
+                 now_ms: int | None = None, customer_events: bool = False) -> None:
         self.settings = settings
         self.topics = Topics.from_settings(settings)
         self.rate = rate
         self.now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         self.start_ms = self.now_ms - history_days * DAY_MS
         self.sim = Simulator(SimConfig(customers=customers, seed=seed, start_ms=self.start_ms,
-                                       malformed_rate=malformed_rate))
+                                       malformed_rate=malformed_rate,
+                                       customer_events=customer_events))
         self.sent: Counter[str] = Counter()
         self.malformed = 0
         self.stop = asyncio.Event()

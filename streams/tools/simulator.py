@@ -36,6 +36,18 @@ within one gap); the others and all one-time buyers are acquired uniformly over
 SLA-breaching ticket 3-30 days before ``churn_at``, with probability .35 a detractor NPS
 answer, and any NPS/CSAT/CES they give in the 45 days before ``churn_at`` leans negative.
 So "slow ticket" and "detractor" predict churn, as they should.
+
+Customer records (the ``customers`` topic), with ``SimConfig(customer_events=True)`` only:
+three in four acquired customers sign up 0-3 days before their first order (one in five of
+them ``referred_by`` a customer already acquired by then; 60 % with a birth date, a third of
+those as a month-day only; 85 % with a time zone), then give their marketing consent a few
+minutes later (every channel named); established customers (signed up before ``start_ms``)
+now and then visit the preference centre. Later on: consent changes (12 %) and moves to
+another time zone (5 %); with ``malformed_rate``, signups with a zone the IANA database lacks
+ride along (dead letters ``unknown_time_zone``). These decisions use their own random streams
+and ids (``sim-<seed>-p<n>``), so the other records are the same bytes with the option off
+or on (only interleaved with the customer records): the benchmark digests are computed with
+it off.
 """
 
 from __future__ import annotations
@@ -56,10 +68,13 @@ import orjson
 
 from schemas.codec import MAX_TIME_MS, MIN_TIME_MS, encode
 from schemas.events import (
+    CONSENT_CHANNELS,
+    CUSTOMER,
     PURCHASE,
     REDEMPTION,
     SURVEY,
     TICKET,
+    CustomerEvent,
     Event,
     Purchase,
     PurchaseLine,
@@ -208,8 +223,25 @@ POINTS_PER_EUR_ESTIMATE = 1  # the simulator's own conservative balance estimate
 
 MALFORMED_TYPES = (
     "truncated_json", "invalid_utf8", "json_array", "missing_customer_id", "wrong_types",
-    "survey_score_out_of_range", "negative_quantity", "unknown_currency",
+    "survey_score_out_of_range", "negative_quantity", "unknown_currency", "unknown_time_zone",
 )
+
+# Customer records (SimConfig.customer_events).
+SIGNUP_RATE = 0.75  # of acquired customers; the others buy as guests
+REFERRED_RATE = 0.20
+BIRTH_DATE_RATE = 0.60
+MONTH_DAY_ONLY_SHARE = 0.35
+TIME_ZONE_RATE = 0.85
+TIME_ZONES = ("Europe/Paris", "Europe/Berlin", "Europe/London", "Europe/Madrid", "Europe/Rome",
+              "Europe/Amsterdam", "Europe/Brussels", "America/New_York", "America/Chicago",
+              "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney", "UTC")
+_TIME_ZONE_W = (22, 15, 14, 9, 8, 6, 5, 6, 3, 3, 3, 2, 4)
+CONSENT_IN_RATE = {"email": 0.60, "sms": 0.25, "push": 0.35, "post": 0.15, "phone": 0.05}
+PREFERENCE_VISIT_RATE = 0.30  # established customers, within the first 60 days
+CONSENT_CHANGE_RATE = 0.12
+MOVE_RATE = 0.05
+UNKNOWN_TIME_ZONES = ("Europe/Atlantis", "Mars/Olympus_Mons", "Paris")  # malformed mix
+LIVE_CUSTOMER_RECORD_RATE = 0.02  # sample_events: share of customer records
 _MALFORMED_BY_KIND = {
     PURCHASE: ("truncated_json", "invalid_utf8", "json_array", "missing_customer_id",
                "wrong_types", "negative_quantity", "unknown_currency", "unknown_currency"),
@@ -243,6 +275,9 @@ class SimConfig:
     extra_currencies: tuple[str, ...] = ("USD", "GBP")  # occasional foreign-currency orders
     acquisition_days: int = 365  # new customers' first orders are spread over this period
     live_time_scale: float = 1.0  # sample_events: follow-up delays are divided by this
+    # records of the customers topic too (signups, consent, profile updates): off by default,
+    # which keeps the other records' stream (and the benchmark digests) as it always was
+    customer_events: bool = False
 
     def __post_init__(self) -> None:
         if type(self.start_ms) is not int or not MIN_TIME_MS <= self.start_ms < MAX_TIME_MS:
@@ -264,7 +299,7 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class SimRecord:
-    kind: str  # "purchase" | "ticket" | "survey" | "redemption"
+    kind: str  # "purchase" | "ticket" | "survey" | "redemption" | "customer"
     key: bytes  # customer_id, UTF-8
     value: bytes  # wire JSON, or deliberately malformed bytes
     valid: bool
@@ -396,6 +431,96 @@ _OP_PURCHASE = 0  # timeline only: the customer's next order in their rhythm
 _OP_EMIT = 1  # payload: (event class, fields without event_id)
 _OP_TICKET = 2  # payload: (went_badly, category or None)
 _OP_SURVEY = 3  # payload: (kind, touchpoint, forced NPS class or None, ticket went badly)
+_OP_PROFILE = 4  # payload: the CustomerEvent fields without event_id and occurred_at
+
+
+class _Profiles:
+    """The customer records of one generation path: their own RNGs and ids, so that the
+    other records do not depend on whether they are on (module docstring)."""
+
+    def __init__(self, tag: str, cfg: SimConfig, id_base: str) -> None:
+        self.rng = random.Random(f"customer-pulse/{tag}/profiles/{cfg.seed}")
+        self.bad_rng = random.Random(f"customer-pulse/{tag}/profiles/malformed/{cfg.seed}")
+        self.id_base = id_base
+        self.n = self.n_bad = 0
+        self.rate = cfg.malformed_rate
+
+    def record(self, t: int, c: _Cust, fields: dict[str, Any]) -> list[SimRecord]:
+        """The record (and any malformed companion) for a scheduled customer record."""
+        self.n += 1
+        ev = CustomerEvent(event_id=f"sim-{self.id_base}p{self.n}", customer_id=c.cid,
+                           occurred_at=t, **fields)
+        out = [SimRecord(CUSTOMER, c.key, encode(ev), True, ev, t)]
+        if self.rate > 0 and ev.kind == "signup":
+            while self.bad_rng.random() < self.rate:
+                self.n_bad += 1
+                obj = orjson.loads(out[0].value)
+                obj["event_id"] = f"sim-{self.id_base}pbad-{self.n_bad}"
+                obj["time_zone"] = self.bad_rng.choice(UNKNOWN_TIME_ZONES)
+                out.append(SimRecord(CUSTOMER, c.key, orjson.dumps(obj), False, None, t,
+                                     "unknown_time_zone"))
+        return out
+
+    def time_zone(self) -> str:
+        return self.rng.choices(TIME_ZONES, weights=_TIME_ZONE_W)[0]
+
+    def birth_date(self) -> str:
+        rng = self.rng
+        day = rng.randrange(-20 * 365, 36 * 365)  # 1950-03 .. 2005-12
+        text = datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+        return "--" + text[5:] if rng.random() < MONTH_DAY_ONLY_SHARE else text
+
+    def consent(self, c: _Cust, every: bool) -> dict[str, Any]:
+        """Every channel named (at signup), or one channel flipped towards opting out."""
+        rng = self.rng
+        if every:
+            rates = dict(CONSENT_IN_RATE)
+            if c.home == "app":
+                rates["push"] = 0.7
+            return {"source": CHANNEL_SOURCE[c.home], "kind": "consent",
+                    "channels": tuple(sorted((ch, rng.random() < rates[ch])
+                                             for ch in CONSENT_CHANNELS))}
+        channel = rng.choice(CONSENT_CHANNELS[:3])
+        return {"source": "web", "kind": "consent",
+                "channels": ((channel, rng.random() < 0.3),)}
+
+    def schedule(self, custs: list[_Cust], cfg: SimConfig,
+                 push: Any) -> None:
+        """Every customer's records over the simulation, onto the timeline's heap."""
+        rng = self.rng
+        start = cfg.start_ms
+        for c in custs:
+            p = c.profile
+            if p.established:
+                if rng.random() < PREFERENCE_VISIT_RATE:
+                    at = start + int(rng.random() * 60 * DAY)
+                    push(at, c.idx, self.consent(c, every=True))
+                    if rng.random() < 0.3:
+                        push(at + MINUTE, c.idx, {"source": "web", "kind": "profile_update",
+                                                  "time_zone": self.time_zone()})
+                continue
+            if rng.random() >= SIGNUP_RATE:
+                continue
+            signup = max(start, p.first_order_at_ms - int(rng.random() * 3 * DAY))
+            fields: dict[str, Any] = {"source": CHANNEL_SOURCE[c.home], "kind": "signup"}
+            if rng.random() < REFERRED_RATE:
+                for _ in range(5):  # someone acquired by then (or established), not themselves
+                    other = custs[rng.randrange(len(custs))]
+                    if other is not c and (other.profile.established
+                                           or other.profile.first_order_at_ms < signup):
+                        fields["referred_by"] = other.cid
+                        break
+            if rng.random() < BIRTH_DATE_RATE:
+                fields["birth_date"] = self.birth_date()
+            if rng.random() < TIME_ZONE_RATE:
+                fields["time_zone"] = self.time_zone()
+            push(signup, c.idx, fields)
+            push(signup + int(rng.uniform(1, 10) * MINUTE), c.idx, self.consent(c, every=True))
+            if rng.random() < CONSENT_CHANGE_RATE:
+                push(signup + int(rng.uniform(10, 300) * DAY), c.idx, self.consent(c, False))
+            if rng.random() < MOVE_RATE:
+                push(signup + int(rng.uniform(30, 330) * DAY), c.idx,
+                     {"source": "app", "kind": "profile_update", "time_zone": self.time_zone()})
 
 
 class _DecisionStream:
@@ -713,6 +838,7 @@ class _Timeline(_DecisionStream):
         rng = self.rng
         self.until = sim.cfg.start_ms
         self.outbox: deque[SimRecord] = deque()
+        self.profiles: _Profiles | None = None
         for c in self.custs:
             p = c.profile
             self.push(p.first_order_at_ms, _OP_PURCHASE, c.idx, c.home)
@@ -727,6 +853,10 @@ class _Timeline(_DecisionStream):
                     if at > p.first_order_at_ms:
                         self.push(at, _OP_SURVEY, c.idx, ("nps", "relationship", "detractor",
                                                           None))
+        if sim.cfg.customer_events:  # after the others: their pushes stay as they were
+            self.profiles = _Profiles("timeline", sim.cfg, self.id_base)
+            self.profiles.schedule(self.custs, sim.cfg,
+                                   lambda t, idx, f: self.push(t, _OP_PROFILE, idx, f))
 
     def next_order(self, c: _Cust, t: int) -> None:
         """Schedule the customer's next order after the one at ``t`` (or none: they left)."""
@@ -764,6 +894,10 @@ class _Timeline(_DecisionStream):
                 break
             t, _, op, idx, payload = heapq.heappop(heap)
             c = self.custs[idx]
+            if op == _OP_PROFILE:  # its own RNGs and ids: the rest is not affected
+                assert self.profiles is not None
+                outbox.extend(self.profiles.record(t, c, payload))
+                continue
             ev = self.process(t, op, idx, payload)
             if op == _OP_PURCHASE:
                 self.next_order(c, t)
@@ -784,6 +918,8 @@ class _Live(_DecisionStream):
         self.weights_day: int | None = None
         self.cum: list[float] = []
         self.eligible: list[int] = []
+        self.profiles = (_Profiles("live", sim.cfg, self.id_base)
+                         if sim.cfg.customer_events else None)
 
     def has_room(self) -> bool:
         return len(self.heap) < self.MAX_PENDING
@@ -816,7 +952,17 @@ class _Live(_DecisionStream):
         lo = at_ms - spread_ms
         out: list[SimRecord] = []
         rate = self.cfg.malformed_rate
+        profiles = self.profiles
         while len(out) < n:
+            if profiles is not None and profiles.rng.random() < LIVE_CUSTOMER_RECORD_RATE:
+                # a consent change or a move, from the profiles' own RNG (the rest unchanged)
+                prng = profiles.rng
+                c = self.custs[self.eligible[bisect_choice(prng, self.cum)]]
+                fields = (profiles.consent(c, every=False) if prng.random() < 0.6 else
+                          {"source": "app", "kind": "profile_update",
+                           "time_zone": profiles.time_zone()})
+                out += profiles.record(lo + int(prng.random() * spread_ms), c, fields)
+                continue
             if rate > 0 and bad_rng.random() < rate:
                 c = self.custs[self.eligible[bisect_choice(bad_rng, self.cum)]]
                 t = lo + int(bad_rng.random() * spread_ms)

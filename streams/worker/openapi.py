@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.worker.views import COLUMNS, INT, LIST, MONEY, NUMBER, TIME
+from streams.worker.views import BOOL, COLUMNS, INT, LIST, MONEY, NUMBER, TIME
 
 _NULLABLE_BY_FORMAT: dict[str, dict[str, Any]] = {
     TIME: {"type": ["string", "null"], "format": "date-time",
@@ -19,6 +19,7 @@ _NULLABLE_BY_FORMAT: dict[str, dict[str, Any]] = {
             "description": "major-unit decimal in the reporting currency"},
     NUMBER: {"type": ["number", "null"]},
     INT: {"type": ["integer", "null"]},
+    BOOL: {"type": ["boolean", "null"]},
     LIST: {"type": "array", "items": {"type": "string"}},
 }
 _ALWAYS_SET = {"customer_id", "as_of", "reporting_currency"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
 from streams.settings import Settings
 
 
@@ -22,6 +22,7 @@ class Topics:
     deadletter: str
     alerts: str
     points: str
+    customers: str  # signups, profile updates, consent (an input, added after the others)
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -33,16 +34,20 @@ class Topics:
             deadletter=s.topic("deadletter"),
             alerts=s.topic("alerts"),
             points=s.topic("points"),
+            customers=s.topic("customers"),
         )
 
     @property
     def inputs(self) -> dict[str, str]:
-        """Input topic name -> event kind it carries."""
+        """Input topic name -> event kind it carries. The order is the engine's fixed merge
+        order for records of equal event time (``Engine._take``): a new topic goes last, so
+        that the existing topics' records keep the order they always had."""
         return {
             self.purchases: PURCHASE,
             self.tickets: TICKET,
             self.surveys: SURVEY,
             self.redemptions: REDEMPTION,
+            self.customers: CUSTOMER,
         }
 
     def for_kind(self, kind: str) -> str:

@@ -11,7 +11,7 @@ and a group (for ``pulse customer``). Adding a column is one line here;
 Formats: ``time`` -> RFC 3339 UTC with milliseconds; ``money`` -> a major-unit decimal
 string in the reporting currency (``4250`` -> ``"42.50"``; the view field's ``_minor``
 suffix is dropped from the name); ``number`` -> a float rounded to 4 decimals; ``int``,
-``text`` and ``list`` as they are. ``None`` stays ``None``: an empty CSV cell, JSON null.
+``text``, ``bool`` and ``list`` as they are. ``None`` stays ``None``: an empty CSV cell, JSON null.
 ``export_row`` is pure; ``load_rows`` / ``load_row`` read Redis.
 """
 
@@ -33,16 +33,19 @@ from processors.errors import WireError
 from processors.rules import Rules
 from processors.state import WINDOWS_DAYS, CustomerState
 from schemas.codec import format_time
+from schemas.events import CONSENT_CHANNELS
 from streams.settings import Settings
 from streams.worker.partitioning import owner
 from streams.worker.store import Store
 
 TEXT, INT, TIME, MONEY, NUMBER, LIST = "text", "int", "time", "money", "number", "list"
+BOOL = "bool"
 CUSTOMER, PURCHASES, WINDOWS, SUPPORT, SURVEYS = (
     "customer", "purchases", "windows", "support", "surveys")
 NUMBER_DECIMALS = 4
 LIST_SEPARATOR = ";"  # list cells in CSV (JSON keeps lists)
 LOYALTY = "loyalty"
+PROFILE = "profile"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("churn_score", NUMBER, "churn"),
     _c("churn_level", TEXT, "churn"),
     _c("churn_reasons", LIST, "churn"),
+    _c("signup_at", TIME, PROFILE),
+    _c("referred_by", TEXT, PROFILE),
+    _c("birth_date", TEXT, PROFILE),
+    _c("time_zone", TEXT, PROFILE),
+    *(c for ch in CONSENT_CHANNELS
+      for c in (_c(f"consent_{ch}", BOOL, PROFILE), _c(f"consent_{ch}_at", TIME, PROFILE))),
 )
 HEADER: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 

@@ -24,7 +24,8 @@ from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
-from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
+from schemas import events as schema
+from schemas.events import CustomerEvent, Event, Purchase, Redemption, SupportTicket, Survey
 
 T0 = 1_704_067_200_000
 TIGHT = parse_rules({"allowed_lateness_ms": DAY_MS // 2, "dedup_window_max": 3,
@@ -63,7 +64,8 @@ def histories(draw: st.DrawFn, max_events: int = 40,
         base += draw(st.sampled_from(GAPS))
         t = base - draw(st.one_of(st.just(0), st.integers(0, lateness)))
         eid, c = f"e{i}", "c1"
-        kind = draw(st.sampled_from(["purchase", "purchase", "ticket", "survey", "redemption"]))
+        kind = draw(st.sampled_from(["purchase", "purchase", "ticket", "survey", "redemption",
+                                     "customer"]))
         ev: Event
         if kind == "purchase":
             ev = Purchase(eid, c, t, "pos", f"o{i}", "store",
@@ -82,10 +84,34 @@ def histories(draw: st.DrawFn, max_events: int = 40,
             lo, hi = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}[skind]
             ev = Survey(eid, c, t, "survey-tool", f"s{i}", skind,  # type: ignore[arg-type]
                         draw(st.integers(lo, hi)), "checkout")
-        else:
+        elif kind == "redemption":
             ev = Redemption(eid, c, t, "app", "r1", 100)
+        else:
+            ev = draw(customer_records(eid, c, t))
         events.append(ev)
     return History(rules, tuple(events))
+
+
+@st.composite
+def customer_records(draw: st.DrawFn, eid: str, c: str, t: int) -> CustomerEvent:
+    """A record of the customers topic: few values, so that "latest wins" and its ties
+    (the same time, the same channel) are exercised; now and then an erasure request (a
+    dead letter) or a self-referral (refused)."""
+    kinds = schema.CUSTOMER_KINDS
+    kind = draw(st.sampled_from([*kinds[:3], *kinds[:3], kinds[3]]))
+    bd = st.none() | st.sampled_from(["--02-29", "1990-05-17", "--12-31"])
+    tz = st.none() | st.sampled_from(["UTC", "Europe/Paris", "Asia/Tokyo"])
+    if kind == "signup":
+        return CustomerEvent(eid, c, t, "web", kind,
+                             draw(st.none() | st.sampled_from(["r1", "r2", c])), draw(bd),
+                             draw(tz))
+    if kind == "profile_update":
+        return CustomerEvent(eid, c, t, "crm", kind, None, draw(bd), draw(tz))
+    if kind == "consent":
+        chosen = draw(st.dictionaries(st.sampled_from(schema.CONSENT_CHANNELS[:3]), st.booleans(),
+                                      min_size=1))
+        return CustomerEvent(eid, c, t, "app", kind, channels=tuple(sorted(chosen.items())))
+    return CustomerEvent(eid, c, t, "crm", kind)  # type: ignore[arg-type]
 
 
 def interleave(h: History, rnd: random.Random) -> list[Event]:

@@ -134,7 +134,7 @@ def test_windows_are_exact_and_never_exceed_totals(h: History, after: int, befor
         assert 0 <= r[f"refunds_{n}d_minor"] <= s.refunds_minor
     assert r["orders_30d"] <= r["orders_90d"] <= r["orders_365d"]
     assert s.total_spend_minor >= 0
-    for kind in range(4):  # the dedup window is bounded per event kind
+    for kind in range(5):  # the dedup window is bounded per event kind
         assert sum(1 for x in s.seen if x.kind == kind) <= h.rules.dedup_window_max
     assert len(s.open_tickets) <= h.rules.support.max_open_tickets
     assert len(s.csat) <= h.rules.surveys.rolling_answers >= len(s.ces)

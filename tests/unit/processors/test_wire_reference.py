@@ -20,11 +20,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from processors import churn, loyalty, wire
+from processors import churn, loyalty, profile, wire
 from processors.churn import LEVELS, ChurnState
 from processors.errors import WireError
 from processors.loyalty import LinePoints, LoyaltyState, OrderPoints, SurveyMark
+from processors.profile import Consent, Profile
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
+from schemas.events import CONSENT_CHANNELS
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -53,8 +55,8 @@ def ref_dumps(state: CustomerState) -> bytes:
             out[key] = getattr(state, name)
     if state.last_sentiment is not None:
         out["ls"] = state.last_sentiment
-    if any(state.kind_max):
-        out["km"] = list(state.kind_max)
+    if any(state.kind_max):  # the fifth (customer records) only when it is not 0
+        out["km"] = list(state.kind_max if state.kind_max[4] else state.kind_max[:4])
     for key, records in (("d", state.days), ("s", state.seen), ("cs", state.csat),
                          ("ce", state.ces)):
         if records:
@@ -66,6 +68,16 @@ def ref_dumps(state: CustomerState) -> bytes:
         out["ly"] = ref_loyalty(state.loyalty)
     if state.churn is not None:
         out["ch"] = churn.to_wire(state.churn, state.max_event_at)
+    if state.profile is not None:
+        p = state.profile
+        consent: list[int] = []
+        for at in sorted({c.at for c in p.consent}):  # per time: which channels, which in
+            named = [CONSENT_CHANNELS.index(c.channel) for c in p.consent if c.at == at]
+            opted = [CONSENT_CHANNELS.index(c.channel) for c in p.consent
+                     if c.at == at and c.opted_in]
+            consent += [at, sum(1 << i for i in named), sum(1 << i for i in opted)]
+        out["pf"] = [p.signup_at, p.referred_by, p.birth_date, p.birth_date_at, p.time_zone,
+                     p.time_zone_at, consent]
     return orjson.dumps(out)
 
 
@@ -118,9 +130,9 @@ def ref_loads(data: bytes) -> CustomerState:
         kwargs["seen"] = _records(obj["s"], "s", 3, Seen)
     if "km" in obj:
         km = obj["km"]
-        if type(km) is not list or len(km) != 4 or not all(type(x) is int for x in km):
-            raise WireError(f"state field 'km': expected 4 integers, got {km!r:.80}")
-        kwargs["kind_max"] = tuple(km)
+        if type(km) is not list or len(km) not in (4, 5) or not all(type(x) is int for x in km):
+            raise WireError(f"state field 'km': expected 4 or 5 integers, got {km!r:.80}")
+        kwargs["kind_max"] = tuple(km) + (0,) * (5 - len(km))
     if "cs" in obj:
         kwargs["csat"] = _records(obj["cs"], "cs", 2, Answer)
     if "ce" in obj:
@@ -133,6 +145,8 @@ def ref_loads(data: bytes) -> CustomerState:
         kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
     if "ch" in obj:
         kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
+    if "pf" in obj:
+        kwargs["profile"] = profile.from_wire(obj["pf"])  # (its own checks: test_profile.py)
     return CustomerState(**kwargs)
 
 
@@ -159,6 +173,11 @@ CHURN = st.builds(
     ChurnState, st.floats(0, 1), st.sampled_from(LEVELS), INTS, INTS, INTS, INTS,
     st.booleans(), INTS, INTS, INTS, st.booleans()).map(  # level_since <= at, as ever
         lambda ch: replace(ch, level_since=min(ch.level_since, ch.at)))
+PROFILE = st.builds(
+    Profile, OPT, st.none() | st.text(max_size=6), st.none() | st.text(max_size=7), OPT,
+    st.none() | st.text(max_size=8), OPT,
+    st.dictionaries(st.sampled_from(CONSENT_CHANNELS), st.tuples(st.booleans(), INTS)).map(
+        lambda d: tuple(Consent(c, *d[c]) for c in sorted(d))))
 
 
 def _state(customer_id: str, **fields: Any) -> CustomerState:
@@ -170,7 +189,9 @@ def _state(customer_id: str, **fields: Any) -> CustomerState:
 
 STATES = st.builds(
     _state, st.text(max_size=8),
-    max_event_at=OPT, kind_max=st.tuples(INTS, INTS, INTS, INTS) | st.just((0, 0, 0, 0)),
+    max_event_at=OPT,
+    kind_max=st.tuples(INTS, INTS, INTS, INTS, INTS) | st.tuples(INTS, INTS, INTS, INTS,
+                                                                st.just(0)) | st.just((0,) * 5),
     first_purchase_at=OPT, last_purchase_at=OPT, purchase_count=INTS, refund_count=INTS,
     gross_spend_minor=INTS, refunds_minor=INTS, archived_purchase_days=INTS,
     days=_few(st.builds(DayBucket, INTS, INTS, INTS, INTS), 14),
@@ -179,8 +200,8 @@ STATES = st.builds(
                                 st.booleans()), 3),
     last_sentiment=st.none() | FLOATS, last_sentiment_at=OPT, nps_score=OPT, nps_at=OPT,
     csat=_few(st.builds(Answer, INTS, INTS), 3), ces=_few(st.builds(Answer, INTS, INTS), 3),
-    surveys_answered=INTS, seen=_few(st.builds(Seen, INTS, KEYS, st.integers(0, 3))),
-    loyalty=st.none() | LOYALTY, churn=st.none() | CHURN)
+    surveys_answered=INTS, seen=_few(st.builds(Seen, INTS, KEYS, st.integers(0, 4))),
+    loyalty=st.none() | LOYALTY, churn=st.none() | CHURN, profile=st.none() | PROFILE)
 
 
 def _outcome(decode: Callable[[bytes], CustomerState], data: bytes) -> str:
@@ -193,8 +214,11 @@ def _outcome(decode: Callable[[bytes], CustomerState], data: bytes) -> str:
 @SETTINGS
 @given(STATES)
 @example(CustomerState("", max_event_at=0, nps_score=0, last_sentiment=-0.0))
-@example(CustomerState("c", kind_max=(0, 0, 0, 1), seen=(Seen(0, 2**64 - 1, 3),),
+@example(CustomerState("c", kind_max=(0, 0, 0, 1, 0), seen=(Seen(0, 2**64 - 1, 3),),
                        loyalty=LoyaltyState(), churn=ChurnState()))
+@example(CustomerState("c", kind_max=(0, 0, 0, 0, 1), seen=(Seen(1, 2, 4),),
+                       profile=Profile(consent=(Consent("email", False, 0),))))
+@example(CustomerState("c", profile=Profile()))
 def test_dumps_is_the_reference_and_loads_reads_it_back(state: CustomerState) -> None:
     data = wire.dumps(state)
     assert data == ref_dumps(state)
@@ -236,6 +260,8 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(mutated())
 @example(b'{"v":1,"c":"x","d":[1,2,3,true]}')
 @example(b'{"v":1,"c":"x","s":[1,2,3],"km":[1,2,3,false]}')
+@example(b'{"v":1,"c":"x","km":[1,2,3,4,5,6]}')
+@example(b'{"v":1,"c":"x","km":[1,2,3]}')
 @example(b'{"v":1,"c":"x","zz":1,"yy":2,"m":null}')
 def test_loads_refuses_what_the_reference_refuses(data: bytes) -> None:
     assert _outcome(wire.loads, data) == _outcome(ref_loads, data)

@@ -62,10 +62,11 @@ def assert_same(kind: str, raw: bytes | None) -> tuple:
 
 @pytest.fixture(scope="module")
 def simulated() -> list[Any]:
-    sim = Simulator(SimConfig(customers=1500, seed=11, start_ms=START, malformed_rate=0.05))
+    sim = Simulator(SimConfig(customers=1500, seed=11, start_ms=START, malformed_rate=0.05,
+                              customer_events=True))
     records = list(sim.events_until(START + 120 * DAY))
-    records += Simulator(SimConfig(customers=500, seed=12, start_ms=START,
-                                   malformed_rate=0.05)).sample_events(1000, START + 30 * DAY)
+    records += Simulator(SimConfig(customers=500, seed=12, start_ms=START, malformed_rate=0.05,
+                                   customer_events=True)).sample_events(1000, START + 30 * DAY)
     return records
 
 
@@ -113,6 +114,13 @@ def _with(of: str, /, **changes: Any) -> bytes:
     return json.dumps({**_basic(of), **changes}, ensure_ascii=False).encode()
 
 
+def _record(of: str, /, **fields: Any) -> bytes:
+    """The basic record's envelope (event_id, customer_id, occurred_at, source) and
+    ``fields``."""
+    envelope = ("event_id", "customer_id", "occurred_at", "source")
+    return json.dumps({**{k: _basic(of)[k] for k in envelope}, **fields}).encode()
+
+
 def _line(**changes: Any) -> bytes:
     base = _basic("purchase")
     base["lines"][0].update(changes)
@@ -125,7 +133,8 @@ def _splice(kind: str, text: str) -> bytes:
     return b"{" + text.encode("utf-8", "surrogatepass") + b"," + raw[1:]
 
 
-P, T, S, R = events.PURCHASE, events.TICKET, events.SURVEY, events.REDEMPTION
+P, T, S, R, C = (events.PURCHASE, events.TICKET, events.SURVEY, events.REDEMPTION,
+                 events.CUSTOMER)
 WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())  # all str.isspace
 
 # (kind, bytes, does the fast path take it?)
@@ -234,6 +243,39 @@ EDGES: list[tuple[str, bytes | None, bool]] = [
     (R, _with(R, points=0), False),
     (R, _with(R, reward_id="  "), False),
     (R, _with(R, points=1e3), False),
+    (C, _with(C), True),
+    (C, _with(C, referred_by=None, birth_date=None, time_zone=None, channels=None), True),
+    (C, _with(C, referred_by="cust-000123"), False),  # the customer itself
+    (C, _with(C, referred_by=" "), False),
+    (C, _with(C, referred_by="r" * codec.MAX_ID_LEN), True),
+    (C, _with(C, referred_by="r" * (codec.MAX_ID_LEN + 1)), False),
+    *[(C, _with(C, birth_date=d), ok) for d, ok in [
+        ("--02-29", True), ("2000-02-29", True), ("1900-02-29", False), ("2023-02-29", False),
+        ("--02-30", False), ("--05-17\n", False), ("--0\u0665-17", False),
+        ("1899-12-31", False), (19880517, False)]],
+    *[(C, _with(C, time_zone=z), ok) for z, ok in [
+        ("UTC", True), ("America/Argentina/Buenos_Aires", True),
+        ("Europe/Atlantis", False),  # unknown_time_zone, by the slow path
+        ("europe/paris", False), ("localtime", False), ("../etc/passwd", False), ("", False)]],
+    (C, _with(C, channels={"email": True}), False),  # not in a signup
+    (C, _with(C, kind="profile_update", referred_by=None), True),
+    (C, _with(C, kind="profile_update"), False),  # referred_by: a signup's only
+    (C, _record(C, kind="profile_update", birth_date=None, time_zone=None), False),
+    (C, _record(C, kind="profile_update", time_zone="UTC"), True),
+    *[(C, _record(C, kind="consent", channels=ch), ok) for ch, ok in [
+        ({"sms": False, "email": True}, True), ({}, False), ({"fax": True}, False),
+        ({"email": 1}, False), (None, False)]],
+    (C, _record(C, kind="consent", channels={"email": True}, time_zone="UTC"), False),
+    (C, b'{"event_id": "e", "customer_id": "c", "occurred_at": "2024-01-01T00:00:00Z", '
+        b'"source": "web", "kind": "consent", "channels": {"email": true, "email": false}}',
+     True),  # a duplicated channel: the last one wins on both paths
+    (C, b'{"event_id": "e", "customer_id": "c", "occurred_at": "2024-01-01T00:00:00Z", '
+        b'"source": "web", "kind": "consent", "channels": {"email": 1, "email": false}}',
+     False),  # ... and the first one is still checked (by the slow path)
+    (C, _record(C, kind="erasure_requested"), True),
+    (C, _record(C, kind="erasure_requested", birth_date="--01-01"), False),
+    (C, _with(C, kind="Signup"), False),
+    (C, _with(C, newsletter="x"), False),  # accepted, by the slow path
 ]
 
 
@@ -273,9 +315,14 @@ def test_fast_path_types_mirror_the_event_constants() -> None:
     assert literal(codec._WireTicket, "status") == events.TICKET_STATUSES
     assert literal(codec._WireTicket, "priority") == events.TICKET_PRIORITIES
     assert literal(codec._WireSurvey, "kind") == events.SURVEY_KINDS
+    assert literal(codec._WireCustomer, "kind") == events.CUSTOMER_KINDS
+    channels = typing.get_type_hints(codec._WireCustomer)["channels"]
+    assert typing.get_args(typing.get_args(typing.get_args(channels)[0])[0]) == (
+        events.CONSENT_CHANNELS)
     pairs = [(codec._WirePurchase, events.Purchase), (codec._WireTicket, events.SupportTicket),
              (codec._WireSurvey, events.Survey), (codec._WireRedemption, events.Redemption),
-             (codec._WireLine, events.PurchaseLine)]
+             (codec._WireLine, events.PurchaseLine),
+             (codec._WireCustomer, events.CustomerEvent)]
     for wire, event in pairs:  # the same fields, in the same order (the builders rely on it)
         assert wire.__struct_fields__ == tuple(f.name for f in dataclasses.fields(event))
 
@@ -311,7 +358,10 @@ _strings = st.one_of(
                      for n in (m, m + 1)]).flatmap(_sized),
     st.sampled_from(["EUR", "eur", "EU", "EURO", "ÉUR", "\uff25UR", "E1R",
                      *events.PURCHASE_KINDS, *events.TICKET_STATUSES, *events.TICKET_PRIORITIES,
-                     *events.SURVEY_KINDS, "NPS", "purchase "]),
+                     *events.SURVEY_KINDS, "NPS", "purchase ",
+                     *events.CUSTOMER_KINDS, *events.CONSENT_CHANNELS, "Europe/Paris", "UTC",
+                     "Europe/Atlantis", "utc", "--02-29", "--02-30", "1988-02-29",
+                     "2023-02-29", "--5-17", "cust-000123", "cust-000042"]),
     st.from_regex(
         r"(19|20|21)\d\d-[01]\d-[0-3]\d[Tt ][0-2]\d:[0-6]\d:[0-6]\d(\.\d{1,10})?"
         r"([Zz]|[+-][0-2]\d:?[0-6]\d)?\n?",
@@ -374,7 +424,7 @@ def _like(old: Any) -> st.SearchStrategy[Any]:
 
 _keys = st.sampled_from(
     sorted({f.name for cls in (events.Purchase, events.SupportTicket, events.Survey,
-                               events.Redemption, events.PurchaseLine)
+                               events.Redemption, events.PurchaseLine, events.CustomerEvent)
             for f in dataclasses.fields(cls)} | {"extra", "Customer_id", "lines "})
 ) | st.text(max_size=4)
 
@@ -404,12 +454,14 @@ def _pairs(obj: dict[str, Any]) -> Pairs:
 
 
 def _bases() -> list[tuple[str, dict[str, Any]]]:
-    sim = Simulator(SimConfig(customers=200, seed=3, start_ms=START))
-    found: dict[str, list[dict[str, Any]]] = {}
+    sim = Simulator(SimConfig(customers=200, seed=3, start_ms=START, customer_events=True))
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in sim.events_until(START + 60 * DAY):
-        if len(found.setdefault(r.kind, [])) < 6:
-            found[r.kind].append(json.loads(r.value))
-    bases = [(k, obj) for k, objs in found.items() for obj in objs]
+        if r.valid:  # customer records: some of each of their kinds
+            sub = r.event.kind if isinstance(r.event, events.CustomerEvent) else ""
+            if len(found.setdefault((r.kind, sub), [])) < 6:
+                found[(r.kind, sub)].append(json.loads(r.value))
+    bases = [(k, obj) for (k, _), objs in found.items() for obj in objs]
     return bases + [(k, _basic(k)) for k in events.EVENT_KINDS]
 
 
@@ -429,6 +481,9 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
             items = [x for x in lines[0] if isinstance(x, Pairs)]
             if items:
                 target = draw(st.sampled_from(items))
+        channels = [v for k, v in record if k == "channels" and isinstance(v, Pairs)]
+        if channels and draw(st.booleans()):  # a consent record's channels
+            target = channels[0]
         op = draw(st.sampled_from(["remove", "set", "set", "set", "duplicate", "extra"]))
         if op == "extra" or not target:
             target.append((draw(_keys), draw(_values)))

@@ -14,6 +14,7 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import Event, Purchase, SupportTicket, Survey
+from tests.unit.processors.fixtures import customer_records
 
 T0 = 1_704_067_200_000
 C = "C1"
@@ -32,7 +33,8 @@ def histories(draw: st.DrawFn) -> tuple[Rules, list[Event]]:
     events: list[Event] = []
     for i in range(draw(st.integers(1, 25))):
         t += draw(st.sampled_from(GAPS))
-        kind = draw(st.sampled_from(["purchase", "purchase", "purchase", "ticket", "survey"]))
+        kind = draw(st.sampled_from(["purchase", "purchase", "purchase", "ticket", "survey",
+                                     "customer"]))
         if kind == "purchase":
             events.append(Purchase(f"e{i}", C, t, "pos", f"o{i}", "store", "purchase",
                                    draw(st.integers(0, 20_000)), "EUR"))
@@ -42,6 +44,8 @@ def histories(draw: st.DrawFn) -> tuple[Rules, list[Event]]:
                 draw(st.sampled_from(["opened", "responded", "resolved", "reopened"])),
                 draw(st.sampled_from(["low", "normal", "high", "urgent"])), "email", "other",
                 draw(st.none() | st.floats(-1, 1, allow_nan=False))))
+        elif kind == "customer":  # no churn signal: catches up on silence only
+            events.append(draw(customer_records(f"e{i}", C, t)))
         else:
             skind = draw(st.sampled_from(["nps", "csat", "ces"]))
             hi = {"nps": 10, "csat": 5, "ces": 7}[skind]

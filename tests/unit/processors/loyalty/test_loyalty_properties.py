@@ -26,7 +26,7 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import Event, Purchase, PurchaseLine, Redemption, SupportTicket, Survey
-from tests.unit.processors.fixtures import History, interleave
+from tests.unit.processors.fixtures import History, customer_records, interleave
 
 T0 = 1_704_067_200_000
 BUSY = parse_rules({
@@ -63,7 +63,7 @@ def histories(draw: st.DrawFn, max_events: int = 40) -> History:
         t = base - draw(st.one_of(st.just(0), st.integers(0, lateness)))
         eid = f"e{i}"
         kind = draw(st.sampled_from(["purchase", "purchase", "refund", "survey", "ticket",
-                                     "redemption"]))
+                                     "redemption", "customer"]))
         ev: Event
         if kind == "purchase" or (kind == "refund" and not orders):
             lines = tuple(PurchaseLine(sku, cat, draw(st.integers(1, 3)),
@@ -95,8 +95,10 @@ def histories(draw: st.DrawFn, max_events: int = 40) -> History:
             ev = SupportTicket(eid, "c1", t, "crm", draw(st.sampled_from(["T1", "T2"])),
                                draw(st.sampled_from(["opened", "responded", "resolved"])),
                                draw(st.sampled_from(["low", "urgent"])), "email", "billing")
-        else:
+        elif kind == "redemption":
             ev = Redemption(eid, "c1", t, "app", "RW", draw(st.sampled_from([1, 20, 100, 500])))
+        else:  # a profile record: no points, but it runs what is due by its time
+            ev = draw(customer_records(eid, "c1", t))
         events.append(ev)
     return History(rules, tuple(events))
 

@@ -9,7 +9,7 @@ from itertools import pairwise
 import pytest
 
 from schemas.codec import InvalidEvent, decode
-from schemas.events import Purchase, SupportTicket, Survey
+from schemas.events import CustomerEvent, Purchase, SupportTicket, Survey
 from streams.tools.simulator import (
     DAY,
     HOUR,
@@ -140,7 +140,8 @@ def test_every_malformed_record_is_rejected_or_has_unknown_currency(
             continue
         assert r.defect == "unknown_currency"
         assert isinstance(ev, Purchase) and ev.currency in UNKNOWN_CURRENCIES
-    assert set(seen) == set(MALFORMED_TYPES), seen
+    # (unknown time zones come with customer records only: test_customer_records)
+    assert set(seen) == set(MALFORMED_TYPES) - {"unknown_time_zone"}, seen
 
 
 def test_event_times_never_decrease(year: tuple[Simulator, list[SimRecord]]) -> None:
@@ -319,3 +320,75 @@ def test_other_base_currency() -> None:
     recs = Simulator(cfg(currency="USD", extra_currencies=("EUR", "JPY"))).history(120)
     cur = Counter(r.event.currency for r in recs if isinstance(r.event, Purchase))
     assert cur.most_common(1)[0][0] == "USD" and set(cur) <= {"USD", "EUR", "JPY"}
+
+
+# -- customer records (SimConfig.customer_events) ---------------------------------------------
+
+
+def test_customer_events_leave_every_other_record_as_it_was() -> None:
+    """The option adds the customers topic's records and changes nothing else on the
+    timeline: the same bytes in the same order (the digests of bench/hotpath.py are computed
+    with it off). The live path takes its customer records out of each call's count, so
+    there only the option's absence keeps the stream as it was."""
+    off = Simulator(cfg(malformed_rate=0.05)).history(200)
+    on = Simulator(cfg(malformed_rate=0.05, customer_events=True)).history(200)
+    assert not [r for r in off if r.kind == "customer"]
+    assert wire([r for r in on if r.kind != "customer"]) == wire(off)
+    assert sum(r.kind == "customer" for r in on) > 100
+    live_off, live_on = Simulator(cfg()), Simulator(cfg(customer_events=True))
+    at = START + 40 * DAY
+    a = [r for i in range(20) for r in live_off.sample_events(100, at + i * MINUTE)]
+    b = [r for i in range(20) for r in live_on.sample_events(100, at + i * MINUTE)]
+    customer = [r for r in b if r.kind == "customer"]
+    assert 10 < len(customer) < 100
+    assert all(decode(r.kind, r.value) == r.event for r in customer)
+    assert not [r for r in a if r.kind == "customer"]
+
+
+def test_customer_records() -> None:
+    sim = Simulator(cfg(customers=1000, malformed_rate=0.02, customer_events=True))
+    records = sim.history(365)
+    again = Simulator(cfg(customers=1000, malformed_rate=0.02, customer_events=True)).history(365)
+    assert wire(records) == wire(again)  # the same seed, the same bytes
+    first_order: dict[str, int] = {}
+    for r in records:
+        if isinstance(r.event, Purchase):
+            first_order.setdefault(r.event.customer_id, r.at_ms)
+    signups: dict[str, CustomerEvent] = {}
+    kinds: Counter[str] = Counter()
+    bad = 0
+    for r in records:
+        if r.kind != "customer":
+            continue
+        if not r.valid:  # a signup with a zone the IANA database lacks
+            with pytest.raises(InvalidEvent) as caught:
+                decode(r.kind, r.value)
+            assert caught.value.reason == "unknown_time_zone" and r.defect == "unknown_time_zone"
+            bad += 1
+            continue
+        ev = r.event
+        assert isinstance(ev, CustomerEvent) and decode(r.kind, r.value) == ev
+        kinds[ev.kind] += 1
+        if ev.kind == "signup":
+            assert ev.customer_id not in signups  # one signup a customer
+            signups[ev.customer_id] = ev
+            assert START <= ev.occurred_at <= first_order[ev.customer_id]
+            assert ev.occurred_at > first_order[ev.customer_id] - 3 * DAY
+            if ev.referred_by is not None:
+                assert ev.referred_by != ev.customer_id
+                referrer = sim.profile(ev.referred_by)
+                assert referrer.established or referrer.first_order_at_ms < ev.occurred_at
+        elif ev.kind == "consent":
+            assert ev.channels and [c for c, _ in ev.channels] == sorted(c for c, _ in ev.channels)
+            if ev.customer_id in signups:
+                assert ev.occurred_at > signups[ev.customer_id].occurred_at
+        else:
+            assert ev.kind == "profile_update" and ev.time_zone is not None
+    acquired = sum(not p.established for p in sim.profiles())
+    assert 0.65 < len(signups) / acquired < 0.85
+    referred = sum(e.referred_by is not None for e in signups.values())
+    assert 0.12 < referred / len(signups) < 0.28
+    assert 0.5 < sum(e.birth_date is not None for e in signups.values()) / len(signups) < 0.7
+    assert any(e.birth_date and e.birth_date.startswith("--") for e in signups.values())
+    assert 0.75 < sum(e.time_zone is not None for e in signups.values()) / len(signups) < 0.95
+    assert kinds["consent"] > len(signups) and kinds["profile_update"] > 0 and bad > 0

@@ -172,7 +172,8 @@ def test_render_groups_and_aligns() -> None:
         "latest event 2026-03-15T00:00:00.000Z; money in EUR",
     ]
     groups = [ln for ln in lines if ln and not ln.startswith(" ")][3:]
-    assert groups == ["purchases", "windows", "support", "surveys", "loyalty", "churn"]
+    assert groups == ["purchases", "windows", "support", "surveys", "loyalty", "churn",
+                      "profile"]
     fields = [ln for ln in lines if ln.startswith("  ")]
     values_at = {len(ln) - len(ln.lstrip(" ").split(":", 1)[1].lstrip()) for ln in fields}
     assert len(values_at) == 1  # every value starts in the same column
