@@ -253,10 +253,15 @@ class Supervisor:
 
     def __init__(self, settings: Settings, processes: int, *,
                  command: Sequence[str] = (sys.executable, "-m", "streams.tools.cli", "worker"),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_failures: int = MAX_FAILURES,
+                 backoff: tuple[float, float] = (BACKOFF_FIRST_S, BACKOFF_MAX_S),
+                 stable_after_s: float = STABLE_AFTER_S) -> None:
         self.settings = settings
-        self.command = list(command)
+        self.command = list(command)  # a child runs it with "--process-index I" added
         self.clock = clock
+        self.max_failures = max_failures
+        self.backoff = backoff
+        self.stable_after_s = stable_after_s
         self.children = [Child(i) for i in range(processes)]
         self.metrics = SupervisorMetrics.create()
         self.metrics.processes.set(processes)
@@ -293,6 +298,8 @@ class Supervisor:
             await asyncio.gather(*watchers, return_exceptions=True)
             await runner.cleanup()
             await self._session.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         return self.exit_code
 
     def _on_signal(self, sig: int) -> None:
@@ -338,16 +345,17 @@ class Supervisor:
                              "why): stopping the others")
                 return
             ran = self.clock() - child.started_at
-            child.failures = 1 if ran >= STABLE_AFTER_S else child.failures + 1
-            if child.failures > MAX_FAILURES:
+            child.failures = 1 if ran >= self.stable_after_s else child.failures + 1
+            if child.failures > self.max_failures:
                 self._finish(code if 0 < code < EXIT_HALTED else 1,
                              f"process {i} exited {child.failures} times in a row (last: "
                              f"{describe_exit(code)}); giving up")
                 return
-            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (child.failures - 1))
+            first, longest = self.backoff
+            delay = min(longest, first * 2 ** (child.failures - 1))
             log.error("process %d exited (%s) after %.0f s; restarting it in %.0f s (restart "
                       "%d of at most %d in a row)", i, describe_exit(code), ran, delay,
-                      child.failures, MAX_FAILURES)
+                      child.failures, self.max_failures)
             child.restart_at = self.clock() + delay
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)

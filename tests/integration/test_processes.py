@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -42,21 +45,24 @@ from tests.integration.helpers import (
 from tests.integration.history import history
 
 N_EVENTS, N_CUSTOMERS = 3000, 300
+OPS_TOKEN, API_TOKEN = "ops-token-0123456789abcdef", "api-token-0123456789abcdef"
 STOP_BOUND_S = 20.0  # SIGTERM to exit, all children committed (PULSE_STOP_TIMEOUT_S: 25)
 
 
-def ask(port: int, path: str) -> tuple[int, dict[str, Any]]:
+def ask(port: int, path: str, token: str = "") -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 
 
-def split_between_both(port: int) -> bool:
+def split_between_both(port: int, token: str = "") -> bool:
     """Ready, and each of the two processes owns partitions."""
     try:
-        status, body = ask(port, "/readyz")
+        status, body = ask(port, "/readyz", token)
     except OSError:
         return False
     return status == 200 and all(p["partitions"] for p in body["processes"])
@@ -85,7 +91,7 @@ async def supervised(settings: Settings, tmp_path: Path, name: str, **changes: A
                      ) -> tuple[Settings, Child]:
     s = settings.with_(web_port=free_port(), **changes)
     sup = start_worker(s, tmp_path, name, args=("--processes", "2"))
-    await wait_until(lambda: split_between_both(s.web_port), timeout=90,
+    await wait_until(lambda: split_between_both(s.web_port, s.metrics_token), timeout=90,
                      what="both processes ready, each with partitions")
     return s, sup
 
@@ -104,12 +110,23 @@ async def test_two_processes_equal_one_and_stop_cleanly_on_sigterm(settings, tmp
     events = history(N_EVENTS, N_CUSTOMERS, seed=17)
     records = as_records(settings, events)
     as_of = max(e.occurred_at for e in events)
-    s, sup = await supervised(settings, tmp_path, "sup")
+    # with tokens: the supervisor needs the metrics token to scrape its processes, and
+    # forwards the caller's token to the customer API
+    s, sup = await supervised(settings, tmp_path, "sup", metrics_token=OPS_TOKEN,
+                              api_tokens=API_TOKEN)
     try:
         await produce(settings, records)
         await wait_applied(s, records)
         rows = (await load_rows(s, DEFAULT_RULES, as_of)).rows
-        m = await asyncio.to_thread(scrape, f"http://127.0.0.1:{s.web_port}/metrics")
+        m = await asyncio.to_thread(scrape, f"http://127.0.0.1:{s.web_port}/metrics",
+                                    token=OPS_TOKEN)
+        assert ask(s.web_port, "/metrics")[0] == 401
+        for row in rows[:4]:  # round robin over the two processes
+            status, got = ask(s.web_port, f"/customers/{row['customer_id']}", API_TOKEN)
+            assert status == 200 and got["customer"]["purchase_count"] == row["purchase_count"]
+        assert ask(s.web_port, f"/customers/{rows[0]['customer_id']}")[0] == 401
+        assert ask(s.web_port, "/customers/nobody%2Fhere", API_TOKEN) == (
+            404, {"error": "no customer nobody/here"})
     except BaseException:
         sup.stop()
         raise
@@ -213,3 +230,99 @@ async def test_a_halted_process_stops_the_supervisor_with_its_code(settings, tmp
     assert re.search(r"pulse worker halted: process \d halted \(exit code 4; its log says "
                      r"why\): stopping the others", log), log[-3000:]
     assert "STATE LOST" in log
+
+
+# -- the supervisor's own rules, with stand-in children (real processes, seconds) --------------
+
+# a child: "exit N", "ignore SIGTERM", or "fail twice, then run": argv[-1] is its index
+CHILD = """
+import os, signal, sys, time
+what, index = sys.argv[1], int(sys.argv[-1])
+if what == "ignore-term" and index == 1:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if what.startswith("exit-"):
+    sys.exit(int(what[5:]))
+if what == "flaky" and index == 0:
+    count = os.path.join(os.environ["STAND_IN_DIR"], "starts")
+    n = int(open(count).read()) if os.path.exists(count) else 0
+    open(count, "w").write(str(n + 1))
+    if n < 2:
+        sys.exit(1)
+open(os.path.join(os.environ["STAND_IN_DIR"], f"ready-{index}"), "w").close()
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+              caplog: pytest.LogCaptureFixture) -> Path:
+    monkeypatch.setenv("STAND_IN_DIR", str(tmp_path))
+    caplog.set_level(logging.INFO, logger="streams.worker.supervisor")
+    return tmp_path
+
+
+def stand_in(what: str, settings: Settings, **options: Any) -> Any:
+    from streams.worker.supervisor import Supervisor
+
+    s = settings.with_(web_port=free_port(), stop_timeout_s=1.0)
+    return Supervisor(s, 2, command=[sys.executable, "-c", CHILD, what],
+                      backoff=(0.01, 0.05), **options)
+
+
+async def running(sup: Any, where: Path) -> None:
+    """Both stand-ins started and past their set-up (signal handlers)."""
+    await wait_until(lambda: all(c.alive for c in sup.children) and all(
+        (where / f"ready-{c.index}").exists() for c in sup.children), timeout=20,
+        what="both stand-ins running")
+
+
+async def test_children_that_keep_failing_make_the_supervisor_give_up(settings, stand_ins,
+                                                                      caplog):
+    sup = stand_in("exit-3", settings, max_failures=2)
+    code = await asyncio.wait_for(sup.run(), 30)
+    assert code == 3
+    assert re.fullmatch(r"process \d exited 3 times in a row \(last: exit code 3\); giving up",
+                        sup.reason), sup.reason
+    assert "restarting it in 0 s (restart 2 of at most 2 in a row)" in caplog.text
+
+
+async def test_a_halted_child_stops_the_others_with_exit_4(settings, stand_ins, caplog):
+    sup = stand_in("exit-4", settings)
+    assert await asyncio.wait_for(sup.run(), 30) == EXIT_HALTED
+    assert sup.reason.endswith("halted (exit code 4; its log says why): stopping the others")
+    assert "restarting" not in caplog.text
+
+
+async def test_sigterm_kills_a_child_that_does_not_stop_and_exits_0(settings, stand_ins,
+                                                                    caplog):
+    sup = stand_in("ignore-term", settings)
+    task = asyncio.create_task(sup.run())
+    await running(sup, stand_ins)
+    started = time.monotonic()
+    os.kill(os.getpid(), signal.SIGTERM)  # the supervisor's handler, on this loop
+    assert await asyncio.wait_for(task, 15) == 0
+    assert time.monotonic() - started < 5  # PULSE_STOP_TIMEOUT_S=1, then SIGKILL
+    assert "process 1 did not stop within 1 s: killed" in caplog.text
+    assert "process 0 stopped (killed by SIGTERM)" in caplog.text
+    assert "process 1 stopped (killed by SIGKILL)" in caplog.text
+    assert [c.alive for c in sup.children] == [False, False]
+
+
+async def test_a_child_that_failed_is_started_again_and_counted(settings, stand_ins, caplog):
+    sup = stand_in("flaky", settings)
+    task = asyncio.create_task(sup.run())
+    try:
+        await wait_until(lambda: sup.children[0].restarts == 2 and sup.children[0].alive,
+                         timeout=15, what="process 0 started a third time")
+        await running(sup, stand_ins)
+        status, body = await asyncio.to_thread(ask, sup.settings.web_port, "/healthz")
+        assert status == 503 and body["processes"][0]["restarts"] == 2
+        m = await asyncio.to_thread(scrape, f"http://127.0.0.1:{sup.settings.web_port}/metrics")
+        assert m["pulse_worker_process_restarts_total"] == {
+            (("process", "0"),): 2.0, (("process", "1"),): 0.0}
+        assert m["pulse_worker_process_up"] == {
+            (("process", "0"),): 0.0, (("process", "1"),): 0.0}
+    finally:
+        sup._on_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(task, 15) == 0
+    assert caplog.text.count("process 0 exited (exit code 1)") == 2
