@@ -296,6 +296,7 @@ class Supervisor:
             for w in watchers:
                 w.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
+            await self._stop_children()  # one a watcher was starting meanwhile
             await runner.cleanup()
             await self._session.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -380,10 +381,14 @@ class Supervisor:
             _, pending = await asyncio.wait(pending | {force}, timeout=deadline - self.clock(),
                                             return_when=asyncio.FIRST_COMPLETED)
             pending.discard(force)
+        forced = force.done()
         force.cancel()
         for fut in pending:
             c = waits[fut]
-            log.error("process %d did not stop within %.0f s: killed", c.index, timeout)
+            if forced:
+                log.warning("process %d killed (a second signal)", c.index)
+            else:
+                log.error("process %d did not stop within %.0f s: killed", c.index, timeout)
             _send(c, signal.SIGKILL)
         if pending:
             await asyncio.wait(pending, timeout=10)
