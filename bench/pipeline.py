@@ -9,7 +9,9 @@ Prints:
       surveys; processors.customer.STATE_ONLY) and the whole product (that state plus
       points, churn and KPIs; processors.customer.FULL)
   (c) b / a, for both
-  (b') with --workers N: N worker processes in one group, together
+  (b') with --workers N: N engine processes in one group, together
+  (b'') with --processes 1,2: `pulse worker --processes N` itself (supervisor, Faust shell,
+      web server, N engine processes) for each N, one after another
   (d) p50 / p99 latency from produce to state committed, at a fixed produce rate
   (e) Redis bytes per customer (MEMORY USAGE) and the encoded state size
 
@@ -22,7 +24,9 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +42,8 @@ from processors.rules import DEFAULT_RULES
 from schemas.codec import decode
 from streams.kafka_client import client_kwargs
 from streams.redis_client import connect as redis_connect
-from streams.settings import Settings
-from streams.tools.devstack import running_stack
+from streams.settings import Settings, to_env
+from streams.tools.devstack import free_port, running_stack
 from streams.tools.simulator import SimConfig, Simulator
 from streams.worker.admin import create_topics
 from streams.worker.engine import Engine
@@ -114,8 +118,10 @@ async def applied(s: Settings, redis: aioredis.Redis) -> int:
 
 async def rate_between(s: Settings, start: float, end: float) -> float:
     """Events/s applied while the applied count went from ``start`` to ``end`` (both > 0,
-    so that the group join before the first batch is not counted)."""
-    redis = redis_connect(s)
+    so that the group join before the first batch is not counted). The engine of (b) runs
+    on this event loop: a batch holds it, on a busy machine for seconds, so the reads wait
+    longer than the client's default timeout."""
+    redis = redis_connect(s, socket_timeout=120)
     try:
         while (done := await applied(s, redis)) < start:
             await asyncio.sleep(0.01)
@@ -165,6 +171,25 @@ async def scaled_out(s: Settings, n: int, workers: int) -> float:
         for proc in procs:
             proc.terminate()
             proc.join(10)
+
+
+async def pulse_worker(s: Settings, n: int, processes: int, workdir: Path) -> float:
+    """Events/s of ``pulse worker --processes N`` (the product as deployed), from 20% to 90%
+    of the input applied (the start, Faust's boot and the group joins are not counted)."""
+    env = {**os.environ, **to_env(s.with_(web_port=free_port()))}
+    with open(workdir / f"worker-{processes}.log", "wb") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.tools.cli", "worker",
+                                 "--processes", str(processes)], env=env, stdout=logf,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+    try:
+        return await asyncio.wait_for(rate_between(s, 0.2 * n, 0.9 * n), 600)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def latency(s: Settings, rate: float, seconds: float, customers: int) -> list[float]:
@@ -244,6 +269,11 @@ async def main(args: argparse.Namespace) -> None:
             bw = await scaled_out(sw, len(recs), args.workers)
             print(f"(b') {args.workers} worker processes together:      {bw:>10,.0f} events/s "
                   f"({os.cpu_count()} cores, shared with the broker and Redis)")
+        for n in args.processes:  # the same input again, each into its own group and prefix
+            sp = s.with_(group_id=f"bench-procs-{n}", redis_prefix=f"bench-procs-{n}")
+            bp = await pulse_worker(sp, len(recs), n, Path(tmp))
+            print(f"(b'') pulse worker --processes {n}:          {bp:>10,.0f} events/s "
+                  f"({os.cpu_count()} cores, shared with the broker and Redis)")
         med, mean, enc_med, enc_max = await state_size(s)
         print(f"(e) Redis MEMORY USAGE per customer: median {med:.0f} B, mean {mean:.0f} B; "
               f"encoded state median {enc_med:.0f} B, max {enc_max} B")
@@ -269,4 +299,7 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--workers", type=int, default=1,
                     help="also run (b) with this many worker processes in one group")
+    ap.add_argument("--processes", type=lambda v: [int(x) for x in v.split(",")], default=[],
+                    help="also run `pulse worker --processes N` for each N of this "
+                         "comma-separated list (e.g. 1,2)")
     asyncio.run(main(ap.parse_args()))

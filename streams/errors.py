@@ -136,12 +136,14 @@ def limit_client_logs(every_s: float = 30.0) -> None:
         handler.addFilter(flt)
 
 
-def configure_logging(level: str) -> None:
-    """The root logger at ``level`` (PULSE_LOG_LEVEL) with one line format; the Kafka
-    clients and Faust at WARNING or above, and aiokafka's reconnect storm limited."""
+def configure_logging(level: str, tag: str = "") -> None:
+    """The root logger at ``level`` (PULSE_LOG_LEVEL) with one line format (``tag`` in
+    brackets after the level: which process of ``pulse worker --processes N`` wrote it);
+    the Kafka clients and Faust at WARNING or above, and aiokafka's reconnect storm limited."""
+    where = f"[{tag}] " if tag else ""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s",
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -70,6 +70,10 @@ class Settings:
     session_timeout_s: float = 10.0
     heartbeat_interval_s: float = 1.0
     instance_id: str = ""  # static group membership (faster restart after a crash)
+    # `pulse worker`: engine processes under one supervisor ("auto": the CPUs available,
+    # at most the partitions); 1 runs the worker in the command's own process, no supervisor
+    processes: str = "1"
+    stop_timeout_s: float = 25.0  # supervisor: a process not stopped after SIGTERM is killed
     log_level: str = "INFO"
     # security (README "Security"): Kafka TLS/SASL, Redis password/TLS, API bearer tokens.
     # The secrets (SECRETS) may also come from a file named by PULSE_<NAME>_FILE.
@@ -272,6 +276,11 @@ def validate(s: Settings) -> None:
         raise bad("on_state_loss", "must be 'halt' or 'rebuild'")
     if s.on_offset_reset not in ("reset", "halt"):
         raise bad("on_offset_reset", "must be 'reset' or 'halt'")
+    if s.processes != "auto" and not (re.fullmatch(r"[0-9]{1,4}", s.processes)
+                                      and 1 <= int(s.processes) <= 1024):
+        raise bad("processes", "must be 'auto' or a number of processes between 1 and 1024")
+    if not 1 <= s.stop_timeout_s <= 3600:
+        raise bad("stop_timeout_s", "must be between 1 and 3600 seconds")
     if not 0 <= s.connect_timeout_s <= 3600:
         raise bad("connect_timeout_s", "must be between 0 and 3600 seconds")
     _validate_security(s, bad)

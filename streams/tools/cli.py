@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from streams.errors import EXIT_USAGE, as_pulse_error, configure_logging
-from streams.settings import Settings, SettingsError, from_env
+from streams.errors import EXIT_HALTED, EXIT_USAGE, as_pulse_error, configure_logging
+from streams.settings import Settings, SettingsError, from_env, validate
 
 log = logging.getLogger("pulse")
 _loaded: list[Settings] = []  # the settings of this run, for error messages
@@ -92,26 +92,75 @@ def cli() -> None:
 
 
 @cli.command()
-def worker() -> None:
-    """Run one worker: the batch engine, /metrics and the customer API."""
-    import faust
-
-    from streams.errors import EXIT_HALTED
-    from streams.worker.admin import create_topics
+@click.option("--processes", default=None, metavar="N|auto",
+              help="Engine processes in the consumer group, under one supervisor that serves "
+                   "their metrics, health and API on PULSE_WEB_PORT; auto: the CPUs "
+                   "available, at most PULSE_PARTITIONS [default: PULSE_PROCESSES, 1: this "
+                   "process runs the engine itself].")
+@click.option("--process-index", type=click.IntRange(min=0), default=None, hidden=True)
+def worker(processes: str | None, process_index: int | None) -> None:
+    """Run a worker: the batch engine, /metrics and the customer API."""
     from streams.worker.api import exposure_error
-    from streams.worker.app import create_app
     from streams.worker.preflight import check_web
 
     settings = _settings()
+    if processes is not None and process_index is None:
+        settings = settings.with_(processes=processes.strip().lower())
+        try:
+            validate(settings)
+        except SettingsError as exc:
+            raise _Fail(f"--processes {processes}: {str(exc).split(': ', 1)[-1]}",
+                        EXIT_USAGE) from None
     rules = _rules(settings)
     exposed = exposure_error(settings)
     if exposed:
         click.echo(f"error: {exposed}", err=True)
         sys.exit(2)
-    configure_logging(settings.log_level)
+    n, why = _processes(settings) if process_index is None else (1, "")
+    tag = "supervisor" if n > 1 else "" if process_index is None else f"process {process_index}"
+    configure_logging(settings.log_level, tag)
     check_web(settings)
     _check(settings, kafka=True, redis=True)  # retried for PULSE_CONNECT_TIMEOUT_S
+    from streams.worker.admin import create_topics
+
     asyncio.run(create_topics(settings))
+    if n > 1:
+        _supervise(settings, n, why)
+    _run_worker(settings, rules, process_index)
+
+
+def _processes(settings: Settings) -> tuple[int, str]:
+    from streams.worker.supervisor import resolve_processes
+
+    n, why = resolve_processes(settings.processes, settings.partitions)
+    if n > settings.partitions:
+        click.echo(f"warning: {n} processes for PULSE_PARTITIONS={settings.partitions}: a "
+                   "process owns whole partitions, so some will stand by idle", err=True)
+    if settings.processes == "auto":
+        log.info("PULSE_PROCESSES=%s", why)
+    return n, why
+
+
+def _supervise(settings: Settings, n: int, why: str) -> None:
+    from streams.worker.supervisor import Supervisor
+
+    sup = Supervisor(settings, n)
+    log.info("starting %d engine processes (%s)", n, why)
+    code = asyncio.run(sup.run())
+    if code == EXIT_HALTED:
+        click.echo(f"pulse worker halted: {sup.reason}", err=True)
+    elif code:
+        click.echo(f"error: {sup.reason}", err=True)
+    sys.exit(code)
+
+
+def _run_worker(settings: Settings, rules: Any, index: int | None) -> None:
+    """One engine in this process, in a Faust worker (``index``: which process of a
+    supervisor this is)."""
+    import faust
+
+    from streams.worker.app import create_app
+
     app = create_app(settings, rules)
     w = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True,
                      override_logging=False)
@@ -120,7 +169,8 @@ def worker() -> None:
     except SystemExit:
         halted = app.pulse_engine.health.halted  # type: ignore[attr-defined]
         if halted:
-            click.echo(f"pulse worker halted: {halted}", err=True)
+            who = "" if index is None else f" (process {index})"
+            click.echo(f"pulse worker{who} halted: {halted}", err=True)
             sys.exit(EXIT_HALTED)
         raise
 

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,13 +63,14 @@ def total(samples: dict[tuple[tuple[str, str], ...], float], **match: str) -> fl
 
 
 def start_worker(settings: Settings, workdir: Path, name: str = "worker",
-                 extra_env: dict[str, str] | None = None) -> Child:
+                 extra_env: dict[str, str] | None = None, args: Sequence[str] = ()) -> Child:
+    """``pulse worker [args]`` as a child process, once its web port listens."""
     env = dict(os.environ)
     env.update(to_env(settings))
     env.update(extra_env or {})
     log_path = workdir / f"{name}.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "streams.tools.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streams.tools.cli", "worker", *args], env=env,
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             preexec_fn=_die_with_parent, cwd=workdir)
     logf.close()

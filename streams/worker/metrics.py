@@ -143,6 +143,32 @@ class Metrics(NamedTuple):
         )
 
 
+class SupervisorMetrics(NamedTuple):
+    """``pulse worker --processes N``'s own series (streams/worker/supervisor.py), served
+    beside its children's merged ones (those carry the label ``process``)."""
+
+    processes: Gauge
+    process_up: Gauge
+    restarts: Counter
+    registry: CollectorRegistry
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> SupervisorMetrics:
+        r = registry if registry is not None else CollectorRegistry()
+        by_process = ["process"]
+        return cls(
+            Gauge("pulse_worker_processes",
+                  "Engine processes this worker runs (PULSE_PROCESSES).", registry=r),
+            Gauge("pulse_worker_process_up",
+                  "1 when the engine process answered this scrape, 0 when it did not "
+                  "(exited, starting again, or not answering).", by_process, registry=r),
+            Counter("pulse_worker_process_restarts",
+                    "Engine processes started again after they exited.", by_process,
+                    registry=r),
+            r,
+        )
+
+
 class NotifierMetrics(NamedTuple):
     """``pulse notifier``'s own metrics (its own process and registry). Label ``endpoint`` is
     an endpoint's configured name, a handful at most."""

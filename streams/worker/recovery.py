@@ -173,11 +173,11 @@ class Recovery:
             return batch
         consumer = self._consumer
         for tp in list(self._unchecked):
-            hw = consumer.highwater(tp)
             shard = engine._shards.get(tp.partition)
-            if shard is None or tp.topic not in shard.meta.offsets:
-                self._unchecked.discard(tp)
+            if shard is None or tp.topic not in shard.meta.offsets:  # revoked since: the
+                self._unchecked.discard(tp)  # client has no high watermark for it any more
                 continue
+            hw = consumer.highwater(tp)
             if hw is None:
                 continue
             last = shard.meta.offsets[tp.topic]

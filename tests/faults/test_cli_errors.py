@@ -93,6 +93,7 @@ def test_wrong_redis_password(tmp_path):
     ("PULSE_REDIS_URL", f"http://:{SECRET}@h:1/0", ("PULSE_REDIS_URL", ":***@")),
     ("PULSE_ON_STATE_LOSS", "ignore", ("PULSE_ON_STATE_LOSS",)),
     ("PULSE_CONNECT_TIMEOUT_S", "soon", ("PULSE_CONNECT_TIMEOUT_S",)),
+    ("PULSE_PROCESSES", "two", ("PULSE_PROCESSES", "'auto' or a number")),
 ])
 def test_bad_setting(var, value, words):
     for args in (("worker",), ("customer", "C1"), ("topics", "create")):
@@ -107,3 +108,11 @@ def test_web_port_in_use(stack):
         done = pulse("worker", PULSE_WEB_PORT=str(port), PULSE_REDIS_URL=stack.redis_url,
                      PULSE_KAFKA_BOOTSTRAP=stack.kafka_bootstrap)
     check(done, 2, f"PULSE_WEB_PORT={port}")
+
+
+def test_worker_processes_errors_come_before_any_process_starts(stack):
+    check(pulse("worker", "--processes", "zero"), 2, "--processes zero", "'auto' or a number")
+    # the supervisor checks Kafka and Redis once, like one worker, before starting children
+    done = pulse("worker", "--processes", "2", PULSE_REDIS_URL=CLOSED_REDIS,
+                 PULSE_KAFKA_BOOTSTRAP=stack.kafka_bootstrap)
+    check(done, 3, "Redis unreachable", "PULSE_REDIS_URL")

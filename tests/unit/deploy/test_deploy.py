@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.rules import DEFAULT_RULES
 from streams.worker.kpis import KpiCollector
-from streams.worker.metrics import Metrics
+from streams.worker.metrics import Metrics, SupervisorMetrics
 from tests.paths import ROOT
 
 PROM = ROOT / "deploy" / "prometheus"
@@ -113,6 +113,7 @@ def exported() -> set[str]:
     """Sample names of a live registry: the pipeline metrics and the KPI collector."""
     registry = CollectorRegistry()
     Metrics.create(registry)
+    SupervisorMetrics.create(registry)  # `pulse worker --processes N`'s own
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
                 "gauge": ("",), "summary": ("_sum", "_count", "")}
     names = {fam.name + sfx for fam in registry.collect() for sfx in suffixes[fam.type]}
@@ -225,6 +226,9 @@ def test_docker_compose_is_the_production_shaped_stack() -> None:
     assert env["PULSE_WEB_HOST"] == "0.0.0.0"
     assert env["PULSE_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["PULSE_REDIS_URL"].startswith("redis://redis:")
+    # every engine process owns whole partitions: more than the partitions would sit idle
+    engines = int(env["PULSE_PROCESSES"]) * services["worker"]["deploy"]["replicas"]
+    assert engines <= int(env["PULSE_PARTITIONS"])
     scrape = yaml.safe_load((PROM / "prometheus.yml").read_text())["scrape_configs"]
     (job,) = [j for j in scrape if j["job_name"] == "pulse-worker"]
     (sd,) = job["dns_sd_configs"]

@@ -404,7 +404,10 @@ def test_keda_scales_the_workers_on_the_engine_groups_lag() -> None:
     env = container_env(one("StatefulSet", "pulse-worker"))
     assert so["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet",
                                     "name": "pulse-worker"}
-    assert so["maxReplicaCount"] == int(env["PULSE_PARTITIONS"] or 0)
+    # a pod runs PULSE_PROCESSES engines, each owning whole partitions (never "auto" here:
+    # without a CPU limit it would count the node's cores)
+    processes = int(env.get("PULSE_PROCESSES") or 1)
+    assert so["maxReplicaCount"] * processes == int(env["PULSE_PARTITIONS"] or 0)
     assert 1 <= so["minReplicaCount"] <= so["maxReplicaCount"]
     (trigger,) = so["triggers"]
     meta = trigger["metadata"]
