@@ -40,6 +40,7 @@ class Settings:
     topic_surveys: str = "surveys"
     topic_redemptions: str = "redemptions"
     topic_customers: str = "customers"  # signups, profile updates, consent, erasure requests
+    topic_adjustments: str = "adjustments"  # points adjustments (README "Member operations")
     topic_deadletter: str = "deadletter"
     topic_alerts: str = "churn-alerts"
     topic_points: str = "points-accruals"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
 from streams.settings import Settings
 
 
@@ -23,6 +23,7 @@ class Topics:
     alerts: str
     points: str
     customers: str  # signups, profile updates, consent (an input, added after the others)
+    adjustments: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -35,6 +36,7 @@ class Topics:
             alerts=s.topic("alerts"),
             points=s.topic("points"),
             customers=s.topic("customers"),
+            adjustments=s.topic("adjustments"),
         )
 
     @property
@@ -48,6 +50,7 @@ class Topics:
             self.surveys: SURVEY,
             self.redemptions: REDEMPTION,
             self.customers: CUSTOMER,
+            self.adjustments: ADJUSTMENT,
         }
 
     def for_kind(self, kind: str) -> str:
