@@ -356,6 +356,24 @@ class Store:
         raw = await self.redis.lrange(self.keys.ledger(partition, customer_id), 0, -1)
         return [x for x in raw if isinstance(x, bytes)]
 
+    async def time_driven(self, partition: int, customer_id: str) -> tuple[int | None, int]:
+        """The event time of the customer's next time-driven change (on the live schedule or
+        a replay's), and its failed tries (streams/worker/poison.py)."""
+        keys = [self.keys.due(partition)]
+        fence = await self.redis.hgetall(self.keys.fence(partition))
+        meta = ShardMeta(partition)
+        for k, v in fence.items():
+            if isinstance(k, bytes) and isinstance(v, bytes):
+                meta.replays.read_fence(k.decode(), v)
+        keys += [self.keys.replay_due(partition, rid) for rid in meta.replays.clocks]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zscore(key, customer_id)
+            pipe.hget(self.keys.tick_failures(partition), customer_id)
+            *scores, failures = await pipe.execute()
+        due = [int(x) for x in scores if x is not None]
+        return (min(due) if due else None), int(failures or 0)
+
     async def get_state(self, partition: int, customer_id: str) -> bytes | None:
         value = await self.redis.get(self.keys.customer(partition, customer_id))
         return value if isinstance(value, bytes) else None

@@ -68,7 +68,7 @@ async def test_signup_consent_and_profile_update_reach_the_state(settings: Setti
     assert "\nprofile\n" in text
     for line in ("  referred_by:", "C-BOB", "  birth_date:", "--02-29", "America/Chicago"):
         assert line in text
-    obj = json.loads(row)
+    obj = json.loads(row)["customer"]  # the export row in the subject-access document
     assert (obj["signup_at"], obj["referred_by"], obj["birth_date"], obj["time_zone"]) == (
         format_time(T0), "C-BOB", "--02-29", "America/Chicago")
     assert (obj["consent_email"], obj["consent_sms"], obj["consent_push"],
