@@ -529,11 +529,12 @@ class Engine:
             if batch is None:
                 batch = batches[(topic, part)] = producer.create_batch()
             headers = list(msg.headers)
-            if batch.append(timestamp=None, key=msg.key, value=msg.value,
+            value = None if msg.tombstone else msg.value
+            if batch.append(timestamp=None, key=msg.key, value=value,
                             headers=headers) is None:  # full: send it, start the next
                 futures.append(await producer.send_batch(batch, topic, partition=part))
                 batch = batches[(topic, part)] = producer.create_batch()
-                batch.append(timestamp=None, key=msg.key, value=msg.value, headers=headers)
+                batch.append(timestamp=None, key=msg.key, value=value, headers=headers)
             per_topic[topic] += 1
         for (topic, part), batch in batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=part))

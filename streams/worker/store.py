@@ -90,6 +90,11 @@ class ShardCommit:
     fence_del: list[str] = field(default_factory=list)  # fence fields to delete
     released: list[str] = field(default_factory=list)  # replays that ended on this partition
     stamps: dict[str, int] = field(default_factory=dict)  # Kafka timestamp at offsets[topic]
+    # customers erased by this batch: their state, ledger, due entries and tick failures are
+    # deleted before ``states`` and ``ledger`` are written (a later event of the batch starts
+    # a fresh state); ``replay_dues``: the replays whose due sets may hold them
+    erased: list[str] = field(default_factory=list)
+    replay_dues: list[str] = field(default_factory=list)
 
 
 LEDGER_KEEP = 10  # recent ledger entries kept per customer for `pulse customer`
@@ -281,10 +286,8 @@ class Store:
             fence_fields += [Keys.stamp_field(topic), ts]
         args += [len(fence_fields) // 2, *fence_fields]
         args += [len(c.outbox), *c.outbox]
-        args.append(len(c.states))
-        for cid, value in c.states.items():
-            keys.append(self.keys.customer(p, cid))
-            args.append(value)
+        states = [(self.keys.customer(p, cid), value) for cid, value in c.states.items()]
+        keys += [key for key, _ in states]  # KEYS[4..3+S]
         extra: dict[str, int] = {}
 
         def index(key: str) -> int:  # KEYS index of a key named by the arguments below
@@ -292,6 +295,14 @@ class Store:
                 keys.append(key)
                 extra[key] = len(keys)
             return extra[key]
+
+        args.append(len(c.erased))
+        if c.erased:
+            args += [index(self.keys.tick_failures(p)), len(c.replay_dues),
+                     *(index(self.keys.replay_due(p, rid)) for rid in c.replay_dues)]
+            for cid in c.erased:
+                args += [index(self.keys.customer(p, cid)), index(self.keys.ledger(p, cid)), cid]
+        args += [len(states), *(value for _, value in states)]
 
         incs: list[bytes | str | int] = []
         for key, fld, delta in c.increments:

@@ -24,6 +24,7 @@ class Topics:
     points: str
     customers: str  # signups, profile updates, consent (an input, added after the others)
     adjustments: str
+    audit: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -37,6 +38,7 @@ class Topics:
             points=s.topic("points"),
             customers=s.topic("customers"),
             adjustments=s.topic("adjustments"),
+            audit=s.topic("audit"),
         )
 
     @property
@@ -58,7 +60,13 @@ class Topics:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return (self.deadletter, self.alerts, self.points)
+        return (self.deadletter, self.alerts, self.points, self.audit)
+
+    @property
+    def customer_outputs(self) -> tuple[str, ...]:
+        """The output topics keyed by customer with the worker's outputs about them: an
+        erasure sends each a tombstone (streams/worker/erasure.py)."""
+        return (self.alerts, self.points)
 
     @property
     def all(self) -> tuple[str, ...]:
