@@ -206,8 +206,8 @@ def install(app: Any, engine: Any, settings: Settings, rules: Rules,
         try:
             partition, offset = await producer.send(op)
         except (KafkaError, TimeoutError, OSError) as exc:
-            return _error(503, f"Kafka unavailable ({type(exc).__name__}): nothing was "
-                               "applied; retry with the same idempotency key")
+            return _error(503, f"Kafka did not acknowledge it ({type(exc).__name__}): retry "
+                               "with the same idempotency key, it is applied once")
         quoted = quote(op.customer_id, safe="")
         return web.json_response({
             "event_id": op.event_id, "customer_id": op.customer_id, "kind": op.kind,

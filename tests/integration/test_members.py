@@ -101,9 +101,16 @@ async def test_operations_apply_once_across_a_sigkill_and_are_read_back(
         assert [(e["rule"], e["points"], e["balance_after"]) for e in outcome()] == [
             ("redemption", -30, 70)]
 
-        # the worker dies; the client, unsure, sends the same request again
+        # the worker dies; meanwhile an operator credits goodwill from the command line
         worker.proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(worker.proc.wait, 10)
+        goodwill = ["--points", "25", "--operator", "agent-jane", "--reason",
+                    "parcel arrived damaged", "--idempotency-key", "call-42"]
+        rc, out, err = await pulse(s, "points", "adjust", "M 1", *goodwill)
+        assert rc == 0, (out, err)
+        adjustment_id = out.split("event ", 1)[1].split()[0]
+        # the worker is back; the till, unsure, sends the redemption again, and the
+        # operator's tool the adjustment (the same idempotency key: the same event)
         worker = start_worker(s, tmp_path, "worker-1")
         code, again = call(f"{url}/redemptions", req)
         if code == 503:  # the web server answers before the engine has started: retry
@@ -113,14 +120,36 @@ async def test_operations_apply_once_across_a_sigkill_and_are_read_back(
         assert code == 202 and again["event_id"] == event_id, again
         assert (again["partition"], again["offset"]) != (first["partition"], first["offset"])
 
-        async def covered() -> bool:
-            return await fence_offset(redis_client, s, topics.redemptions,
-                                      again["partition"]) >= again["offset"]
+        adjust = {"points": 25, "operator": "agent-jane", "reason": "parcel arrived damaged",
+                  "idempotency_key": "call-42"}
+        code, credited = call(f"{url}/adjustments", adjust)
+        assert code == 202 and credited["event_id"] == adjustment_id, credited
+        check(doc, "/customers/{customer_id}/adjustments", "post", 202, credited)
 
-        await wait_until(covered, timeout=60, what="the retry applied")
-        assert outcome() == [e for e in outcome() if e["rule"] == "redemption"]
-        assert len(outcome()) == 1
-        assert call(url)[1]["customer"]["points_balance"] == 70  # debited once
+        async def covered() -> bool:
+            return (await fence_offset(redis_client, s, topics.redemptions, again["partition"])
+                    >= again["offset"] and await fence_offset(
+                        redis_client, s, topics.adjustments, credited["partition"])
+                    >= credited["offset"])
+
+        await wait_until(covered, timeout=60, what="the retries applied")
+        assert [e["rule"] for e in outcome()] == ["redemption"]  # once
+        code, got = call(f"{url}/ledger?event_id={adjustment_id}")
+        assert code == 200 and [(e["rule"], e["points"], e["reason"]) for e in got["entries"]] \
+            == [("adjustment", 25, 'adjustment by agent-jane: "parcel arrived damaged": +25 pts')]
+        assert call(url)[1]["customer"]["points_balance"] == 95  # 100 - 30 + 25, each once
+
+        # a debit the balance cannot cover: rejected, with the reason, readable afterwards
+        code, debit = call(f"{url}/adjustments", {**adjust, "points": -500,
+                                                   "idempotency_key": "fix-1"})
+        assert code == 202
+        await wait_until(lambda: bool(call(f"http://127.0.0.1:{s.web_port}"
+                                           f"{debit['outcome']}")[1]["entries"]),
+                         timeout=30, what="the debit's outcome")
+        [rejected] = call(f"http://127.0.0.1:{s.web_port}{debit['outcome']}")[1]["entries"]
+        assert (rejected["entry_id"], rejected["points"]) == (debit["entry_ids"][1], 0)
+        assert rejected["reason"].endswith(
+            "-500 pts not applied: the balance is 95 pts, a debit may not take it below 0")
         ledger = await read_topic(s, topics.points, expect=2)
         ids = [json.loads(r.value)["entry_id"] for r in ledger]
         assert ids.count(f"{event_id}:redemption") >= 1  # a re-sent duplicate has the same id
@@ -153,7 +182,7 @@ async def test_operations_apply_once_across_a_sigkill_and_are_read_back(
         rc, out, err = await pulse(s, "rewards", "redeem", "M 1", "--reward", "tv",
                                    "--points", "1000", "--idempotency-key", "cli-1", "--wait")
         assert rc == 1, (out, err)
-        assert "rejected: reward tv not redeemed: it costs 1000 pts, the balance is 70 pts" in out
+        assert "rejected: reward tv not redeemed: it costs 1000 pts, the balance is 95 pts" in out
         rc, out, err = await pulse(s, "rewards", "redeem", "nobody", "--reward", "tv",
                                    "--points", "5")
         assert rc == 2 and "unknown customer 'nobody'" in err and "Traceback" not in err
@@ -172,8 +201,9 @@ async def test_operations_apply_once_across_a_sigkill_and_are_read_back(
         for d in (export, from_cli):
             d.pop("generated_at")
         assert from_cli == export
-        assert export["customer"]["points_balance"] == 70
-        assert [e["rule"] for e in export["ledger"]][:2] == ["redemption_rejected", "redemption"]
+        assert export["customer"]["points_balance"] == 95
+        assert [e["rule"] for e in export["ledger"]][:4] == [
+            "redemption_rejected", "adjustment_rejected", "adjustment", "redemption"]
         stored = await redis_client.get(Keys(s.redis_prefix).customer(
             again["partition"], "M 1"))
         assert wire.loads(stored).customer_id == "M 1"
