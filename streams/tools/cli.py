@@ -383,6 +383,25 @@ def customers_export(as_of: str, fmt: str, output: str | None) -> None:
     sys.exit(1 if loaded.undecodable else 0)
 
 
+@customers.command("erase")
+@click.argument("customer_id")
+@click.option("--idempotency-key", "key", default=None,
+              help="Any unique string; re-running with the same key sends the same request "
+                   "[default: a new UUID, printed].")
+@click.option("--wait", is_flag=True,
+              help="Wait until the worker has erased the customer.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --wait: seconds to wait.")
+def customers_erase(customer_id: str, key: str | None, wait: bool, timeout: float) -> None:
+    """Ask for a customer's erasure (GDPR Art. 17) through the customers topic: the worker
+    removes everything it holds about them and writes a receipt to the audit topic.
+
+    Exit 0 sent (with --wait: erased); 2 usage; 3 Kafka or Redis unreachable;
+    5 --wait timed out."""
+    _operation("erasure", customer_id, {}, key, wait, timeout,
+               lambda op: f"erasure of {customer_id}")
+
+
 @cli.command()
 @click.argument("customer_id")
 @click.option("--as-of", "as_of", default=None,

@@ -5,9 +5,9 @@
   the partition clock unless ``?as_of=`` says otherwise, and the latest ledger entries.
   ``GET .../ledger`` the latest entries (``?since=``, ``?event_id=``: an operation's outcome);
   ``GET .../export`` everything held about the customer (``streams/worker/access.py``).
-* ``POST .../adjustments``, ``POST .../redemptions``: member operations, validated and
-  produced to their input topic (``streams/worker/operations.py``), answered ``202`` with
-  the event id; the worker applies them (README "Member operations").
+* ``POST .../adjustments``, ``POST .../redemptions``, ``POST .../erasure``: member
+  operations, validated and produced to their input topic (``streams/worker/operations.py``),
+  answered ``202`` with the event id; the worker applies them (README "Member operations").
 * The id is the percent-decoded rest of the *raw* request path, so any id works once
   URL-encoded (``/``, ``{``, ``}``, spaces, ``%``); a raw ``/`` before a resource name
   (``route_of``) separates the two. Errors are ``{"error": ...}`` with a 4xx/5xx status.
@@ -40,6 +40,7 @@ from streams.settings import Settings, api_tokens, is_loopback
 from streams.worker.access import ledger_of, subject_access
 from streams.worker.openapi import document
 from streams.worker.operations import (
+    ERASURE,
     SOURCE_API,
     Operation,
     OperationError,
@@ -51,7 +52,7 @@ from streams.worker.store import LEDGER_KEEP, RETRIABLE
 from streams.worker.views import load_view
 
 CUSTOMERS = "/customers/"
-RESOURCES = frozenset({"ledger", "export", "adjustments", "redemptions"})
+RESOURCES = frozenset({"ledger", "export", "adjustments", "redemptions", "erasure"})
 OPEN_PATHS = frozenset({"/openapi.json"})
 OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 
@@ -197,8 +198,9 @@ def install(app: Any, engine: Any, settings: Settings, rules: Rules,
                 return _error(400, f"the body is not JSON: {exc}")
             except OperationError as exc:
                 return _error(400, str(exc))
-            if await engine.store.get_state(owner(cid, settings.partitions), cid) is None:
-                raise _Refused(404, f"no customer {cid}")
+            if kind != ERASURE and await engine.store.get_state(
+                    owner(cid, settings.partitions), cid) is None:
+                raise _Refused(404, f"no customer {cid}")  # (an erasure is taken anyway)
             return await _produce(op)
         return post
 
@@ -209,11 +211,13 @@ def install(app: Any, engine: Any, settings: Settings, rules: Rules,
             return _error(503, f"Kafka did not acknowledge it ({type(exc).__name__}): retry "
                                "with the same idempotency key, it is applied once")
         quoted = quote(op.customer_id, safe="")
+        outcome = (f"{CUSTOMERS}{quoted}" if op.kind == ERASURE  # 404 once applied
+                   else f"{CUSTOMERS}{quoted}/ledger?event_id={op.event_id}")
         return web.json_response({
             "event_id": op.event_id, "customer_id": op.customer_id, "kind": op.kind,
             "topic": op.topic, "partition": partition, "offset": offset,
             "occurred_at": format_time(op.occurred_at), "entry_ids": list(op.entry_ids),
-            "outcome": f"{CUSTOMERS}{quoted}/ledger?event_id={op.event_id}",
+            "outcome": outcome,
         }, status=202)
 
     ROUTES: dict[tuple[str, str], Any] = {
@@ -222,6 +226,7 @@ def install(app: Any, engine: Any, settings: Settings, rules: Rules,
         ("GET", "export"): export_view,
         ("POST", "adjustments"): operation(ADJUSTMENT),
         ("POST", "redemptions"): operation(REDEMPTION),
+        ("POST", "erasure"): operation(ERASURE),
     }
 
     # a regex that takes the rest of the path (slashes, braces): the id comes from the raw path

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import Any
 
 import orjson
@@ -44,11 +43,14 @@ from processors.outputs import KpiDelta
 from processors.rules import Rules
 from processors.state import CustomerState
 from schemas.codec import format_time
-from schemas.events import Event
+from schemas.events import ERASURE_REQUESTED, CustomerEvent, Event
 
 HASH = "hmac-sha256"
-ERASURE_KEY = "erasure-key"  # <prefix>:erasure-key, when PULSE_ERASURE_KEY is not set
 REMOVED_KEYS = ("state", "dedup_ids", "ledger_cache", "due_entries", "tick_failures")
+
+
+def is_erasure(event: Event) -> bool:
+    return isinstance(event, CustomerEvent) and event.kind == ERASURE_REQUESTED
 
 
 def customer_hash(key: bytes, customer_id: str) -> str:
@@ -99,7 +101,3 @@ def level_deltas(state: CustomerState, rules: Rules, at: int) -> tuple[KpiDelta,
     tickets = [KpiDelta(kpi.GAUGES, f"open:{o.priority}", -1) for o in state.open_tickets]
     return (*kpi.deltas(state, blank, None, rules, at=at), *tickets,
             KpiDelta(kpi.GAUGES, "customers", -1))
-
-
-def new_key() -> str:
-    return os.urandom(32).hex()

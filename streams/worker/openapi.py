@@ -114,6 +114,10 @@ def _member_operations() -> dict[str, Any]:
             "adjustPoints", "Credit or debit points (goodwill, correction)", "AdjustmentRequest"),
         "/customers/{customer_id}/redemptions": _operation(
             "redeemReward", "Redeem a reward with points", "RedemptionRequest"),
+        "/customers/{customer_id}/erasure": _operation(
+            "eraseCustomer", "Erase everything held about the customer (GDPR Art. 17); "
+            "taken for an unknown customer too (the receipt then says nothing was held)",
+            "ErasureRequest"),
     }
 
 
@@ -141,6 +145,11 @@ def _operation_schemas(ledger_entry: dict[str, Any]) -> dict[str, Any]:
                 "idempotency_key": _IDEMPOTENCY_KEY,
             },
         },
+        "ErasureRequest": {
+            "type": "object", "additionalProperties": False,
+            "required": ["idempotency_key"],
+            "properties": {"idempotency_key": _IDEMPOTENCY_KEY},
+        },
         "Accepted": {
             "type": "object",
             "required": ["event_id", "customer_id", "kind", "topic", "partition", "offset",
@@ -149,13 +158,15 @@ def _operation_schemas(ledger_entry: dict[str, Any]) -> dict[str, Any]:
                 "event_id": {"type": "string", "description": "derived from the idempotency "
                              "key: the same on a retry"},
                 "customer_id": {"type": "string"},
-                "kind": {"type": "string", "enum": ["adjustment", "redemption"]},
+                "kind": {"type": "string", "enum": ["adjustment", "redemption", "erasure"]},
                 "topic": {"type": "string"}, "partition": {"type": "integer"},
                 "offset": {"type": "integer"},
                 "occurred_at": {"type": "string", "format": "date-time"},
                 "entry_ids": {"type": "array", "items": {"type": "string"},
-                              "description": "the ledger entries that can answer it"},
-                "outcome": {"type": "string", "description": "where to read the answer"},
+                              "description": "the ledger entries that can answer it (none "
+                              "for an erasure: its receipt goes to the audit topic)"},
+                "outcome": {"type": "string", "description": "where to read the answer (an "
+                            "erasure: the customer's path, 404 once applied)"},
             },
         },
         "Ledger": {

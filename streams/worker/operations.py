@@ -1,15 +1,17 @@
-"""Member operations through Kafka: points adjustments and redemptions (README "Member
-operations"), from the worker's API (``streams/worker/api.py``) and ``pulse`` commands.
+"""Member operations through Kafka: points adjustments, redemptions and erasure requests
+(README "Member operations"), from the worker's API (``streams/worker/api.py``) and
+``pulse`` commands.
 
 Theory of operation
 -------------------
 Neither the API nor a command changes a customer: each validates the request, turns it into
-an event of an input topic (``adjustments``, ``redemptions``) and produces it, keyed by the
-customer, to the customer's partition. The worker applies it like any other event, serially
-per partition, so the balance a debit or a redemption is checked against includes every
-earlier event; the answer is a ledger entry with a deterministic id, ``<event_id>:<rule>``
-(``Operation.entry_ids``), on ``points-accruals`` and in the customer's latest entries
-(``GET /customers/{id}/ledger``).
+an event of an input topic (``adjustments``, ``redemptions``; ``customers`` for an
+``erasure_requested`` record) and produces it, keyed by the customer, to the customer's
+partition. The worker applies it like any other event, serially per partition, so the
+balance a debit or a redemption is checked against includes every earlier event; the answer
+is a ledger entry with a deterministic id, ``<event_id>:<rule>`` (``Operation.entry_ids``),
+on ``points-accruals`` and in the customer's latest entries (``GET /customers/{id}/ledger``);
+an erasure's is a receipt on the audit topic (streams/worker/erasure.py).
 
 Exactly once, whatever is retried:
 
@@ -43,7 +45,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from schemas.codec import MAX_ID_LEN, InvalidEvent, decode, format_time
-from schemas.events import ADJUSTMENT, REDEMPTION
+from schemas.events import ADJUSTMENT, CUSTOMER, ERASURE_REQUESTED, REDEMPTION
 from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.worker.partitioning import owner
@@ -53,18 +55,23 @@ log = logging.getLogger(__name__)
 
 SOURCE_API, SOURCE_CLI = "api", "cli"
 IDEMPOTENCY_KEY = "idempotency_key"
+ERASURE = "erasure"  # the operation; its event is a customer record, erasure_requested
+# operation -> the kind of the event it becomes
+EVENT_KIND = {ADJUSTMENT: ADJUSTMENT, REDEMPTION: REDEMPTION, ERASURE: CUSTOMER}
 # the ledger rules that answer each kind of operation (processors/loyalty: entry ids are
 # "<event_id>:<rule>")
 OUTCOMES: dict[str, tuple[str, ...]] = {
     ADJUSTMENT: ("adjustment", "adjustment_rejected"),
     REDEMPTION: ("redemption", "redemption_rejected"),
 }
-_PREFIX = {ADJUSTMENT: "adj", REDEMPTION: "rdm"}
-# request body fields besides the idempotency key, per kind
+_PREFIX = {ADJUSTMENT: "adj", REDEMPTION: "rdm", ERASURE: "era"}
+# request body fields besides the idempotency key, per operation
 _FIELDS: dict[str, tuple[str, ...]] = {
     ADJUSTMENT: ("points", "operator", "reason"),
     REDEMPTION: ("reward_id", "points"),
+    ERASURE: (),
 }
+_FIXED: dict[str, dict[str, str]] = {ERASURE: {"kind": ERASURE_REQUESTED}}  # set, not asked
 SEND_TIMEOUT_S = 15.0
 
 
@@ -76,7 +83,7 @@ class OperationError(ValueError):
 class Operation:
     """One validated operation, ready to produce."""
 
-    kind: str  # the event kind: adjustment, redemption
+    kind: str  # the operation: adjustment, redemption, erasure
     customer_id: str
     event_id: str
     topic: str
@@ -90,7 +97,8 @@ class Operation:
 
 
 def event_id_for(kind: str, customer_id: str, idempotency_key: str) -> str:
-    """The event id of an operation: the same kind, customer and key give the same id."""
+    """The event id of an operation: the same operation, customer and key give the same
+    id."""
     raw = orjson.dumps([kind, customer_id, idempotency_key])  # unambiguous, whatever they hold
     return f"{_PREFIX[kind]}-{hashlib.sha256(raw).hexdigest()[:32]}"
 
@@ -108,8 +116,8 @@ def _key(body: Mapping[str, Any]) -> str:
 
 def build(kind: str, customer_id: str, body: Any, *, at: int, source: str,
           topics: Topics) -> Operation:
-    """The operation a request body asks for (``kind``: adjustment or redemption), dated
-    ``at`` (epoch ms). Raises ``OperationError``."""
+    """The operation a request body asks for (``kind``: adjustment, redemption, erasure),
+    dated ``at`` (epoch ms). Raises ``OperationError``."""
     if not isinstance(body, Mapping):
         raise OperationError("the body must be a JSON object")
     fields = _FIELDS[kind]
@@ -123,14 +131,16 @@ def build(kind: str, customer_id: str, body: Any, *, at: int, source: str,
     event_id = event_id_for(kind, customer_id, _key(body))
     record = {"event_id": event_id, "customer_id": customer_id,
               "occurred_at": format_time(at), "source": source,
-              **{name: body[name] for name in fields}}
-    value = orjson.dumps(record)
+              **_FIXED.get(kind, {}), **{name: body[name] for name in fields}}
     try:
-        decode(kind, value)
+        value = orjson.dumps(record)
+        event_kind = EVENT_KIND[kind]
+        decode(event_kind, value)
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        raise OperationError(f"a field cannot be used: {exc}") from None
     except InvalidEvent as exc:  # "adjustment.points: must not be 0, got 0" -> "points: ..."
-        raise OperationError(exc.message.removeprefix(f"{kind}.")) from None
-    topic = topics.adjustments if kind == ADJUSTMENT else topics.redemptions
-    return Operation(kind, customer_id, event_id, topic, value, at)
+        raise OperationError(exc.message.removeprefix(f"{event_kind}.")) from None
+    return Operation(kind, customer_id, event_id, topics.for_kind(event_kind), value, at)
 
 
 class OperationsProducer:
