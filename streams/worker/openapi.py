@@ -193,8 +193,8 @@ def _operation_schemas(ledger_entry: dict[str, Any]) -> dict[str, Any]:
                                          "level": {"type": ["string", "null"]},
                                          "reasons": {"type": "array",
                                                      "items": {"type": "string"}}}},
-                "segment": {"type": ["string", "null"], "description": "null until the "
-                            "engagement layer keeps segments"},
+                "segment": {"type": ["string", "null"], "description": "the customer's "
+                            "segment (the row's segment column); null while there is none"},
                 "stored": {"type": "object",
                            "required": ["state", "ledger_entries_kept",
                                         "next_time_driven_change_at", "time_driven_failures"],
