@@ -13,7 +13,7 @@ from __future__ import annotations
 UNKNOWN_CURRENCY = "unknown_currency"
 TOO_LATE = "too_late"
 INVALID = "invalid"
-NOT_SUPPORTED = "not_supported"  # a valid record the engine cannot act on yet (erasure)
+NOT_SUPPORTED = "not_supported"  # a valid record apply does not act on (an erasure: the shell)
 
 
 class Rejected(Exception):

@@ -23,10 +23,10 @@ consent       per channel named, ``(opted_in, at)`` of the latest consent record
               to the later record; channels it does not name keep theirs. A channel never
               named has no consent on record (``marketing_consent`` says ``None``): a consumer
               treats that as "not opted in"
-erasure_      ``Rejected("not_supported")``: dead-lettered, nothing changes. Handling it is the
-requested     member-operations issue's job; until then the request stays visible and countable
-              (``pulse deadletters --reason not_supported``) and can be re-driven once it is
-              supported, where ignoring it would lose it
+erasure_      not a profile change: the worker's shard transaction erases the customer
+requested     (streams/worker/erasure.py, README "Member operations") before ``apply`` would
+              see it. ``apply`` itself refuses one (``Rejected("not_supported")``, nothing
+              changes): erasing is not a state transition
 ============  ===================================================================================
 
 Only the month and day of a birth date are kept (``"--MM-DD"``): the birthday is what the
@@ -89,8 +89,8 @@ def profile_changes(state: CustomerState, ev: CustomerEvent) -> dict[str, Any]:
     ``Rejected`` (and changes nothing) for an erasure request or an impossible record."""
     kind = ev.kind
     if kind == ERASURE_REQUESTED:
-        raise Rejected(NOT_SUPPORTED, "erasure_requested is not supported yet: the record is "
-                       "kept here, dead-lettered, to be re-driven once erasure is handled")
+        raise Rejected(NOT_SUPPORTED, "erasure_requested is not a state change: the worker's "
+                       "shard transaction erases the customer (streams/worker/erasure.py)")
     if kind not in (SIGNUP, PROFILE_UPDATE, CONSENT):
         raise Rejected(INVALID, f"customer record kind {kind!r} is not one of "
                        f"{(SIGNUP, PROFILE_UPDATE, CONSENT, ERASURE_REQUESTED)}")

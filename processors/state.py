@@ -23,9 +23,10 @@ days are UTC day numbers ``occurred_at // 86_400_000``; "purchase" means a purch
 with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 * ``max_event_at``: greatest ``occurred_at`` of any accepted event of the customer.
-* ``kind_max``: greatest ``occurred_at`` per event kind (purchase, ticket, survey,
-  redemption, customer). Lateness, bucket pruning and dedup expiry use the clock of the
-  event's own kind (a per-topic "latest": confluent across topic interleavings).
+* ``kind_max``: greatest ``occurred_at`` per event kind (purchase, ticket, survey, member
+  operation = redemption or adjustment, customer record). Lateness, bucket pruning and
+  dedup expiry use the clock of the event's own kind (a max: confluent across topic
+  interleavings).
 * ``first_purchase_at`` / ``last_purchase_at``: min / max ``occurred_at`` of purchases.
 * ``purchase_count`` / ``refund_count``: number of purchases / refunds.
 * ``gross_spend_minor``: sum of purchase amounts; ``refunds_minor``: sum of refund amounts;
@@ -111,9 +112,11 @@ class Seen(NamedTuple):
     kind: int = 0  # KIND_INDEX of the event's kind: each kind's entries expire on its own clock
 
 
-# Event kinds in the order of ``CustomerState.kind_max``.
+# Event kinds in the order of ``CustomerState.kind_max``. Redemptions and adjustments are
+# both member operations (a till, the API, an operator): they share one clock (lateness and
+# dedup expiry) and one dedup cap; their dedup keys differ by kind.
 KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3,
-                              "customer": 4}
+                              "customer": 4, "adjustment": 3}
 PURCHASE_KIND = 0
 
 

@@ -48,6 +48,7 @@ import orjson
 from msgspec import Meta
 
 from schemas.events import (
+    ADJUSTMENT,
     CONSENT,
     CONSENT_CHANNELS,
     CUSTOMER,
@@ -64,6 +65,7 @@ from schemas.events import (
     TICKET,
     TICKET_PRIORITIES,
     TICKET_STATUSES,
+    Adjustment,
     CustomerEvent,
     Event,
     Purchase,
@@ -83,6 +85,8 @@ MAX_QUANTITY = 10_000
 MAX_UNIT_PRICE_MINOR = 10**10
 MAX_AMOUNT_MINOR = 10**11
 MAX_REDEEM_POINTS = 10**9
+MAX_ADJUST_POINTS = 10**9  # an adjustment's points: -10**9 to 10**9, never 0
+MAX_TEXT_LEN = 500  # free text a person writes (an adjustment's reason)
 MIN_YEAR, MAX_YEAR = 1970, 2099  # the year as written (the schema's pattern can only see that)
 MIN_TIME_MS = 0  # 1970-01-01T00:00:00Z: no instant before it, whatever the offset written
 MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z; an offset can put an event up to a
@@ -471,6 +475,14 @@ def _customer(obj: dict[str, Any]) -> CustomerEvent:
         channels = _channels(obj["channels"])
     return _customer_event(event_id, customer_id, occurred_at, source, kind, referred_by,
                            birth_date, time_zone, channels)
+def _adjustment(obj: dict[str, Any]) -> Adjustment:
+    a = ADJUSTMENT
+    envelope = _envelope(obj, a)  # event_id, customer_id, occurred_at, source: in field order
+    points = _int(obj, "points", a, -MAX_ADJUST_POINTS, MAX_ADJUST_POINTS)
+    if points == 0:
+        raise _fail(f"{a}.points", "must not be 0", obj["points"])
+    return Adjustment(*envelope, points, _str(obj, "operator", a, MAX_ID_LEN),
+                      _str(obj, "reason", a, MAX_TEXT_LEN))
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
@@ -479,6 +491,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     SURVEY: _survey,
     REDEMPTION: _redemption,
     CUSTOMER: _customer,
+    ADJUSTMENT: _adjustment,
 }
 
 
@@ -564,6 +577,10 @@ class _WireCustomer(_Wire):
     birth_date: str | None = None  # is_birth_date decides
     time_zone: str | None = None  # known_time_zones decides
     channels: dict[Literal["email", "sms", "push", "post", "phone"], bool] | None = None
+class _WireAdjustment(_Wire):
+    points: Annotated[int, Meta(ge=-MAX_ADJUST_POINTS, le=MAX_ADJUST_POINTS)]  # != 0: Python
+    operator: _Id
+    reason: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT_LEN)]
 
 
 _purchase_wire = msgspec.json.Decoder(_WirePurchase).decode
@@ -572,6 +589,8 @@ _survey_wire = msgspec.json.Decoder(_WireSurvey).decode
 _redemption_wire = msgspec.json.Decoder(_WireRedemption).decode
 _redemption_event = constructor(Redemption)
 _customer_wire = msgspec.json.Decoder(_WireCustomer).decode
+_adjustment_wire = msgspec.json.Decoder(_WireAdjustment).decode
+_adjustment_event = constructor(Adjustment)
 
 
 def _fast_purchase(data: bytes) -> Purchase | None:
@@ -644,6 +663,14 @@ def _fast_customer(data: bytes) -> CustomerEvent | None:
     return _customer_event(
         w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, kind, rb, bd, tz,
         tuple(sorted(ch.items())) if ch else ())
+def _fast_adjustment(data: bytes) -> Adjustment | None:
+    w = _adjustment_wire(data)
+    if (w.event_id.isspace() or w.customer_id.isspace() or w.source.isspace()
+            or w.operator.isspace() or w.reason.isspace() or w.points == 0):
+        return None
+    return _adjustment_event(
+        w.event_id, w.customer_id, parse_time(w.occurred_at), w.source, w.points, w.operator,
+        w.reason)
 
 
 _FAST: dict[str, Callable[[bytes], Event | None]] = {
@@ -652,6 +679,7 @@ _FAST: dict[str, Callable[[bytes], Event | None]] = {
     SURVEY: _fast_survey,
     REDEMPTION: _fast_redemption,
     CUSTOMER: _fast_customer,
+    ADJUSTMENT: _fast_adjustment,
 }
 
 
@@ -799,6 +827,8 @@ def encode(event: Event) -> bytes:
                  touchpoint=event.touchpoint)
         if event.comment is not None:
             d["comment"] = event.comment
+    elif isinstance(event, Adjustment):
+        d.update(points=event.points, operator=event.operator, reason=event.reason)
     elif isinstance(event, Redemption):
         d.update(reward_id=event.reward_id, points=event.points)
     else:

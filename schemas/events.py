@@ -20,9 +20,10 @@ TICKET = "ticket"
 SURVEY = "survey"
 REDEMPTION = "redemption"
 CUSTOMER = "customer"
+ADJUSTMENT = "adjustment"
 
-EventKind = Literal["purchase", "ticket", "survey", "redemption", "customer"]
-EVENT_KINDS: tuple[str, ...] = (PURCHASE, TICKET, SURVEY, REDEMPTION, CUSTOMER)
+EventKind = Literal["purchase", "ticket", "survey", "redemption", "customer", "adjustment"]
+EVENT_KINDS: tuple[str, ...] = (PURCHASE, TICKET, SURVEY, REDEMPTION, CUSTOMER, ADJUSTMENT)
 
 PURCHASE_KINDS = ("purchase", "refund")
 TICKET_STATUSES = ("opened", "responded", "resolved", "reopened", "closed")
@@ -135,4 +136,21 @@ class CustomerEvent:
     event_kind = CUSTOMER
 
 
-Event = Purchase | SupportTicket | Survey | Redemption | CustomerEvent
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A points adjustment made by a person (README "Member operations"): goodwill after a
+    phone call (points > 0) or a correction (points < 0). ``operator`` names who made it and
+    ``reason`` is their text; both appear in the ledger entry's reason."""
+
+    event_id: str
+    customer_id: str
+    occurred_at: int
+    source: str
+    points: int  # non-zero, either sign
+    operator: str
+    reason: str
+
+    event_kind = ADJUSTMENT
+
+
+Event = Purchase | SupportTicket | Survey | Redemption | CustomerEvent | Adjustment

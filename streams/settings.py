@@ -40,6 +40,8 @@ class Settings:
     topic_surveys: str = "surveys"
     topic_redemptions: str = "redemptions"
     topic_customers: str = "customers"  # signups, profile updates, consent, erasure requests
+    topic_adjustments: str = "adjustments"  # points adjustments (README "Member operations")
+    topic_audit: str = "audit"  # erasure receipts (README "Member operations"), kept forever
     topic_deadletter: str = "deadletter"
     topic_alerts: str = "churn-alerts"
     topic_points: str = "points-accruals"
@@ -91,6 +93,9 @@ class Settings:
     redis_ssl_keyfile: str = ""
     api_tokens: str = ""  # comma-separated bearer tokens for /customers/{id}
     metrics_token: str = ""  # bearer token for /metrics, /healthz, /readyz (empty: open)
+    # the key of the keyed hash (HMAC-SHA256) that names an erased customer in the erasure
+    # receipts; empty: a key generated once and kept in Redis (streams/worker/erasure.py)
+    erasure_key: str = ""
 
     # pulse notifier (streams/notifier/): webhooks file, its own group, topics, web port
     webhooks_file: str = ""
@@ -130,7 +135,8 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-SECRETS = frozenset({"kafka_sasl_password", "redis_password", "api_tokens", "metrics_token"})
+SECRETS = frozenset({"kafka_sasl_password", "redis_password", "api_tokens", "metrics_token",
+                     "erasure_key"})
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MIN_TOKEN_CHARS = 16

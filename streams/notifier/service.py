@@ -281,6 +281,10 @@ class Notifier:
                     await self._dispatch(r, track)
 
     async def _dispatch(self, r: ConsumerRecord, track: PartitionTrack) -> None:
+        if r.value is None:  # a tombstone (an erased customer): nothing to deliver
+            self.metrics.records.labels(r.topic, "tombstone").inc()
+            track.add(r.offset, 0)
+            return
         stream = self.topics.sources.get(r.topic)
         record = decode(r.value)
         wid = output_id(stream, record) if stream and record is not None else None

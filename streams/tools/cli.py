@@ -383,26 +383,53 @@ def customers_export(as_of: str, fmt: str, output: str | None) -> None:
     sys.exit(1 if loaded.undecodable else 0)
 
 
+@customers.command("erase")
+@click.argument("customer_id")
+@click.option("--idempotency-key", "key", default=None,
+              help="Any unique string; re-running with the same key sends the same request "
+                   "[default: a new UUID, printed].")
+@click.option("--wait", is_flag=True,
+              help="Wait until the worker has erased the customer.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --wait: seconds to wait.")
+def customers_erase(customer_id: str, key: str | None, wait: bool, timeout: float) -> None:
+    """Ask for a customer's erasure (GDPR Art. 17) through the customers topic: the worker
+    removes everything it holds about them and writes a receipt to the audit topic.
+
+    Exit 0 sent (with --wait: erased); 2 usage; 3 Kafka or Redis unreachable;
+    5 --wait timed out."""
+    _operation("erasure", customer_id, {}, key, wait, timeout,
+               lambda op: f"erasure of {customer_id}")
+
+
 @cli.command()
 @click.argument("customer_id")
 @click.option("--as-of", "as_of", default=None,
               help="Event time to evaluate at [default: the partition clock: now in live "
                    "mode, the newest event applied on the customer's partition in event mode].")
-@click.option("--json", "as_json", is_flag=True, help="Print the export row as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print everything held about the customer as one JSON document (the "
+                   "export row, latest ledger entries, churn reasons, the stored state): the "
+                   "subject access of GET /customers/{id}/export.")
 def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
-    """One customer's state, readably (or as the JSON export row); the same view, as-of and
-    units as GET /customers/{id}."""
+    """One customer's state, readably (or everything held, as JSON); the same view, as-of and
+    units as GET /customers/{id}. Exit 0; 1 unknown customer or unreadable state;
+    2 usage; 3 Redis unreachable."""
     import time
 
     from processors.errors import WireError
+    from streams.worker.access import load_subject_access
     from streams.worker.views import json_line, load_customer, render, render_ledger
 
     settings = _settings()
     rules = _rules(settings)
     at = _event_time(as_of, "--as-of")
     _check_redis(settings)
+    now_ms = int(time.time() * 1000)
     try:
-        got = asyncio.run(load_customer(settings, rules, customer_id, at, int(time.time() * 1000)))
+        got: Any = asyncio.run(load_subject_access(settings, rules, customer_id, now_ms, at)
+                               if as_json else
+                               load_customer(settings, rules, customer_id, at, now_ms))
     except WireError as exc:
         raise click.ClickException(f"customer {customer_id!r}: stored state unreadable: {exc}")\
             from None
@@ -411,13 +438,87 @@ def customer(customer_id: str, as_of: str | None, as_json: bool) -> None:
             f"unknown customer {customer_id!r}: no state in Redis "
             f"(PULSE_REDIS_PREFIX={settings.redis_prefix}, PULSE_PARTITIONS={settings.partitions})"
         )
-    if as_json:  # exactly the export row
-        click.echo(json_line(got.row))
+    if as_json:  # GET /customers/{id}/export
+        click.echo(json_line(got))
     else:
         note = f"the partition clock, PULSE_CLOCK={settings.clock}; --as-of to change" \
             if got.as_of_is_default else ""
         click.echo(render(got.row, note))
         click.echo(render_ledger(got.ledger))
+
+
+def _operation(kind: str, customer_id: str, body: dict[str, Any], key: str | None,
+               wait: bool, timeout: float, describe: Callable[[Any], str]) -> None:
+    """Send a member operation (streams/tools/members.py) and exit with its code."""
+    from streams.tools.members import new_key, run
+
+    settings = _settings()
+    generated = key is None
+    body["idempotency_key"] = new_key() if key is None else key
+    _check(settings, kafka=True, redis=True)
+    outcome = run(settings, kind, customer_id, body, timeout if wait else None, describe)
+    for line in outcome.lines:
+        click.echo(line, err=line.startswith("error:"))
+    if generated and outcome.code != EXIT_USAGE:
+        click.echo(f"idempotency key {body['idempotency_key']}: to retry safely, re-run with "
+                   f"--idempotency-key {body['idempotency_key']}", err=True)
+    sys.exit(outcome.code)
+
+
+_KEY_HELP = ("Any unique string (e.g. a UUID); re-running with the same key never applies "
+             "it twice [default: a new UUID, printed].")
+_WAIT_HELP = "Wait for the worker's answer (the ledger entry) and print it."
+
+
+@cli.group()
+def points() -> None:
+    """Points adjustments (README "Member operations")."""
+
+
+@points.command("adjust")
+@click.argument("customer_id")
+@click.option("--points", "amount", required=True, type=int,
+              help="Points to credit (positive) or debit (negative), not 0.")
+@click.option("--operator", required=True, help="Who makes the adjustment (in the ledger).")
+@click.option("--reason", required=True, help="Why, in words the customer may read.")
+@click.option("--idempotency-key", "key", default=None, help=_KEY_HELP)
+@click.option("--wait", is_flag=True, help=_WAIT_HELP)
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --wait: seconds to wait.")
+def points_adjust(customer_id: str, amount: int, operator: str, reason: str, key: str | None,
+                  wait: bool, timeout: float) -> None:
+    """Credit or debit a member's points, through the adjustments topic.
+
+    Exit 0 sent (with --wait: applied); 1 --wait: rejected (e.g. the balance cannot cover a
+    debit); 2 usage or unknown customer (nothing sent); 3 Kafka or Redis unreachable;
+    5 --wait timed out."""
+    _operation("adjustment", customer_id,
+               {"points": amount, "operator": operator, "reason": reason}, key, wait, timeout,
+               lambda op: f"adjustment of {amount:+d} pts for {customer_id} by {operator}")
+
+
+@cli.group()
+def rewards() -> None:
+    """Redemptions (README "Member operations")."""
+
+
+@rewards.command("redeem")
+@click.argument("customer_id")
+@click.option("--reward", "reward_id", required=True, help="The reward's id.")
+@click.option("--points", "amount", required=True, type=int, help="Points it costs (1 or more).")
+@click.option("--idempotency-key", "key", default=None, help=_KEY_HELP)
+@click.option("--wait", is_flag=True, help=_WAIT_HELP)
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="With --wait: seconds to wait.")
+def rewards_redeem(customer_id: str, reward_id: str, amount: int, key: str | None, wait: bool,
+                   timeout: float) -> None:
+    """Redeem a reward with a member's points, through the redemptions topic.
+
+    Exit 0 sent (with --wait: redeemed); 1 --wait: refused (e.g. the balance is too low);
+    2 usage or unknown customer (nothing sent); 3 Kafka or Redis unreachable;
+    5 --wait timed out."""
+    _operation("redemption", customer_id, {"reward_id": reward_id, "points": amount}, key, wait,
+               timeout, lambda op: f"redemption of {reward_id} ({amount} pts) for {customer_id}")
 
 
 @cli.group()

@@ -21,6 +21,10 @@ from streams.worker.topics import Topics
 log = logging.getLogger(__name__)
 
 
+# the audit topic (erasure receipts, no personal data) is evidence: never deleted by age
+KEPT_FOREVER = {"retention.ms": "-1"}
+
+
 class TopicMismatch(RuntimeError):
     pass
 
@@ -49,7 +53,8 @@ async def create_topics(settings: Settings) -> dict[str, str]:
         existing = set(await admin.list_topics())
         new = [
             NewTopic(name=t, num_partitions=settings.partitions,
-                     replication_factor=settings.replication_factor)
+                     replication_factor=settings.replication_factor,
+                     topic_configs=KEPT_FOREVER if t == topics.audit else None)
             for t in topics.all if t not in existing
         ]
         for t in topics.all:

@@ -28,15 +28,18 @@ from streams.worker.api import install as install_api
 from streams.worker.engine import Engine
 from streams.worker.kpis import KpiCollector
 from streams.worker.metrics import Metrics
+from streams.worker.operations import OperationsProducer
 
 log = logging.getLogger(__name__)
 
 
 class EngineService(Service):
-    """Runs the engine inside the Faust worker; a crash of the engine stops the worker."""
+    """Runs the engine inside the Faust worker; a crash of the engine stops the worker. Stops
+    the API's producer of member operations (started at the first one) with it."""
 
-    def __init__(self, engine: Engine, **kwargs: Any) -> None:
+    def __init__(self, engine: Engine, operations: OperationsProducer, **kwargs: Any) -> None:
         self.engine = engine
+        self.operations = operations
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -44,7 +47,10 @@ class EngineService(Service):
 
     async def on_stop(self) -> None:
         self.engine.request_stop()
-        await self.engine.stop()
+        try:
+            await self.engine.stop()
+        finally:
+            await self.operations.stop()
 
     @Service.task
     async def _consume(self) -> None:
@@ -90,9 +96,11 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
     metrics.registry.register(kpis)
     app.pulse_kpis = kpis  # type: ignore[attr-defined]
 
+    operations = OperationsProducer(settings)
+
     class BoundEngineService(EngineService):
         def __init__(self, **kwargs: Any) -> None:
-            super().__init__(engine, **kwargs)
+            super().__init__(engine, operations, **kwargs)
 
     app.service(BoundEngineService)
 
@@ -117,6 +125,6 @@ def create_app(settings: Settings, rules: Rules, metrics: Metrics | None = None)
         return self.json({"ok": ok, "reason": reason, "partitions": engine.owned_partitions},
                          status=200 if ok else 503)
 
-    install_api(app, engine, settings, rules)  # /customers/{id}, /openapi.json
+    install_api(app, engine, settings, rules, operations)  # /customers/..., /openapi.json
 
     return app

@@ -90,6 +90,8 @@ class _Shard:
         """The result's commit went through (new generation ``gen``): the shard is what the
         transaction made of it."""
         meta, c = self.meta, result.commit
+        for cid in result.erased:  # (a fresh state from later in the batch comes back below)
+            self.cache.pop(cid, None)
         self.cache.keep(result.states, cache_limit)
         meta.replays = result.replays
         meta.tick_failures = result.tick_failures
@@ -129,6 +131,7 @@ class Engine:
         self.metrics = metrics or Metrics.create()
         self.topics = Topics.from_settings(settings)
         self.wall_clock = wall_clock
+        self.erasure_key = b""  # erasure receipts' keyed hash (erasure.py), set at start
         self.store: Store | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -152,6 +155,7 @@ class Engine:
         tune_gc(s.gc_young_threshold)
         self.store = Store.from_settings(s, self.health)
         await self.store.retrying("ping", self.store.redis.ping)
+        self.erasure_key = await self.store.erasure_key(s.erasure_key)
         self.producer = AIOKafkaProducer(
             **client_kwargs(s),
             acks="all",
@@ -400,7 +404,8 @@ class Engine:
             self._last_scan = now
         wall_ms = int(self.wall_clock() * 1000)
         ctx = Context.from_settings(self.settings, self.rules, self.transitions,
-                                    ticks=self.ticks, keys=self.store.keys)
+                                    ticks=self.ticks, keys=self.store.keys,
+                                    erasure_key=self.erasure_key)
         txns: dict[int, ShardTransaction] = {}
         upto: dict[int, int] = {}
         replay_upto: dict[int, dict[str, int]] = {}
@@ -529,11 +534,12 @@ class Engine:
             if batch is None:
                 batch = batches[(topic, part)] = producer.create_batch()
             headers = list(msg.headers)
-            if batch.append(timestamp=None, key=msg.key, value=msg.value,
+            value = None if msg.tombstone else msg.value
+            if batch.append(timestamp=None, key=msg.key, value=value,
                             headers=headers) is None:  # full: send it, start the next
                 futures.append(await producer.send_batch(batch, topic, partition=part))
                 batch = batches[(topic, part)] = producer.create_batch()
-                batch.append(timestamp=None, key=msg.key, value=msg.value, headers=headers)
+                batch.append(timestamp=None, key=msg.key, value=value, headers=headers)
             per_topic[topic] += 1
         for (topic, part), batch in batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=part))

@@ -19,6 +19,8 @@ and one Lua script can update them atomically. Layout (``<prefix>`` is PULSE_RED
                                     time-driven change (inactivity, expiry), live clock
     <prefix>:{pN}:due:r:<replay>    the same for customers waiting on a replay's clock
     <prefix>:{pN}:replay:<replay>   hash: what the worker did with a replay's records
+    <prefix>:erasure-key            the key of the erasure receipts' keyed hash, when
+                                    PULSE_ERASURE_KEY is not set (streams/worker/erasure.py)
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class Keys:
 
     def tick_failures(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:tickfail"
+
+    def erasure_key(self) -> str:
+        return f"{self.prefix}:erasure-key"
 
     def kpi_prefix(self, partition: int) -> str:
         return f"{self.prefix}:{{p{partition}}}:kpi:"

@@ -20,8 +20,8 @@ supervisor knows nothing of partitions and does no stream work.
   for the partitions it owns, keep one series per label set (the highest), so one scrape
   counts each partition once even while two children both report it around a rebalance.
   ``/healthz`` and ``/readyz`` are 200 when every child answers 200, and list each child
-  (``combine``). The customer API is forwarded to a child, round robin: any child answers for
-  any customer (the state is in Redis).
+  (``combine``). The customer API (its member operations' POSTs too) is forwarded to a
+  child, round robin: any child answers for any customer (the state is in Redis).
 * **Restarts.** A child that exits is started again after a backoff (1 s, doubling to 30 s);
   after ``MAX_FAILURES`` restarts in a row (a child that ran ``STABLE_AFTER_S`` starts a new
   row) the supervisor gives up: it stops the others and exits with the child's code (1 for a
@@ -404,13 +404,16 @@ class Supervisor:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/{tail:.*}", self._forward)
+        app.router.add_post("/{tail:.*}", self._forward)  # member operations
         return app
 
-    async def _ask(self, child: Child, path: str, headers: Mapping[str, str]
+    async def _ask(self, child: Child, path: str, headers: Mapping[str, str],
+                   method: str = "GET", body: bytes | None = None
                    ) -> tuple[int, bytes, Mapping[str, str]]:
         assert self._session is not None
         url = URL(f"http://127.0.0.1:{child.port}{path}", encoded=True)
-        async with self._session.get(url, headers=dict(headers)) as resp:
+        async with self._session.request(method, url, headers=dict(headers),
+                                         data=body) as resp:
             return resp.status, await resp.read(), dict(resp.headers)
 
     async def _ask_all(self, path: str) -> list[tuple[Child, Any]]:
@@ -461,20 +464,24 @@ class Supervisor:
         return await self._health("/readyz", "ready")
 
     async def _forward(self, request: web.Request) -> web.Response:
-        """The customer API and anything else a worker serves, from a running child."""
+        """The customer API and anything else a worker serves, from a running child. A POST
+        (a member operation) that a child did not take is tried on the next one: its
+        idempotency key makes a second try harmless."""
         running = [c for c in self.children if c.alive]
         self._next += 1
         headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("authorization", "accept")}
+                   if k.lower() in ("authorization", "accept", "content-type")}
+        body = await request.read() if request.method == "POST" else None
         for k in range(len(running)):
             c = running[(self._next + k) % len(running)]
             try:
-                status, body, got = await self._ask(c, request.raw_path, headers)
+                status, answer, got = await self._ask(c, request.raw_path, headers,
+                                                      request.method, body)
             except (TimeoutError, aiohttp.ClientError):
                 continue  # starting or gone: the next one
             keep = {k: v for k, v in got.items() if k.lower() in ("content-type",
                                                                   "www-authenticate")}
-            return web.Response(status=status, body=body, headers=keep)
+            return web.Response(status=status, body=answer, headers=keep)
         return web.json_response({"error": "no worker process is answering"}, status=503)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
 from streams.settings import Settings
 
 
@@ -23,6 +23,8 @@ class Topics:
     alerts: str
     points: str
     customers: str  # signups, profile updates, consent (an input, added after the others)
+    adjustments: str
+    audit: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -35,6 +37,8 @@ class Topics:
             alerts=s.topic("alerts"),
             points=s.topic("points"),
             customers=s.topic("customers"),
+            adjustments=s.topic("adjustments"),
+            audit=s.topic("audit"),
         )
 
     @property
@@ -48,6 +52,7 @@ class Topics:
             self.surveys: SURVEY,
             self.redemptions: REDEMPTION,
             self.customers: CUSTOMER,
+            self.adjustments: ADJUSTMENT,
         }
 
     def for_kind(self, kind: str) -> str:
@@ -55,7 +60,13 @@ class Topics:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return (self.deadletter, self.alerts, self.points)
+        return (self.deadletter, self.alerts, self.points, self.audit)
+
+    @property
+    def customer_outputs(self) -> tuple[str, ...]:
+        """The output topics keyed by customer with the worker's outputs about them: an
+        erasure sends each a tombstone (streams/worker/erasure.py)."""
+        return (self.alerts, self.points)
 
     @property
     def all(self) -> tuple[str, ...]:

@@ -35,7 +35,10 @@ What ``run`` decides, in order:
    partition's newest event time (event mode), a replayed record with its replay's clock,
    which it moves on. Just before it, the customer's time-driven changes due by its event
    time run (what silence did first). ``Rejected`` and any other exception make a dead
-   letter (the partition goes on); a duplicate changes nothing.
+   letter (the partition goes on); a duplicate changes nothing. An erasure request
+   (``erasure_requested`` on the customers topic) erases the customer instead (``_erase``,
+   streams/worker/erasure.py): no state from there on, its keys deleted in the commit,
+   tombstones and a receipt in the outbox.
 2. Replays that sent nothing here for ``replay_idle_end_s`` end too. An ended replay's fence
    fields go and its customers join the live schedule.
 3. The time-driven changes of every customer at hand, up to its schedule's horizon:
@@ -66,6 +69,8 @@ from processors.rules import Rules
 from processors.state import CustomerState
 from schemas.events import Event
 from streams.settings import Settings
+from streams.worker import erasure
+from streams.worker.erasure import is_erasure
 from streams.worker.keys import Keys
 from streams.worker.outbox import OutMsg
 from streams.worker.poison import TickFailure, TickGuard
@@ -99,16 +104,18 @@ class Context:
     live: bool  # PULSE_CLOCK=live: the wall clock drives live traffic's time
     backfill_after_ms: int  # outputs older than this (wall clock) are marked backfill
     replay_idle_end_s: float  # a replay that sent nothing for this long ends
+    erasure_key: bytes = b""  # the key of the erasure receipts' keyed hash (erasure.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, rules: Rules, transitions: Transitions,
-                      ticks: TickGuard | None = None, keys: Keys | None = None) -> Context:
+                      ticks: TickGuard | None = None, keys: Keys | None = None,
+                      erasure_key: bytes = b"") -> Context:
         topics = Topics.from_settings(settings)
         return cls(rules, transitions, topics,
                    keys if keys is not None else Keys(settings.redis_prefix),
                    ticks if ticks is not None else TickGuard(topics.deadletter),
                    settings.clock == "live", int(settings.backfill_after_s * 1000),
-                   settings.replay_idle_end_s)
+                   settings.replay_idle_end_s, erasure_key)
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class ShardResult:
     dead: list[DeadLetter] = field(default_factory=list)
     ticks_failed: list[TickFailure] = field(default_factory=list)
     ended: list[EndedReplay] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # customers erased (none cached any more)
 
 
 def dead_letter(topic: str, r: ConsumerRecord, reason: str, message: str) -> OutMsg:
@@ -232,6 +240,7 @@ class ShardTransaction:
         self._counts: dict[tuple[str, str], int] = defaultdict(int)
         self._dead_letters: list[DeadLetter] = []
         self._ticks_failed: list[TickFailure] = []
+        self._erased: dict[str, None] = {}  # in order, once each
         offsets, high = self._apply_items()
         fence, fence_del, ended = self._end_replays()
         due_now, due_on, unscheduled = self._schedule(due)
@@ -251,12 +260,15 @@ class ShardTransaction:
             fence=fence,
             fence_del=fence_del,
             released=[e.replay_id for e in ended],
+            erased=list(self._erased),
+            replay_dues=sorted({*meta.replays.clocks, *self._replays.clocks})
+            if self._erased else [],
         )
         return ShardResult(
             commit, self._out,
             {cid: st for cid, st in self._states.items() if st is not None},
             self._replays, self._failures, self._counts, self._dead_letters,
-            self._ticks_failed, ended)
+            self._ticks_failed, ended, list(self._erased))
 
     def _apply_items(self) -> tuple[dict[str, int], dict[str, int]]:
         """Step 1 of the module doc. Returns the offsets and the topics' clocks."""
@@ -290,6 +302,9 @@ class ShardTransaction:
                 high[topic] = t
             if t > part_high:
                 part_high = t
+            if is_erasure(ev):
+                self._erase(ev, topic, rid)
+                continue
             if rid is None:
                 clock = wall_ms if live else part_high
             else:  # replayed history: applied on the replay's own clock
@@ -393,6 +408,37 @@ class ShardTransaction:
         return due_now, due_on, unscheduled
 
     # -- pieces ----------------------------------------------------------------------------
+
+    def _erase(self, ev: Event, topic: str, rid: str | ReplayEnd | None) -> None:
+        """The customer stops existing here (streams/worker/erasure.py): no state, nothing
+        of theirs for Redis from this batch (their ledger entries so far are dropped; the
+        outputs already in the outbox go out, followed by the tombstones), the level gauges
+        without them, a receipt. A later event of the batch starts a fresh state."""
+        cid = ev.customer_id
+        ctx, states = self.ctx, self._states
+        state = states.get(cid)
+        states[cid] = None
+        self._changed.discard(cid)
+        self._dues.pop(cid, None)
+        self._failures.pop(cid, None)
+        self._touched.pop(cid, None)
+        self._replays.scheduled.pop(cid, None)
+        self._ledger = [(c, e) for c, e in self._ledger if c != cid]
+        self._erased.pop(cid, None)
+        self._erased[cid] = None
+        if state is not None:
+            incs, prefix = self._incs, self._kpi_prefix
+            for d in erasure.level_deltas(state, self._rules, ev.occurred_at):
+                incs[(prefix + d.bucket, d.field)] += d.delta
+        tombstones = ctx.topics.customer_outputs
+        key = cid.encode()
+        self._out += [OutMsg(t, key, b"", None, (), True) for t in tombstones]
+        doc = erasure.receipt(ctx.erasure_key, ev, state, self.wall_ms, tombstones)
+        self._out.append(OutMsg(ctx.topics.audit, doc["customer_hash"].encode(),
+                                erasure.receipt_bytes(doc)))
+        self._counts[(topic, "processed")] += 1
+        if rid is not None:
+            self._outcome(rid, "applied")  # type: ignore[arg-type]
 
     def _schedule_of(self, cid: str) -> str | None:
         """The replay whose clock the customer's time-driven changes wait on (None: live)."""

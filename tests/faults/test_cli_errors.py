@@ -47,9 +47,14 @@ def check(done: subprocess.CompletedProcess[str], code: int, *words: str) -> Non
         assert w in "\n".join(lines), (w, lines)
 
 
-REDIS_COMMANDS = [("customer", "C1"), ("customers", "export", "--as-of", "2024-01-01")]
+# member operations need both (README "Member operations"): each names what is down
+OPERATIONS = [("points", "adjust", "C1", "--points", "5", "--operator", "o", "--reason", "r"),
+              ("rewards", "redeem", "C1", "--reward", "r", "--points", "5"),
+              ("customers", "erase", "C1")]
+REDIS_COMMANDS = [("customer", "C1"), ("customer", "C1", "--json"),
+                  ("customers", "export", "--as-of", "2024-01-01"), *OPERATIONS]
 KAFKA_COMMANDS = [("topics", "create"), ("simulate", "--duration", "1"),
-                  ("rebuild", "--yes")]
+                  ("rebuild", "--yes"), *OPERATIONS]
 
 
 @pytest.mark.parametrize("args", [*REDIS_COMMANDS, ("worker",)])

@@ -49,8 +49,11 @@ OPS_TOKEN, API_TOKEN = "ops-token-0123456789abcdef", "api-token-0123456789abcdef
 STOP_BOUND_S = 20.0  # SIGTERM to exit, all children committed (PULSE_STOP_TIMEOUT_S: 25)
 
 
-def ask(port: int, path: str, token: str = "") -> tuple[int, dict[str, Any]]:
+def ask(port: int, path: str, token: str = "", body: Any = None
+        ) -> tuple[int, dict[str, Any]]:
+    """GET ``path``, or POST ``body`` as JSON."""
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -127,6 +130,13 @@ async def test_two_processes_equal_one_and_stop_cleanly_on_sigterm(settings, tmp
         assert ask(s.web_port, f"/customers/{rows[0]['customer_id']}")[0] == 401
         assert ask(s.web_port, "/customers/nobody%2Fhere", API_TOKEN) == (
             404, {"error": "no customer nobody/here"})
+        # a member operation (README "Member operations") through the supervisor: the
+        # erasure of a customer nobody knows (it changes no row, here or in the reference)
+        path, erase = "/customers/nobody-at-all/erasure", {"idempotency_key": "sup-1"}
+        first, again = (ask(s.web_port, path, API_TOKEN, erase) for _ in range(2))
+        assert first[0] == again[0] == 202  # (a process each: round robin)
+        assert first[1]["event_id"] == again[1]["event_id"]  # the same event
+        assert ask(s.web_port, path, API_TOKEN, {"points": 1})[0] == 400
     except BaseException:
         sup.stop()
         raise

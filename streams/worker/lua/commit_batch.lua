@@ -8,6 +8,11 @@
 -- KEYS[4..3+S]  customer state keys, then any hashes named by the increments
 -- ARGV: expected_gen, outbox_trim, F, F x (field, value),  -- fence fields (offsets, high)
 --       O, O x entry,                                      -- outputs to append to the outbox
+--       E, tickfail_index, Q, Q x due_index,               -- erased customers (before the
+--         E x (state_index, ledger_index, customer_id)     -- states below): their state and
+--                                                             ledger deleted, removed from
+--                                                             KEYS[3] and the Q due sets and
+--                                                             the tick-failure hash
 --       S, S x state,                                      -- values for KEYS[4..3+S]
 --       I, I x (key_index, field, delta),                  -- HINCRBY on KEYS[key_index]
 --       Z, Z x (key_index, customer_id, due_ms or ""),     -- ZADD to (or ZREM from) a due set
@@ -44,6 +49,23 @@ end
 local no = tonumber(ARGV[i]); i = i + 1
 for _ = 1, no do
   redis.call('RPUSH', outbox, ARGV[i]); i = i + 1
+end
+local ne = tonumber(ARGV[i]); i = i + 1
+if ne > 0 then
+  local tickfail = KEYS[tonumber(ARGV[i])]; i = i + 1
+  local nq = tonumber(ARGV[i]); i = i + 1
+  local dues = {due}
+  for _ = 1, nq do
+    dues[#dues + 1] = KEYS[tonumber(ARGV[i])]; i = i + 1
+  end
+  for _ = 1, ne do
+    redis.call('DEL', KEYS[tonumber(ARGV[i])], KEYS[tonumber(ARGV[i + 1])])
+    for _, zkey in ipairs(dues) do
+      redis.call('ZREM', zkey, ARGV[i + 2])
+    end
+    redis.call('HDEL', tickfail, ARGV[i + 2])
+    i = i + 3
+  end
 end
 local ns = tonumber(ARGV[i]); i = i + 1
 for k = 1, ns do

@@ -132,13 +132,13 @@ def test_too_late_is_judged_on_the_customer_records_own_clock() -> None:
     assert apply(state, old, R, T0 + 30 * DAY_MS).state.purchase_count == 1
 
 
-def test_erasure_is_dead_lettered_as_not_supported_and_changes_nothing() -> None:
+def test_apply_refuses_an_erasure_the_shell_erases() -> None:
     state = run(signup("s", T0, time_zone="UTC"))
     erase = CustomerEvent("x", C, T0 + DAY_MS, "crm", "erasure_requested")
     with pytest.raises(Rejected) as caught:
         apply(state, erase, R, T0 + DAY_MS)
     assert caught.value.reason == NOT_SUPPORTED
-    assert "erasure_requested is not supported yet" in caught.value.message
+    assert "shard transaction erases the customer" in caught.value.message
     with pytest.raises(Rejected):  # a customer never seen: no state is made either
         apply(None, erase, R, T0)
 

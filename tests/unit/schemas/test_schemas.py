@@ -41,6 +41,7 @@ DATACLASSES = {
     events.SURVEY: events.Survey,
     events.REDEMPTION: events.Redemption,
     events.CUSTOMER: events.CustomerEvent,
+    events.ADJUSTMENT: events.Adjustment,
 }
 NOT_JSON = ("<not JSON>",)
 
@@ -191,6 +192,10 @@ BOUNDARIES = [  # (kind, field, last accepted value, first rejected value or Non
      f"{codec.MAX_BIRTH_YEAR + 1}-01-01"),
     ("customer", "birth_date", "2096-02-29", "2100-02-29"),
     ("customer", "time_zone", "America/Argentina/ComodRivadavia", "A" * (codec.MAX_NAME_LEN + 1)),
+    ("adjustment", "points", codec.MAX_ADJUST_POINTS, codec.MAX_ADJUST_POINTS + 1),
+    ("adjustment", "points", -codec.MAX_ADJUST_POINTS, -codec.MAX_ADJUST_POINTS - 1),
+    ("adjustment", "points", -1, 0),
+    ("adjustment", "reason", "x" * codec.MAX_TEXT_LEN, "x" * (codec.MAX_TEXT_LEN + 1)),
     ("ticket", "occurred_at", "2099-12-31T23:59:59.999-23:59", "2100-01-01T00:00:00+23:59"),
     ("ticket", "occurred_at", "1970-01-01T23:59:00+23:59", "1970-01-01T23:58:59.999+23:59"),
     ("ticket", "occurred_at", "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.999Z"),
@@ -275,8 +280,10 @@ def test_required_and_properties_match_the_dataclass(kind: str) -> None:
 
 
 def test_schema_constants_are_the_codec_constants() -> None:
-    p, t, s, r, c = (SCHEMAS[k] for k in KINDS)
-    for schema in (p, t, s, r, c):
+    p, t, s, r, c, a = (SCHEMAS[k] for k in (events.PURCHASE, events.TICKET, events.SURVEY,
+                                             events.REDEMPTION, events.CUSTOMER,
+                                             events.ADJUSTMENT))
+    for schema in SCHEMAS.values():
         assert schema["$defs"]["id"]["maxLength"] == codec.MAX_ID_LEN
         assert schema["$defs"]["name"]["maxLength"] == codec.MAX_NAME_LEN
         assert schema["$defs"]["timestamp"] == p["$defs"]["timestamp"]
@@ -289,6 +296,9 @@ def test_schema_constants_are_the_codec_constants() -> None:
     assert p["properties"]["amount_minor"]["maximum"] == codec.MAX_AMOUNT_MINOR
     assert p["properties"]["store_id"]["maxLength"] == codec.MAX_NAME_LEN
     assert r["properties"]["points"]["maximum"] == codec.MAX_REDEEM_POINTS
+    assert a["properties"]["points"]["maximum"] == codec.MAX_ADJUST_POINTS
+    assert a["properties"]["points"]["minimum"] == -codec.MAX_ADJUST_POINTS
+    assert a["$defs"]["text"]["maxLength"] == codec.MAX_TEXT_LEN
     assert s["properties"]["comment"]["maxLength"] == codec.MAX_COMMENT_LEN
     assert tuple(p["properties"]["kind"]["enum"]) == events.PURCHASE_KINDS
     assert tuple(t["properties"]["status"]["enum"]) == events.TICKET_STATUSES
@@ -449,7 +459,15 @@ def customer_events(draw: st.DrawFn) -> events.CustomerEvent:
         draw(ids), customer_id, draw(_times), draw(names), kind, **fields)  # type: ignore[arg-type]
 
 
-any_event = st.one_of(purchases, tickets, surveys, redemptions, customer_events())
+adjustments = st.builds(
+    events.Adjustment,
+    **_envelope,
+    points=st.integers(-codec.MAX_ADJUST_POINTS, codec.MAX_ADJUST_POINTS).filter(bool),
+    operator=ids,
+    reason=_nonblank(codec.MAX_TEXT_LEN),
+)
+any_event = st.one_of(purchases, tickets, surveys, redemptions, customer_events(),
+                       adjustments)
 
 
 @settings(deadline=None)

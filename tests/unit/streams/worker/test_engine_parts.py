@@ -39,11 +39,12 @@ def test_outputs_go_where_the_default_partitioner_puts_them(key: bytes, partitio
 
 @given(st.text(max_size=30), st.one_of(st.none(), st.binary(max_size=40)), st.binary(),
        st.one_of(st.none(), st.integers(0, 100)),
-       st.lists(st.tuples(st.text(max_size=10), st.binary(max_size=20)), max_size=4))
+       st.lists(st.tuples(st.text(max_size=10), st.binary(max_size=20)), max_size=4),
+       st.booleans())
 def test_outbox_entries_round_trip(topic: str, key: bytes | None, value: bytes,
                                    partition: int | None,
-                                   headers: list[tuple[str, bytes]]) -> None:
-    msg = OutMsg(topic, key, value, partition, tuple(headers))
+                                   headers: list[tuple[str, bytes]], tombstone: bool) -> None:
+    msg = OutMsg(topic, key, b"" if tombstone else value, partition, tuple(headers), tombstone)
     assert OutMsg.unpack(msg.pack()) == msg
 
 

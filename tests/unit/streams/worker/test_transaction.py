@@ -4,6 +4,7 @@ states in, the commit and the outputs out, no broker, no Redis, no clock."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import orjson
@@ -227,3 +228,44 @@ def test_a_replay_without_its_end_marker_ends_after_replay_idle_end_s() -> None:
     assert [(e.replay_id, e.clock, e.idle_s) for e in res.ended] == \
         [("R1", ev.occurred_at, 6.0)]
     assert not res.replays.clocks
+
+
+def test_an_erasure_drops_the_customer_and_a_later_event_starts_afresh() -> None:
+    """In one batch: ann buys, is erased, buys again; bob buys. The commit erases ann before
+    it writes her fresh state; only the fresh state's ledger entry goes to Redis; the outbox
+    holds her first entry, then the tombstones and the receipt, then the fresh entry."""
+    ctx = dataclasses.replace(_ctx(clock="event"), erasure_key=b"k" * 32)
+    erase = builders.customer("x1", T0 + 2 * HOUR, "erasure_requested", cid="ann")
+    items = [_item(_purchase(0, "ann"), 0), _item(_purchase(1, "bob"), 1),
+             _item(erase, 2), _item(_purchase(3, "ann"), 3)]
+    res = _run(ctx, ShardMeta(0), items, {"ann": None, "bob": None})
+    c = res.commit
+    assert c.erased == ["ann"] and c.replay_dues == []
+    assert wire.loads(c.states["ann"]).purchase_count == 1  # the fresh state
+    assert wire.loads(c.states["bob"]).purchase_count == 1
+    assert [(cid, orjson.loads(e)["event_id"]) for cid, e in c.ledger] == [
+        ("bob", "e1"), ("ann", "e3")]
+    outs = [(m.topic, m.key, m.tombstone) for m in res.outputs]
+    tombs = [i for i, m in enumerate(res.outputs) if m.tombstone]
+    assert [outs[i] for i in tombs] == [(ctx.topics.alerts, b"ann", True),
+                                        (ctx.topics.points, b"ann", True)]
+    receipt = res.outputs[tombs[-1] + 1]
+    assert receipt.topic == ctx.topics.audit and b"ann" not in receipt.value
+    doc = orjson.loads(receipt.value)
+    assert doc["held"] and doc["removed"]["dedup_ids"] == 1
+    firsts = [i for i, m in enumerate(res.outputs)
+              if m.topic == ctx.topics.points and not m.tombstone and m.key == b"ann"]
+    assert firsts[0] < tombs[0] and firsts[-1] > tombs[-1]  # before and after the erasure
+    assert res.erased == ["ann"] and set(res.states) == {"ann", "bob"}
+    gauges = {(k.rsplit(":", 1)[-1], f): d for k, f, d in c.increments if k.endswith(":g")}
+    assert gauges[("g", "customers")] == 2  # ann twice (+1 -1 +1), bob once
+
+
+def test_erasing_a_customer_never_seen_writes_a_receipt_and_nothing_else() -> None:
+    ctx = dataclasses.replace(_ctx(), erasure_key=b"k" * 32)
+    erase = builders.customer("x1", T0, "erasure_requested", cid="zoe")
+    res = _run(ctx, ShardMeta(0), [_item(erase, 0)], {"zoe": None})
+    assert res.commit.erased == ["zoe"] and res.commit.states == {} and res.states == {}
+    assert [m.tombstone for m in res.outputs] == [True, True, False]
+    assert orjson.loads(res.outputs[-1].value)["held"] is False
+    assert res.counts == {("purchases", "processed"): 1}
