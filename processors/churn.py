@@ -29,10 +29,24 @@ reopened tickets, SLA breaches, negative ticket sentiment (within ``service_memo
 NPS detractors, low rolling CSAT and high-effort CES (within ``survey_memory_days``; CES is
 the 1-7 agreement scale, 7 = very easy).
 
+**Fitted to a history** (``pulse fit churn``; off in the default rules, which leave the
+score as above to the last bit): the full form is::
+
+    z = bias + model_weight * logit(P_buy) + sum_k w_k * s_k
+
+with two more signals: ``low_value``, ``s = ln(value_reference_minor / spend per purchase
+day)`` limited to +-3 (net spend over purchase days: customers who spend more per visit
+come back more often, Fader-Hardie's monetary-value intuition; negative above the
+reference), and ``repeat_purchases``, ``s = -ln(1 + x)`` (each repeat purchase day lowers
+the risk beyond what the purchase model says). ``model_weight`` >= 0 keeps ``z`` from
+falling with silence, which the level search relies on. ``signal_strengths`` gives the unweighted
+parts that the fit regresses on.
+
 **Reasons.** Every signal that raises the risk is a ``Reason(code, text, figure, weight)``;
 the purchase model's log-odds are split into "infrequent" (the risk of a customer like
 this one who has just bought, above even odds) and "overdue" / "one_time" (what the silence
-since the last purchase added). ``weight`` is the reason's share of the risk it explains:
+since the last purchase added); ``low_value`` when it adds risk. ``bias`` and
+``repeat_purchases`` are no reasons. ``weight`` is the reason's share of the risk it explains:
 ``(score - score without any reason) * c_k / sum(c)``, with ``c_k`` its log-odds; reasons
 are sorted by weight, largest first.
 
@@ -81,7 +95,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
 from typing import Any
 
@@ -104,7 +118,7 @@ ALERT, RECOVERED = "alert", "recovered"
 REASON_CODES: tuple[str, ...] = (
     "no_purchase", "one_time", "overdue", "infrequent", "frequency_down", "spend_down",
     "urgent_ticket", "reopened_ticket", "sla_breach", "negative_sentiment",
-    "nps_detractor", "low_csat", "high_effort",
+    "nps_detractor", "low_csat", "high_effort", "low_value",
 )
 SERVICE_REASONS = frozenset({"urgent_ticket", "reopened_ticket", "sla_breach",
                              "negative_sentiment"})
@@ -120,6 +134,7 @@ ACTIONS: dict[str, str] = {
 _FAR = 2**62
 _MAX_TICK_STEPS = 8  # transitions one on_tick may walk through (each changes the level)
 _PROBE_DAYS = (90, 30, 7)  # look-again times tried after an evaluation, farthest first
+_VALUE_LOG_LIMIT = 3.0  # low_value's log ratio is limited to +-3 (a factor of about 20)
 
 
 # -- values --------------------------------------------------------------------------------
@@ -256,7 +271,7 @@ class _Consts:
     """What the score and the level search need from ``ChurnRules``, worked out once per
     rules object (``_consts``)."""
 
-    __slots__ = ("H", "alpha", "b", "cr", "flips", "horizon_ms", "la", "r", "ramp_from",
+    __slots__ = ("H", "alpha", "b", "cr", "flips", "horizon_ms", "la", "mw", "r", "ramp_from",
                  "ramp_len", "targets", "w_overdue")
 
     def __init__(self, cr: ChurnRules) -> None:
@@ -265,6 +280,7 @@ class _Consts:
         self.H, self.r, self.alpha = m.horizon_days, m.rate_shape, m.rate_scale_days
         self.la, self.b = math.log(m.dropout_a), m.dropout_b
         self.w_overdue = cr.weights.overdue
+        self.mw = cr.model_weight
         self.ramp_from, self.ramp_len = cr.overdue_from, cr.overdue_full - cr.overdue_from
         self.horizon_ms = cr.check_horizon_days * DAY_MS
         # level -> (up, down): with s = _sigmoid(z) unrounded, the level changes
@@ -300,15 +316,16 @@ class _Profile:
     ``z`` only grows with ``t``."""
 
     __slots__ = ("H", "alpha", "b", "bought", "c_const", "ch", "constant", "core", "cr",
-                 "first", "gap", "k", "la", "last", "lod0", "r", "ramp", "ramp_from", "ramp_len",
-                 "rules", "rx", "steps", "trend", "tx", "w_overdue", "x")
+                 "first", "gap", "k", "la", "last", "lod0", "mw", "offset", "r", "ramp",
+                 "ramp_from", "ramp_len", "rules", "rx", "spend_per_day", "steps", "trend",
+                 "tx", "w_overdue", "x")
 
     def __init__(self, core: CustomerState, ch: ChurnState | None, rules: Rules) -> None:
         cr = rules.churn
         self.k = k = _consts(cr)
         self.core, self.rules, self.cr = core, rules, cr
         self.H, self.r, self.alpha = k.H, k.r, k.alpha
-        self.la, self.b = k.la, k.b
+        self.la, self.b, self.mw = k.la, k.b, k.mw
         first, last = core.first_purchase_at, core.last_purchase_at
         self.bought = first is not None and last is not None
         self.first = first = first or 0
@@ -344,7 +361,11 @@ class _Profile:
         # pace, average order then, average order before), when there is a trend to report
         self.trend: tuple[int, float, float, float] | None = None
         self._signals(core, ch, rules, year_orders, year_spend, orders90, spend90)
+        # constant log-odds that are no reason: bias and repeat purchases (0 by default)
+        self.offset = self._fitted_terms(cr, core, n_days)
         self.c_const = sum([c for _, c, _ in self.constant]) if self.constant else 0
+        if self.offset:
+            self.c_const += self.offset
 
     # purchase model ---------------------------------------------------------------------
 
@@ -366,9 +387,9 @@ class _Profile:
         soft = lod + _log1p(_exp(-lod)) if lod > 0 else _log1p(_exp(lod))
         ln_keep = _log(-_expm1(ln_q)) - soft
         if ln_keep > -1e-300:
-            return -40.0
+            return self.mw * -40.0
         v = _log(-_expm1(ln_keep)) - ln_keep
-        return -40.0 if v < -40.0 else 40.0 if v > 40.0 else v
+        return self.mw * (-40.0 if v < -40.0 else 40.0 if v > 40.0 else v)
 
     def silence_days(self, t: int) -> float:
         return max(0.0, (t - self.last) / DAY_MS)
@@ -422,6 +443,26 @@ class _Profile:
             lo = cr.high_effort_ces_below
             s = _clamp01((lo - _mean(core.ces)) / (lo - 1.0))
             self._step("high_effort", w.high_effort, s, core.ces[-1].at, srv)
+
+    def _fitted_terms(self, cr: ChurnRules, core: CustomerState, n_days: int) -> float:
+        """The signals ``pulse fit churn`` adds (off by default): ``low_value`` (a reason when
+        the customer spends less per purchase day than ``value_reference_minor``) joins
+        ``constant``; returns the log-odds of ``bias`` and ``repeat_purchases``, which are
+        no reason (the latter only ever lowers the risk)."""
+        w = cr.weights
+        offset = cr.bias
+        self.spend_per_day = None
+        if self.bought and n_days:
+            self.spend_per_day = spd = core.total_spend_minor / n_days
+            if w.low_value:
+                lim = _VALUE_LOG_LIMIT
+                v = _log(cr.value_reference_minor / spd) if spd > 0 else lim
+                v = -lim if v < -lim else lim if v > lim else v
+                if v:
+                    self.constant.append(("low_value", w.low_value * v, v))
+            if w.repeat_purchases and self.x:
+                offset -= w.repeat_purchases * _log1p(self.x)
+        return offset
 
     def _step(self, code: str, weight: float, s: float, start: int, memory: int) -> None:
         if s > 0:
@@ -493,6 +534,8 @@ class _Profile:
         path for both, so the score with and without reasons is the same to the last bit."""
         lz = self.purchase_logit(t)
         z = lz
+        if self.offset:
+            z += self.offset
         if not self.bought:
             if parts is not None and lz > 0:
                 parts.append(("no_purchase", lz, 1.0))
@@ -549,6 +592,39 @@ def purchase_summary(state: CustomerState, rules: Rules, as_of: int
     if not p.bought:
         return None
     return p.x, p.tx, max((as_of - p.first) / DAY_MS, p.tx)
+
+
+def _unit_weights(rules: Rules) -> Rules:
+    cr = rules.churn
+    ones = replace(cr.weights, **{f.name: 1.0 for f in fields(cr.weights)})
+    return replace(rules, churn=replace(cr, weights=ones, model_weight=1.0, bias=0.0))
+
+
+_unit_rules = per_rules(_unit_weights)
+
+
+def signal_strengths(state: CustomerState, rules: Rules, as_of: int) -> dict[str, float] | None:
+    """The score's parts as of ``as_of`` before they are weighted, or ``None`` without a
+    purchase: ``"purchase_model"``, the purchase model's log-odds, and for every field ``k``
+    of ``churn.weights`` the signal's strength ``s_k`` (0 when off), so that the score's
+    log-odds are ``bias + model_weight * purchase_model + sum(w_k * s_k)``
+    (``repeat_purchases``' strength is ``-ln(1 + x)``). What ``pulse fit churn`` fits the
+    weights to."""
+    p = _Profile(state, state.churn, _unit_rules(rules))
+    if not p.bought:
+        return None
+    out = dict.fromkeys((f.name for f in fields(rules.churn.weights)), 0.0)
+    out["purchase_model"] = p.purchase_logit(as_of)
+    out["overdue"] = p.overdue_strength(as_of)
+    # with every weight 1, a signal's log-odds are its strength as the score uses it (the
+    # trends and tickets add their full weight once on; their strength is only a figure)
+    for code, c, _ in p.constant:
+        out[code] = c
+    for code, c, start, end, _ in p.steps:
+        if start <= as_of < end and not out[code]:
+            out[code] = c
+    out["repeat_purchases"] = -_log1p(p.x)
+    return out
 
 
 def _ranked(p: _Profile, as_of: int) -> tuple[float, list[tuple[float, str, float]]]:
@@ -609,6 +685,12 @@ def _describe(p: _Profile, code: str, s: float, t: int) -> tuple[str, float]:
         scale = 10 ** p.rules.minor_units[cur]
         return (f"smaller baskets: {aov / scale:.2f} {cur} an order in the 90 days up to "
                 f"the last purchase, {prev / scale:.2f} before"), round(s, 2)
+    if code == "low_value":
+        cur = p.rules.reporting_currency
+        scale = 10 ** p.rules.minor_units[cur]
+        spd = (p.spend_per_day or 0.0) / scale
+        return (f"low spend: {spd:.2f} {cur} per purchase day, against "
+                f"{cr.value_reference_minor / scale:.2f} typical"), round(spd, 2)
     if code == "urgent_ticket":
         urgent = [o for o in core.open_tickets if o.priority in cr.urgent_priorities]
         o = urgent[0]

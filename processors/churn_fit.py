@@ -18,6 +18,14 @@ maximises the sum of ``ln L`` over the customers with scipy's L-BFGS-B on the lo
 the parameters, inside the ranges the rules file accepts (``BOUNDS``), from a few starting
 points (the best one wins): the result can always be written into a rules file.
 
+``fit_weights`` fits the rest of the score (``z = bias + model_weight * logit(P_buy) +
+sum_k w_k * s_k``, processors/churn.py) as a logistic regression: given each customer's
+unweighted parts as of an earlier cutoff (``processors.churn.signal_strengths``) and whether
+they then bought nothing for ``horizon_days``, it maximises the Bernoulli log-likelihood of
+those outcomes with a weak normal prior (sd ``PRIOR_SD``) around the starting values, inside
+the ranges the rules accept (``WEIGHT_BOUNDS``), by L-BFGS-B. A signal that is on for
+fewer than ``MIN_ON`` customers cannot be estimated and keeps its starting weight.
+
 ``expected_repeat`` is the model's forecast of a customer's repeat purchase days in the
 ``t`` days after the cutoff given ``(x, t_x, T)`` (Wagner and Hoppe 2008; the calibration vs
 holdout report compares it with what customers did). Everything here is pure: arrays in,
@@ -27,7 +35,7 @@ numbers out; time is in days.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,3 +200,81 @@ def holdout_report(params: Params, t: float, x: ArrayLike, t_x: ArrayLike, big_t
     if xs.size:
         rows.append(Bucket("all", int(xs.size), float(act.mean()), float(exp.mean())))
     return rows
+
+
+# -- the score's weights ------------------------------------------------------------------
+
+# ChurnRules.model_weight, .bias and every ChurnWeights field (processors/rules.py): the ranges
+# the rules file accepts
+WEIGHT_BOUNDS: dict[str, tuple[float, float]] = {"model_weight": (0.0, 10.0),
+                                                 "bias": (-20.0, 20.0)}
+SIGNAL_BOUNDS = (0.0, 10.0)
+PRIOR_SD = 3.0  # log-odds: keeps weights of rare signals finite, negligible for common ones
+MIN_ON = 30  # customers with a signal on, for its weight to be fitted
+
+
+@dataclass(frozen=True)
+class WeightFit:
+    values: dict[str, float]  # model_weight, bias and every signal's weight (fitted or kept)
+    fitted: tuple[str, ...]  # the signals whose weight was fitted (the others kept theirs)
+    on: dict[str, int]  # customers with each signal on (strength != 0)
+    log_loss: float  # mean per customer at the optimum (natural log)
+    start_log_loss: float  # the same with the starting values
+    customers: int
+    churned: int  # customers who bought nothing in the period
+    converged: bool
+    at_bound: tuple[str, ...]  # at the top of its range (model_weight, bias: either end)
+    message: str
+
+
+def fit_weights(purchase: ArrayLike, signals: Mapping[str, ArrayLike], churned: ArrayLike,
+                start: Mapping[str, float]) -> WeightFit:
+    """``model_weight``, ``bias`` and the weights of ``signals`` (name -> strengths) for the
+    outcomes ``churned`` (see the module doc); ``start`` holds every one of them (the rules'
+    values): the prior's centre and what a signal on for too few customers keeps."""
+    lz = np.asarray(purchase, dtype=np.float64)
+    y = np.asarray(churned, dtype=np.float64)
+    n = lz.size
+    names = list(signals)
+    cols = {k: np.asarray(v, dtype=np.float64) for k, v in signals.items()}
+    if y.shape != lz.shape or any(c.shape != lz.shape for c in cols.values()):
+        raise ValueError("purchase, every signal and churned must have the same length")
+    if n == 0:
+        raise FitError("no customers with a purchase before the earlier cutoff")
+    churners = int(y.sum())
+    if churners in (0, n):
+        raise FitError("every customer " + ("bought nothing" if churners else "bought again")
+                       + " in the period the weights are fitted to")
+    on = {k: int(np.count_nonzero(cols[k])) for k in names}
+    free = [k for k in names if on[k] >= MIN_ON]
+    kept = [k for k in names if k not in free]
+    offset = sum((start[k] * cols[k] for k in kept), np.zeros(n))
+    order = ["bias", "model_weight", *free]
+    x = np.column_stack([np.ones(n), lz, *(cols[k] for k in free)])
+    theta0 = np.array([start[k] for k in order], dtype=np.float64)
+    bounds = [WEIGHT_BOUNDS.get(k, SIGNAL_BOUNDS) for k in order]
+    prior = 1.0 / (PRIOR_SD**2 * n)
+
+    def loss(theta: Floats) -> tuple[float, Floats]:
+        z = x @ theta + offset
+        p = 0.5 * (1.0 + np.tanh(0.5 * z))  # the logistic function, without overflow
+        nll = float(np.mean(np.logaddexp(0.0, z) - y * z))
+        d = theta - theta0
+        return (nll + 0.5 * prior * float(d @ d),
+                np.asarray(x.T @ (p - y) / n + prior * d, dtype=np.float64))
+
+    s0 = np.clip(theta0, [b[0] for b in bounds], [b[1] for b in bounds])
+    res = minimize(loss, s0, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-9})
+    values = dict(start)
+    values.update({k: float(v) for k, v in zip(order, res.x, strict=True)})
+    # a signal's weight at 0 says the signal does not help here: only the other edges warn
+    edge = tuple(k for k, v, (lo, hi) in zip(order, res.x, bounds, strict=True)
+                 if hi - v < 1e-6 or (k in WEIGHT_BOUNDS and v - lo < 1e-6))
+
+    def mean_loss(theta: Floats) -> float:
+        z = x @ theta + offset
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+    return WeightFit(values, tuple(free), on, mean_loss(res.x), mean_loss(theta0), n, churners,
+                     bool(res.success), edge, str(res.message))

@@ -202,7 +202,9 @@ class ChurnModel:
 
 @dataclass(frozen=True)
 class ChurnWeights:
-    """Log-odds added to the purchase model by each signal at full strength (0 turns it off)."""
+    """Log-odds added to the purchase model by each signal at full strength (0 turns it off).
+    ``low_value`` and ``repeat_purchases`` are per unit of a log scale instead (see
+    processors/churn.py) and are off by default: ``pulse fit churn`` turns them on."""
 
     overdue: Annotated[float, between(0, 10)] = 0.25
     frequency_down: Annotated[float, between(0, 10)] = 0.5
@@ -214,6 +216,8 @@ class ChurnWeights:
     nps_detractor: Annotated[float, between(0, 10)] = 2.0
     low_csat: Annotated[float, between(0, 10)] = 0.75
     high_effort: Annotated[float, between(0, 10)] = 1.0
+    low_value: Annotated[float, between(0, 10)] = 0.0
+    repeat_purchases: Annotated[float, between(0, 10)] = 0.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,12 @@ class ChurnRules:
 
     model: ChurnModel = field(default_factory=ChurnModel)
     weights: ChurnWeights = field(default_factory=ChurnWeights)
+    # the score's log-odds are bias + model_weight * the purchase model's + the weighted
+    # signals; (1, 0) leaves the purchase model as it is. ``pulse fit churn`` fits them.
+    model_weight: Annotated[float, between(0, 10)] = 1.0
+    bias: Annotated[float, between(-20, 20)] = 0.0
+    # spend per purchase day (reporting currency, minor units) at which low_value adds 0
+    value_reference_minor: Annotated[int, between(1, 10**12)] = 5000
     overdue_from: Annotated[float, between(0, 100)] = 1.5
     overdue_full: Annotated[float, between(0, 100)] = 4.0
     overdue_min_purchase_days: Annotated[int, between(2, 1000)] = 5

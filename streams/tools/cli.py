@@ -589,19 +589,25 @@ def fit() -> None:
 @click.option("--currency", default=None,
               help="Currency of purchase rows without one [default: the reporting currency].")
 @click.option("--output", default=None, type=click.Path(dir_okay=False),
-              help="YAML rules file to write the fitted churn.model fields into (created, "
-                   "or updated keeping its other settings).")
+              help="YAML rules file to write the fitted churn fields into (created, "
+                   "or updated keeping its other settings; when it exists, the fit starts "
+                   "from its rules instead of PULSE_RULES_FILE's).")
+@click.option("--model-only", is_flag=True,
+              help="Fit only the purchase model (churn.model), not the score's weights.")
 def fit_churn(history: str, cutoff: str | None, tickets: str | None, surveys: str | None,
-              fmt: str | None, currency: str | None, output: str | None) -> None:
-    """Fit the churn score's purchase model (MBG/NBD r, alpha, a, b) to a purchase history by
-    maximum likelihood; print them, the log-likelihood and a calibration vs holdout report."""
+              fmt: str | None, currency: str | None, output: str | None,
+              model_only: bool) -> None:
+    """Fit the churn score to a history: the purchase model (MBG/NBD r, alpha, a, b) by
+    maximum likelihood on the history before the cutoff, and the score's weights
+    (model_weight, bias, churn.weights) by logistic regression on its last horizon_days;
+    print them and, when the history goes on after the cutoff, a holdout report."""
     from streams.tools.fit import ReplayError, run
 
     rules = _rules(_settings())
     at = _event_time(cutoff, "--cutoff")
     try:
         code = run(history, rules=rules, cutoff=at, tickets=tickets, surveys=surveys, fmt=fmt,
-                   currency=currency, output=output)
+                   currency=currency, output=output, model_only=model_only)
     except ReplayError as exc:
         raise click.UsageError(str(exc)) from None
     sys.exit(code)

@@ -41,7 +41,7 @@ from aiokafka.structs import ConsumerRecord
 
 from processors.churn import score
 from processors.customer import FULL
-from processors.rules import ChurnModel, Rules
+from processors.rules import ChurnModel, ChurnRules, Rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS
 from schemas.codec import format_time
@@ -93,7 +93,7 @@ class Sample:
     days_since_last_purchase: float
     purchases: int
     churned: bool  # no purchase within the horizon after the cutoff
-    default_score: float | None = None  # with the default model parameters (when compared)
+    default_score: float | None = None  # with the default parameters (when compared)
 
 
 @dataclass
@@ -124,7 +124,7 @@ class Evaluation:
 
     @property
     def compared(self) -> bool:
-        """Whether the samples carry the score with the default model parameters too."""
+        """Whether the samples carry the score with the default parameters too."""
         return bool(self.samples) and self.samples[0].default_score is not None
 
     def as_dict(self) -> dict[str, Any]:
@@ -148,14 +148,18 @@ class Replayed:
     cutoff: int
     states: dict[str, CustomerState] = field(default_factory=dict)
     after: dict[str, list[int]] = field(default_factory=dict)  # purchase times >= cutoff
+    # the states as of an earlier time (``replay``'s ``snapshot_at``): the events before it
+    snapshot: dict[str, CustomerState] | None = None
     applied: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     history_end: int | None = None
 
 
-def replay(events: Iterable[Event], rules: Rules, cutoff: int) -> Replayed:
+def replay(events: Iterable[Event], rules: Rules, cutoff: int, *,
+           snapshot_at: int | None = None) -> Replayed:
     """Replay ``events`` (in event-time order) up to ``cutoff``; keep the purchase times
-    after it."""
+    after it, and with ``snapshot_at`` (<= ``cutoff``) the states as of that time too (the
+    same as replaying up to it: states are immutable, the snapshot is a copy of the map)."""
     out = Replayed(cutoff)
     ctx = Context.from_settings(Settings(clock="event"), rules, FULL)
     topic_of = {kind: topic for topic, kind in ctx.topics.inputs.items()}
@@ -166,6 +170,11 @@ def replay(events: Iterable[Event], rules: Rules, cutoff: int) -> Replayed:
     for ev in events:
         t = ev.occurred_at
         newest = t if newest is None or t > newest else newest
+        if snapshot_at is not None and t >= snapshot_at and out.snapshot is None:
+            if batch:  # (the batch a replay up to snapshot_at would end with)
+                _apply(ctx, meta, batch, out, due, cutoff)
+                batch = []
+            out.snapshot = dict(out.states)
         if t >= cutoff:
             if isinstance(ev, Purchase) and ev.kind == "purchase":
                 out.after.setdefault(ev.customer_id, []).append(t)
@@ -179,6 +188,8 @@ def replay(events: Iterable[Event], rules: Rules, cutoff: int) -> Replayed:
     if batch:
         _apply(ctx, meta, batch, out, due, cutoff)
     out.history_end = newest
+    if snapshot_at is not None and out.snapshot is None:
+        out.snapshot = dict(out.states)
     return out
 
 
@@ -216,7 +227,7 @@ def evaluate(events: Iterable[Event], rules: Rules, cutoff: int, horizon_days: f
 def score_replayed(rep: Replayed, rules: Rules, horizon_days: float, *,
                    default_rules: Rules | None = None) -> Evaluation:
     """Score every customer who bought before the cutoff (and with ``default_rules`` too,
-    when given: the comparison of fitted and default model parameters)."""
+    when given: the comparison of fitted and default parameters)."""
     cutoff = rep.cutoff
     out = Evaluation(cutoff, horizon_days, applied=Counter(rep.applied),
                      rejected=Counter(rep.rejected), history_end=rep.history_end)
@@ -235,14 +246,19 @@ def score_replayed(rep: Replayed, rules: Rules, horizon_days: float, *,
     return out
 
 
-def with_default_model(rules: Rules) -> Rules | None:
-    """``rules`` with the default purchase-model parameters (same horizon), or ``None`` when
-    ``rules`` already has them: what fitted parameters are compared with."""
-    m = rules.churn.model
-    default = ChurnModel(horizon_days=m.horizon_days)
-    if m == default:
+def with_default_parameters(rules: Rules) -> Rules | None:
+    """``rules`` with what ``pulse fit churn`` fits at the defaults (the purchase model's
+    parameters, same horizon; the weights, ``model_weight``, ``bias`` and
+    ``value_reference_minor``), or ``None`` when ``rules`` already has them: what fitted
+    parameters are compared with."""
+    cr = rules.churn
+    d = ChurnRules()
+    default = replace(cr, model=ChurnModel(horizon_days=cr.model.horizon_days),
+                      weights=d.weights, model_weight=d.model_weight, bias=d.bias,
+                      value_reference_minor=d.value_reference_minor)
+    if cr == default:
         return None
-    return replace(rules, churn=replace(rules.churn, model=default))
+    return replace(rules, churn=default)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -292,8 +308,8 @@ def render(ev: Evaluation, files: Sequence[str]) -> str:
     names = {"churn_score": "churn score", "recency": "recency baseline (days since last "
              "purchase)", "purchase_count": "purchase-count baseline (fewer = riskier)"}
     if ev.compared:  # a rules file with fitted purchase-model parameters
-        names = {"churn_score": "churn score, the rules' (fitted) model parameters",
-                 "churn_score_default_model": "churn score, default model parameters",
+        names = {"churn_score": "churn score, the rules' (fitted) parameters",
+                 "churn_score_default_model": "churn score, default parameters",
                  **{k: v for k, v in names.items() if k != "churn_score"}}
     for key, label in names.items():
         v = a[key]
@@ -320,7 +336,7 @@ def run(history: str, *, cutoff: int, horizon_days: float, rules: Rules,
     parsed, rejected, names = read_histories(history, tickets, surveys, rules, fmt=fmt,
                                              currency=currency, stderr=stderr)
     result = evaluate(merged(parsed), rules, cutoff, horizon_days,
-                      default_rules=with_default_model(rules))
+                      default_rules=with_default_parameters(rules))
     result.rejected.update(rejected)
     stdout.write((json.dumps(result.as_dict()) if as_json else render(result, names)) + "\n")
     return EXIT_OK

@@ -5,7 +5,6 @@ history file -> fitted rules file -> ``pulse evaluate churn`` with both AUCs."""
 
 from __future__ import annotations
 
-import csv
 import math
 import random
 from pathlib import Path
@@ -28,11 +27,12 @@ from processors.churn_fit import (
 )
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS
-from schemas.codec import format_time, parse_when
+from schemas.codec import parse_when
 from streams.rules_file import load_rules
 from streams.tools.cli import cli
 from streams.tools.evaluate import merged, read_events, replay
 from streams.tools.simulator import SimConfig, Simulator
+from tests.unit.processors.churn.fixtures import history_file
 
 T0 = 1_704_067_200_000  # 2024-01-01
 
@@ -172,30 +172,9 @@ def test_the_fit_needs_repeat_buyers() -> None:
         fit([-1, 1], [0.0, 1.0], [10.0, 10.0])
 
 
-def _history_file(path: Path, truth: Params, n: int, days: int, seed: int) -> None:
-    """An MBG/NBD history in the replay CSV format: first purchases over the first 90 days."""
-    rng = random.Random(seed)
-    with path.open("w", newline="") as handle:
-        w = csv.writer(handle)
-        w.writerow(["customer_id", "occurred_at", "amount"])
-        for i in range(n):
-            start = rng.uniform(0, 90)
-            lam = rng.gammavariate(truth.r, 1 / truth.alpha)
-            p = rng.betavariate(truth.a, truth.b)
-            t = start
-            while True:
-                ms = T0 + int(t * DAY_MS)
-                w.writerow([f"c{i}", format_time(ms), "10.00"])
-                if rng.random() < p:
-                    break
-                t += rng.expovariate(lam)
-                if t >= days:
-                    break
-
-
 def test_fit_then_evaluate_end_to_end(tmp_path: Path) -> None:
     history = tmp_path / "history.csv"
-    _history_file(history, Params(0.8, 30.0, 1.0, 3.0), 1500, 360, seed=2)
+    history_file(history, Params(0.8, 30.0, 1.0, 3.0), 1500, 360, seed=2)
     existing = tmp_path / "rules.yaml"
     existing.write_text("churn:\n  cooldown_days: 45\n  model:\n    horizon_days: 180\n")
     runner = CliRunner()
@@ -203,8 +182,10 @@ def test_fit_then_evaluate_end_to_end(tmp_path: Path) -> None:
                               "2024-06-29", "--output", str(existing)])
     assert res.exit_code == 0, res.output
     for words in ("rate_shape (r)", "log-likelihood", "calibration vs holdout",
-                  "fitted parameters", "default parameters", "wrote churn.model"):
+                  "fitted parameters", "default parameters", "wrote the fit to"):
         assert words in res.output
+    # 360 days of history, horizon_days 180: too short for the weights' time split
+    assert "score weights not fitted: the weights need 360 days of history" in res.output
     rules = load_rules(existing)  # what PULSE_RULES_FILE would load
     assert rules.churn.cooldown_days == 45 and rules.churn.model.horizon_days == 180
     model = yaml.safe_load(existing.read_text())["churn"]["model"]
@@ -213,14 +194,14 @@ def test_fit_then_evaluate_end_to_end(tmp_path: Path) -> None:
     res = runner.invoke(cli, ["evaluate", "churn", "--history", str(history), "--cutoff",
                               "2024-06-29", "--horizon", "180", "--rules", str(existing)])
     assert res.exit_code == 0, res.output
-    fitted = [ln for ln in res.output.splitlines() if "(fitted) model parameters" in ln]
-    default = [ln for ln in res.output.splitlines() if "default model parameters" in ln]
+    fitted = [ln for ln in res.output.splitlines() if "(fitted) parameters" in ln]
+    default = [ln for ln in res.output.splitlines() if "default parameters" in ln]
     assert len(fitted) == 1 and len(default) == 1
     assert 0.5 < float(fitted[0].split()[-1]) <= 1 and 0.5 < float(default[0].split()[-1]) <= 1
     # without a fitted rules file the output is as before: one churn-score line
     res = runner.invoke(cli, ["evaluate", "churn", "--history", str(history), "--cutoff",
                               "2024-06-29", "--horizon", "180"])
-    assert "default model parameters" not in res.output and "churn score " in res.output
+    assert "default parameters" not in res.output and "churn score " in res.output
 
 
 def test_fit_user_errors_are_one_line(tmp_path: Path) -> None:
@@ -231,7 +212,7 @@ def test_fit_user_errors_are_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "more than one day" in res.output
     assert "Traceback" not in res.output
     good = tmp_path / "g.csv"
-    _history_file(good, Params(0.8, 30.0, 1.0, 3.0), 200, 200, seed=3)
+    history_file(good, Params(0.8, 30.0, 1.0, 3.0), 200, 200, seed=3)
     res = runner.invoke(cli, ["fit", "churn", "--history", str(good), "--output",
                               str(tmp_path / "rules.toml")])
     assert res.exit_code == 2 and "YAML" in res.output

@@ -21,6 +21,12 @@ C = "C1"
 TIGHT = parse_rules({"churn": {"cooldown_days": 3, "medium": {"enter": 0.5, "exit": 0.45},
                                "high": {"enter": 0.75, "exit": 0.7},
                                "survey_memory_days": 20, "service_memory_days": 10}})
+# what `pulse fit churn` writes (CDNOW's fit): a scaled purchase model, a bias, the value and
+# repeat-purchase signals on
+FITTED = parse_rules({"churn": {"model_weight": 0.5637, "bias": 0.9518,
+                                "value_reference_minor": 2275,
+                                "weights": {"low_value": 0.2366, "repeat_purchases": 0.7169,
+                                            "overdue": 0.0, "frequency_down": 0.4814}}})
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 GAPS = [HOUR_MS, DAY_MS, 3 * DAY_MS, 10 * DAY_MS, 30 * DAY_MS, 90 * DAY_MS, 200 * DAY_MS]
@@ -28,7 +34,7 @@ GAPS = [HOUR_MS, DAY_MS, 3 * DAY_MS, 10 * DAY_MS, 30 * DAY_MS, 90 * DAY_MS, 200 
 
 @st.composite
 def histories(draw: st.DrawFn) -> tuple[Rules, list[Event]]:
-    rules = draw(st.sampled_from([DEFAULT_RULES, TIGHT]))
+    rules = draw(st.sampled_from([DEFAULT_RULES, TIGHT, FITTED]))
     t = T0
     events: list[Event] = []
     for i in range(draw(st.integers(1, 25))):

@@ -108,6 +108,23 @@ def test_the_replay_runs_the_time_driven_changes_as_the_worker_does() -> None:
     assert rep.applied == {"purchase": len(events)}
 
 
+@pytest.mark.parametrize("at_day", [0, 9, 180, 365, 600])
+def test_the_snapshot_is_a_replay_up_to_its_time(at_day: int) -> None:
+    """``snapshot_at``: the states as a replay up to that time leaves them (its last batch
+    and the time-driven changes it ran included), and the replay to the cutoff unchanged."""
+    sim = Simulator(SimConfig(start_ms=T0, customers=60, seed=3, acquisition_days=90))
+    events = [r.event for r in sim.events_until(T0 + 400 * DAY_MS) if r.valid and r.event]
+    events.sort(key=lambda e: e.occurred_at)
+    at = T0 + at_day * DAY_MS + 1
+    cutoff = T0 + 380 * DAY_MS
+    both = replay(iter(events), DEFAULT_RULES, cutoff, snapshot_at=min(at, cutoff))
+    alone = replay(iter(events), DEFAULT_RULES, min(at, cutoff))
+    assert both.snapshot == alone.states
+    assert both.states == replay(iter(events), DEFAULT_RULES, cutoff).states
+    assert both.snapshot is not None and (len(both.snapshot) < len(both.states)) is (
+        at_day < 100)
+
+
 def test_the_command_prints_the_three_aucs(tmp_path: Path) -> None:
     path = _write(tmp_path, HISTORY)
     out, err = io.StringIO(), io.StringIO()
