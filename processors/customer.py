@@ -58,6 +58,7 @@ from processors.timeutil import DAY_MS, HOUR_MS, day_of
 from schemas.codec import format_time
 from schemas.events import (
     SURVEY_SCALES,
+    Adjustment,
     CustomerEvent,
     Event,
     Purchase,
@@ -125,7 +126,7 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         changes = ticket_changes(state, event, rules)
     elif isinstance(event, Survey):
         changes = _survey_changes(state, event, rules)
-    elif isinstance(event, Redemption):
+    elif isinstance(event, (Redemption, Adjustment)):
         changes = {}  # points: loyalty.on_event below answers it with a ledger entry
     elif isinstance(event, CustomerEvent):
         changes = profile.profile_changes(state, event)  # signup, profile, consent

@@ -82,7 +82,7 @@ from processors.rules import LoyaltyRules, Rules, per_rules
 from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket, evolve
 from processors.timeutil import DAY_MS, day_of
 from schemas.codec import format_time
-from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
+from schemas.events import Adjustment, Event, Purchase, Redemption, SupportTicket, Survey
 from schemas.frozen import constructor
 
 SURVEY_KIND = KIND_INDEX["survey"]
@@ -91,6 +91,7 @@ X = "\N{MULTIPLICATION SIGN}"  # in reasons: "42.50 EUR x 1 pt/EUR x gold 1.5 = 
 
 EARN, REFUND, SURVEY_BONUS, SERVICE_RECOVERY = "earn", "refund", "survey_bonus", "service_recovery"
 REDEMPTION, REDEMPTION_REJECTED = "redemption", "redemption_rejected"
+ADJUSTMENT, ADJUSTMENT_REJECTED = "adjustment", "adjustment_rejected"
 TIER_CHANGE, EXPIRY_NOTICE, EXPIRY = "tier_change", "expiry_notice", "expiry"
 EXPIRY_REVERSED = "expiry_reversed"
 
@@ -781,6 +782,38 @@ def _redemption(ly: LoyaltyState | None, ev: Redemption, known: bool, book: _Boo
     return ly
 
 
+def _adjustment(ly: LoyaltyState | None, ev: Adjustment, known: bool, rules: Rules,
+                book: _Book) -> LoyaltyState | None:
+    """A person's adjustment (README "Member operations"): a credit is goodwill (balance,
+    lifetime points, activity; opens an account), a debit takes from the balance only.
+    Refused with a 0-point entry saying why: an unknown customer, a credit above
+    ``max_points_per_event``, a debit larger than the balance unless
+    ``allow_negative_adjustments``."""
+    eid, t, n = ev.event_id, ev.occurred_at, ev.points
+    lr = rules.loyalty
+    balance = 0 if ly is None else ly.balance
+    who = f'adjustment by {ev.operator}: "{ev.reason}"'
+    if not known:
+        why = f"{who}: {_pts(n)} not applied: unknown customer (no state)"
+    elif n > lr.max_points_per_event:
+        why = (f"{who}: {n:+d} pts not applied: above the {_pts(lr.max_points_per_event)} "
+               f"one entry may credit")
+    elif n < 0 and -n > balance and not lr.allow_negative_adjustments:
+        why = (f"{who}: {_pts(n)} not applied: the balance is {_pts(balance)}, a debit may "
+               f"not take it below 0")
+    else:
+        if n > 0:
+            ly = _credit(ly if ly is not None else _open(t), n, t)
+        else:
+            assert ly is not None or n == 0 or lr.allow_negative_adjustments
+            ly = (ly if ly is not None else _open(t))._replace(balance=balance + n)
+        book.add(ly, f"{eid}:{ADJUSTMENT}", n, ADJUSTMENT, f"{who}: {n:+d} pts"
+                 if abs(n) != 1 else f"{who}: {n:+d} pt", t, eid)
+        return ly
+    book.add(ly, f"{eid}:{ADJUSTMENT_REJECTED}", 0, ADJUSTMENT_REJECTED, why, t, eid)
+    return ly
+
+
 # -- entry points -----------------------------------------------------------------------------
 
 
@@ -796,6 +829,8 @@ def on_event(before: CustomerState, event: Event, rules: Rules, *,
     in the reasons of the entries it causes."""
     if isinstance(event, Redemption) and (type(event.points) is not int or event.points < 1):
         raise Rejected(INVALID, f"redemption points {event.points!r} must be an integer >= 1")
+    if isinstance(event, Adjustment) and (type(event.points) is not int or event.points == 0):
+        raise Rejected(INVALID, f"adjustment points {event.points!r} must be a non-zero integer")
     d = _derived(rules)
     book = _Book(before.customer_id, d)
     ly = before.loyalty
@@ -820,6 +855,8 @@ def on_event(before: CustomerState, event: Event, rules: Rules, *,
         ly = _ticket(ly, event, d, book, sla_breaches - before.sla_breaches)
     elif isinstance(event, Redemption):
         ly = _redemption(ly, event, before.max_event_at is not None, book)
+    elif isinstance(event, Adjustment):
+        ly = _adjustment(ly, event, before.max_event_at is not None, rules, book)
     if applied_at is not None and applied_at - t > rules.late_arrival_ms and book.out:
         return ly, _noted_late(book.out, event, applied_at)
     return ly, tuple(book.out)

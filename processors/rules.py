@@ -167,6 +167,7 @@ class LoyaltyRules:
     max_remembered_orders: Annotated[int, between(0, 1000)] = 16
     max_remembered_lines: Annotated[int, between(0, 500)] = 20
     allow_negative_balance: bool = False
+    allow_negative_adjustments: bool = False  # may an operator's debit exceed the balance?
     expiry_months: Annotated[int, between(0, 120)] = 12
     expiry_notice_days: Annotated[int, between(0, 365)] = 30
 

@@ -25,7 +25,15 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS, day_of
 from schemas.codec import parse_time
-from schemas.events import Event, Purchase, PurchaseLine, Redemption, SupportTicket, Survey
+from schemas.events import (
+    Adjustment,
+    Event,
+    Purchase,
+    PurchaseLine,
+    Redemption,
+    SupportTicket,
+    Survey,
+)
 from streams.worker.views import HEADER, render, state_row
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -595,3 +603,50 @@ def test_default_loyalty_rules() -> None:
         1, 90, 25, 12, 30, 90, 10_000, False)
     assert dataclasses.asdict(lr.service_recovery_points) == {
         "urgent": 200, "high": 100, "normal": 50, "low": 25}
+
+
+# -- adjustments (README "Member operations") -----------------------------------------------
+
+
+def adjust(eid: str, t: int, points: int, cid: str = "c1") -> Adjustment:
+    return Adjustment(eid, cid, t, "api", points, "agent-jane", "parcel arrived damaged")
+
+
+ALLOW_NEGATIVE = parse_rules({"loyalty": {"allow_negative_adjustments": True}})
+WHO = 'adjustment by agent-jane: "parcel arrived damaged"'
+
+
+@pytest.mark.parametrize("points,rules,balance,rule,entry_points,reason", [
+    (25, DEFAULT_RULES, 125, "adjustment", 25, f"{WHO}: +25 pts"),
+    (1, DEFAULT_RULES, 101, "adjustment", 1, f"{WHO}: +1 pt"),
+    (-60, DEFAULT_RULES, 40, "adjustment", -60, f"{WHO}: -60 pts"),
+    (-100, DEFAULT_RULES, 0, "adjustment", -100, f"{WHO}: -100 pts"),
+    (-500, DEFAULT_RULES, 100, "adjustment_rejected", 0,
+     f"{WHO}: -500 pts not applied: the balance is 100 pts, a debit may not take it below 0"),
+    (-500, ALLOW_NEGATIVE, -400, "adjustment", -500, f"{WHO}: -500 pts"),
+    (10_001, DEFAULT_RULES, 100, "adjustment_rejected", 0,
+     f"{WHO}: +10001 pts not applied: above the 10000 pts one entry may credit"),
+])
+def test_adjustments(points: int, rules: Rules, balance: int, rule: str, entry_points: int,
+                     reason: str) -> None:
+    state = apply(None, buy("p1", T0, 10_000), rules, T0).state  # 100 pts
+    step = apply(state, adjust("a1", T0 + HOUR_MS, points), rules, T0 + HOUR_MS)
+    [entry] = [o for o in step.outputs if isinstance(o, LedgerEntry)]
+    assert (entry.rule, entry.points, entry.reason) == (rule, entry_points, reason)
+    assert entry.entry_id == f"a1:{rule}"
+    assert step.state.loyalty is not None and step.state.loyalty.balance == balance
+    # a credit counts in lifetime points, a debit or a refusal does not
+    lifetime = 100 + (entry_points if entry_points > 0 else 0)
+    assert step.state.loyalty.lifetime_points == lifetime
+
+
+def test_an_adjustment_of_an_unknown_customer_is_refused_and_zero_is_invalid() -> None:
+    step = apply(None, adjust("a1", T0, 25), DEFAULT_RULES, T0)
+    [entry] = [o for o in step.outputs if isinstance(o, LedgerEntry)]
+    assert (entry.rule, entry.points) == ("adjustment_rejected", 0)
+    assert "unknown customer" in entry.reason
+    state = apply(None, buy("p1", T0, 10_000), DEFAULT_RULES, T0).state
+    with pytest.raises(Rejected) as err:
+        apply(state, adjust("a0", T0 + 1, 0), DEFAULT_RULES, T0 + 1)
+    assert err.value.reason == "invalid" and state.loyalty is not None
+    assert state.loyalty.balance == 100  # unchanged
