@@ -11,7 +11,7 @@ DEMO_SECONDS ?= 60
 DEMO_HISTORY_DAYS ?= 120
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install system-deps demo test test-unit test-integration lint typecheck bench bench-peers clean
+.PHONY: help install system-deps demo test test-unit test-integration lint typecheck bench bench-peers bench-ceiling clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ $(PEERS_VENV)/.installed: pyproject.toml bench/peers-requirements.txt
 	$(PEERS_VENV)/bin/pip install -q --upgrade pip
 	$(PEERS_VENV)/bin/pip install -q -e . -r bench/peers-requirements.txt
 	@touch $@
+
+bench-ceiling: $(PEERS_VENV)/.installed install  ## how far any purchase-history ranking goes on CDNOW (churn AUC ceiling)
+	$(PEERS_VENV)/bin/python bench/churn_ceiling.py
 
 bench-peers: $(PEERS_VENV)/.installed  ## ours vs Quix Streams and a no-op Faust agent, same events and broker (PEERS_ARGS)
 	$(PEERS_VENV)/bin/python bench/peers.py $(PEERS_ARGS)
