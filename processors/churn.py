@@ -94,22 +94,22 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
 from typing import Any
 
+from processors.churn_records import HIGH, LEVELS, LOW, MEDIUM, ChurnState
 from processors.errors import WireError
+from processors.layer import Reaction
 from processors.rules import ChurnRules, Rules, per_rules
 from processors.state import CustomerState, OpenTicket
 from processors.support import pending_breaches
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.codec import format_time
-from schemas.events import REDEMPTION, Event, SupportTicket
+from schemas.events import REDEMPTION, CustomerEvent, Event, SupportTicket
 from schemas.frozen import constructor
 
-LOW, MEDIUM, HIGH = "low", "medium", "high"
-LEVELS: tuple[str, ...] = (LOW, MEDIUM, HIGH)
 _RANK = {level: i for i, level in enumerate(LEVELS)}  # LEVELS.index
 INACTIVITY = "inactivity"
 ALERT, RECOVERED = "alert", "recovered"
@@ -157,35 +157,6 @@ class ChurnScore:
     score: float  # in [0, 1], 4 decimals
     level: str  # the level the score alone gives (enter thresholds, no hysteresis)
     reasons: tuple[Reason, ...]  # weight >= churn.min_reason_weight, by weight
-
-
-@dataclass(frozen=True, slots=True)
-class ChurnState:
-    """One customer's churn record (``CustomerState.churn``). Times are epoch ms, 0 = never."""
-
-    score: float = 0.0  # as of ``at``; the reasons are worked out when asked (view, alerts)
-    level: str = LOW
-    at: int = 0  # event time of the latest evaluation (never decreases)
-    level_since: int = 0
-    alerted_medium: int = 0  # last alert at medium (for the cooldown)
-    alerted_high: int = 0  # last alert at high
-    alert_open: bool = False  # alerted since the level was last low ("recovered" closes it)
-    breach_at: int = 0  # latest event that settled an SLA breach
-    reopened_at: int = 0  # latest ticket reopen
-    due: int = 0  # when silence alone would change the level (0: never); see due_exact
-    # False: ``due`` is only a time to look again (the level holds until then); the exact
-    # time is worked out when the clock reaches it (``_resolve``), if no event came first
-    due_exact: bool = True
-
-    @property
-    def last_alert_at(self) -> int:
-        return max(self.alerted_medium, self.alerted_high)
-
-    @property
-    def last_alert_level(self) -> str | None:
-        if not self.last_alert_at:
-            return None
-        return HIGH if self.alerted_high >= self.alerted_medium else MEDIUM
 
 
 _churn_state = constructor(ChurnState)  # ChurnState(...) through its slots (schemas.frozen)
@@ -1037,3 +1008,44 @@ def from_wire(value: Any, max_event_at: int | None) -> ChurnState:
     at = (max_event_at or 0) - back
     return ChurnState(sc / 10_000, LEVELS[lv % 3], at, at - since, med, high, lv >= 3, breach,
                       reopen, at + abs(due) if due else 0, due >= 0)
+
+
+# -- the layer (processors/layer.py) ----------------------------------------------------------
+
+
+class ChurnLayer:
+    """The churn record as a layer: record ``CustomerState.churn``, wire key ``ch``."""
+
+    name: str = "churn"
+    field: str | None = "churn"
+    wire_key: str | None = "ch"
+
+    def on_event(self, before: CustomerState, after: CustomerState, event: Event,
+                 rules: Rules, now: int) -> Reaction:
+        if before.churn is not None and isinstance(event, CustomerEvent):
+            # no churn signal in a profile record: only what silence made due by its time
+            # (as on_event does for a redemption), judged on the state before it
+            ch, alerts = on_tick(before.churn, before, rules, event.occurred_at)
+        else:
+            ch, alerts = on_event(after.churn, after, event, rules, now, before=before)
+        return Reaction(ch, alerts)
+
+    def on_tick(self, before: CustomerState, after: CustomerState, rules: Rules,
+                at: int) -> Reaction:
+        ch, alerts = on_tick(after.churn, after, rules, at)
+        return Reaction(ch, alerts)
+
+    def next_due(self, state: CustomerState, rules: Rules) -> int | None:
+        return look_at(state.churn, state, rules)
+
+    def view_fields(self, state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
+        return view_fields(state, rules, as_of)
+
+    def to_wire(self, record: ChurnState, state: CustomerState) -> list[Any]:
+        return to_wire(record, state.max_event_at)
+
+    def from_wire(self, value: Any, base: Mapping[str, Any]) -> ChurnState:
+        return from_wire(value, base.get("max_event_at"))
+
+
+LAYER = ChurnLayer()

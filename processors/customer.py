@@ -23,10 +23,16 @@ Theory of operation
    ``loyalty.on_event`` answers them) - these raise ``Rejected`` for unknown currencies,
    invalid content and (for now) erasure requests;
 5. advances ``max_event_at``, prunes day buckets and the dedup window against it, and
-   remembers the event's key.
+   remembers the event's key;
+6. hands the change ``before -> after`` to the layers (``processors/registry.py``, in
+   order: loyalty, churn, KPIs; the protocol is ``processors/layer.py``): each may replace
+   its own record and add outputs and KPI increments. Two special cases live in the layers:
+   churn answers a customer record (``CustomerEvent``) with only what silence made due
+   (``churn.on_tick`` on the state before it), and the KPIs see the final ``after``.
+   ``apply_state`` (``STATE_ONLY``) stops before this step.
 
-Nothing is built into the returned state before every check passed, so a ``Rejected``
-changes nothing. ``state.py`` explains why the result is confluent.
+Nothing is returned before every check passed, so a ``Rejected`` (also one a layer raises,
+e.g. an invalid redemption) changes nothing. ``state.py`` explains why the result is confluent.
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ from collections.abc import Callable
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
-from processors import churn, kpi, loyalty, profile
+from processors import profile
 from processors.errors import INVALID, TOO_LATE, Rejected
 from processors.money import to_reporting_minor
 from processors.outputs import KpiDelta, Output
+from processors.registry import LAYERS
 from processors.rules import Rules
 from processors.state import (
     KIND_INDEX,
@@ -152,22 +159,29 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
                                 rules.dedup_window_max)
     if not layers:
         return Step(evolve(state, changes))
-    # loyalty: ledger entries from the event and from what was due by its time
-    ly, entries = loyalty.on_event(
-        state, event, rules, days=changes.get("days", state.days), kind_max=km,
-        sla_breaches=changes.get("sla_breaches", state.sla_breaches), applied_at=now)
-    if ly is not state.loyalty:
-        changes["loyalty"] = ly
-    new_state = evolve(state, changes)
-    # churn: alerts when the risk level rises, by silence up to the event or by the event
-    if state.churn is not None and isinstance(event, CustomerEvent):
-        # no churn signal in a profile record: only what silence made due by its time (as
-        # churn.on_event does for a redemption)
-        ch, alerts = churn.on_tick(state.churn, state, rules, t)
-    else:
-        ch, alerts = churn.on_event(state.churn, new_state, event, rules, now, before=state)
-    new_state = evolve(new_state, {"churn": ch})
-    return Step(new_state, (*entries, *alerts), kpi=kpi.deltas(state, new_state, event, rules))
+    return _react(state, evolve(state, changes), event, rules, now)
+
+
+def _react(before: CustomerState, after: CustomerState, event: Event | None, rules: Rules,
+           t: int) -> Step:
+    """The layers' answers, in registry order, to an accepted ``event`` applied with clock
+    ``t`` (``on_event``), or with ``event`` None to time passing to ``t`` (``on_tick``).
+    Each layer sees ``after`` with the records of the layers before it updated; the state
+    is copied only when a layer's record changed (compared by identity)."""
+    outputs: tuple[Output, ...] = ()
+    kpis: tuple[KpiDelta, ...] = ()
+    for layer in LAYERS:
+        if event is None:
+            record, outs, deltas = layer.on_tick(before, after, rules, t)
+        else:
+            record, outs, deltas = layer.on_event(before, after, event, rules, t)
+        if (field := layer.field) is not None and record is not getattr(after, field):
+            after = evolve(after, {field: record})
+        if outs:
+            outputs += outs
+        if deltas:
+            kpis += deltas
+    return Step(after, outputs, kpi=kpis)
 
 
 def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
@@ -318,8 +332,8 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
         ces_answers=len(state.ces),
         surveys_answered=state.surveys_answered,
     )
-    row.update(loyalty.view_fields(state, rules, as_of))
-    row.update(churn.view_fields(state, rules, as_of))
+    for layer in LAYERS:
+        row.update(layer.view_fields(state, rules, as_of))
     row.update(profile.view_fields(state))
     return row
 
@@ -334,23 +348,22 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
 
 def next_due(state: CustomerState, rules: Rules) -> int | None:
     """Event time at which ``tick`` should next run for the customer (nothing time-driven
-    happens before it; at it, a change or only a closer look: see churn.look_at), or None."""
-    due = [d for d in (churn.look_at(state.churn, state, rules),
-                       loyalty.next_due(state, rules)) if d is not None]
-    return min(due) if due else None
+    happens before it; at it, a change or only a closer look: see churn.look_at), or None:
+    the earliest of the layers' ``next_due``."""
+    due = None
+    for layer in LAYERS:
+        d = layer.next_due(state, rules)
+        if d is not None and (due is None or d < due):
+            due = d
+    return due
 
 
 def tick(state: CustomerState, rules: Rules, at: int) -> Step:
-    """The time-driven changes due at or before ``at``: loyalty downgrades, expiry notices
-    and expiries; churn levels rising (or falling) with silence. Idempotent: ticking again
-    at the same time changes nothing more. KPI gauges (tiers, risk levels, outstanding
-    points) follow the change."""
-    mid, entries = loyalty.on_tick(state, rules, at)
-    ch, alerts = churn.on_tick(mid.churn, mid, rules, at)
-    new = mid if ch is mid.churn else evolve(mid, {"churn": ch})
-    if new is state:
-        return Step(state)
-    return Step(new, (*entries, *alerts), kpi=kpi.deltas(state, new, None, rules, at=at))
+    """The time-driven changes due at or before ``at``, layer by layer in registry order
+    (loyalty downgrades, expiry notices and expiries; churn levels rising or falling with
+    silence; the KPI gauges that follow). Idempotent: ticking again at the same time
+    changes nothing more."""
+    return _react(state, state, None, rules, at)
 
 
 def _no_tick(state: CustomerState, rules: Rules, at: int) -> Step:

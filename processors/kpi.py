@@ -61,6 +61,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from processors.layer import Reaction
 from processors.outputs import KpiDelta
 from processors.rules import Rules
 from processors.state import CustomerState, DayBucket, nps_class
@@ -269,6 +270,43 @@ def _levels(before: CustomerState, after: CustomerState, new: bool, event: Event
         for name, n in (("pti", issued), ("ptr", redeemed), ("ptx", forfeited)):
             if n:
                 out.append(KpiDelta(DAYS, f"{day}:{name}", n))
+
+
+_NOTHING = Reaction()
+
+
+class KpiLayer:
+    """The KPI increments as a layer: no record of its own; runs last, so it sees the
+    change ``before -> after`` with every other layer's record already updated."""
+
+    name: str = "kpi"
+    field: str | None = None
+    wire_key: str | None = None
+
+    def on_event(self, before: CustomerState, after: CustomerState, event: Event,
+                 rules: Rules, now: int) -> Reaction:
+        return Reaction(None, (), deltas(before, after, event, rules))
+
+    def on_tick(self, before: CustomerState, after: CustomerState, rules: Rules,
+                at: int) -> Reaction:
+        if after is before:  # nothing changed: nothing to count
+            return _NOTHING
+        return Reaction(None, (), deltas(before, after, None, rules, at=at))
+
+    def next_due(self, state: CustomerState, rules: Rules) -> int | None:
+        return None
+
+    def view_fields(self, state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
+        return {}  # the gauges are aggregates (``report``), not a customer's columns
+
+    def to_wire(self, record: Any, state: CustomerState) -> Any:
+        raise TypeError("the KPI layer keeps no record")
+
+    def from_wire(self, value: Any, base: Mapping[str, Any]) -> Any:
+        raise TypeError("the KPI layer keeps no record")
+
+
+LAYER = KpiLayer()
 
 
 # -- reading ---------------------------------------------------------------------------------

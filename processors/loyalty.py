@@ -67,7 +67,7 @@ import bisect
 import calendar
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -77,6 +77,8 @@ from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 from processors.errors import INVALID, Rejected, WireError
+from processors.layer import Reaction
+from processors.loyalty_records import LinePoints, LoyaltyState, OrderPoints, SurveyMark
 from processors.money import to_reporting_minor
 from processors.rules import LoyaltyRules, Rules, per_rules
 from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket, evolve
@@ -96,51 +98,10 @@ TIER_CHANGE, EXPIRY_NOTICE, EXPIRY = "tier_change", "expiry_notice", "expiry"
 EXPIRY_REVERSED = "expiry_reversed"
 
 
-# -- state -----------------------------------------------------------------------------------
+# -- state (the records: processors/loyalty_records.py) --------------------------------------
 
 
-class LinePoints(NamedTuple):
-    key: int  # 32-bit hash of the sku
-    units: int
-    points: int
-    refunded_units: int = 0
-
-
-class OrderPoints(NamedTuple):
-    key: int  # 32-bit hash of the order id
-    day: int  # UTC day of the purchase
-    paid: int  # reporting minor units
-    points: int  # earned (after the cap)
-    refunded: int = 0  # reporting minor units refunded so far
-    clawed: int = 0  # points taken back so far (before clamping)
-    lines: tuple[LinePoints, ...] = ()  # sorted by key; lines that earned nothing left out
-
-
-class SurveyMark(NamedTuple):
-    day: int
-    key: int  # 32-bit hash of the survey id
-
-
-class LoyaltyState(NamedTuple):
-    """A member's points account (``CustomerState.loyalty``; None until the first purchase,
-    survey bonus or goodwill award). An immutable record (a NamedTuple, like the core's
-    DayBucket: several are built per event, and a frozen dataclass costs more to build)."""
-
-    balance: int = 0
-    lifetime_points: int = 0  # earned, minus what refunds took back
-    tier: int = 0  # index into rules.loyalty.tiers
-    tier_since: int = 0  # ms of the last tier change; 0: none since the account opened
-    qualified_until: int | None = None  # day; None in the lowest tier
-    last_activity_at: int = 0  # ms; the expiry clock
-    noticed: bool = False  # the expiry notice for the current deadline was written
-    orders: tuple[OrderPoints, ...] = ()  # sorted by (day, key)
-    surveys: tuple[SurveyMark, ...] = ()  # sorted
-    # the latest expiry, while a late activity could still undo it: (at, points expired,
-    # last activity before it); () when there is none
-    expired: tuple[int, ...] = ()
-
-
-# tuple.__new__(Cls, items) builds one of the NamedTuples above without the Python-level
+# tuple.__new__(Cls, items) builds one of the loyalty records without the Python-level
 # Cls.__new__ (cheaper on the hot paths; the callers pass every field, in order)
 _new = tuple.__new__
 
@@ -902,23 +863,34 @@ def _noted_late(entries: list[LedgerEntry], event: Event, applied_at: int
                  for e in entries)
 
 
-def on_tick(state: CustomerState, rules: Rules, now: int
-            ) -> tuple[CustomerState, tuple[LedgerEntry, ...]]:
+def tick_record(state: CustomerState, rules: Rules, now: int
+                ) -> tuple[LoyaltyState | None, tuple[LedgerEntry, ...]]:
     """Time-driven changes due at or before event time ``now``: tier downgrades after the
     grace period, expiry notices, expiries. Deterministic and idempotent (a second call with
     the same or an earlier ``now`` finds nothing due); an event of the customer later
     produces none of them again. When a tick runs ahead of events that are still accepted
     (the live clock), a late activity reverses an expiry (``expiry_reversed``) and a late
-    purchase brings a tier back with a new tier change (README "Time")."""
+    purchase brings a tier back with a new tier change (README "Time"). Returns the record
+    (``state.loyalty`` itself when nothing was due) and the entries."""
     ly = state.loyalty
     if ly is None:
-        return state, ()
+        return None, ()
     d = _derived(rules)
     book = _Book(state.customer_id, d)
     new = _run_dues(ly, state.days, d, book, now, now)
     if new is ly:
+        return ly, ()
+    return new, tuple(book.out)
+
+
+def on_tick(state: CustomerState, rules: Rules, now: int
+            ) -> tuple[CustomerState, tuple[LedgerEntry, ...]]:
+    """``tick_record`` as a state transition: the state with the new record (``state``
+    itself when nothing was due) and the entries."""
+    ly, entries = tick_record(state, rules, now)
+    if ly is state.loyalty:
         return state, ()
-    return evolve(state, {"loyalty": new}), tuple(book.out)
+    return evolve(state, {"loyalty": ly}), entries
 
 
 def next_due(state: CustomerState, rules: Rules) -> int | None:
@@ -1031,3 +1003,40 @@ def from_wire(value: Any) -> LoyaltyState:
         surveys = tuple(map(_new, repeat(SurveyMark), zip(it, it, strict=False)))
     return _new(LoyaltyState, (bal, life, tier, since, qu, last, noticed == 1, tuple(orders),
                                surveys, expired))
+
+
+# -- the layer (processors/layer.py) ----------------------------------------------------------
+
+
+class LoyaltyLayer:
+    """The points account as a layer: record ``CustomerState.loyalty``, wire key ``ly``."""
+
+    name: str = "loyalty"
+    field: str | None = "loyalty"
+    wire_key: str | None = "ly"
+
+    def on_event(self, before: CustomerState, after: CustomerState, event: Event,
+                 rules: Rules, now: int) -> Reaction:
+        ly, entries = on_event(before, event, rules, days=after.days, kind_max=after.kind_max,
+                               sla_breaches=after.sla_breaches, applied_at=now)
+        return Reaction(ly, entries)
+
+    def on_tick(self, before: CustomerState, after: CustomerState, rules: Rules,
+                at: int) -> Reaction:
+        ly, entries = tick_record(after, rules, at)
+        return Reaction(ly, entries)
+
+    def next_due(self, state: CustomerState, rules: Rules) -> int | None:
+        return next_due(state, rules)
+
+    def view_fields(self, state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
+        return view_fields(state, rules, as_of)
+
+    def to_wire(self, record: LoyaltyState, state: CustomerState) -> list[Any]:
+        return to_wire(record)
+
+    def from_wire(self, value: Any, base: Mapping[str, Any]) -> LoyaltyState:
+        return from_wire(value)
+
+
+LAYER = LoyaltyLayer()

@@ -41,10 +41,10 @@ The dedup window, lateness (per-kind clock ``kind_max[customer]``) and dead-lett
 from __future__ import annotations
 
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 
 from processors.errors import INVALID, NOT_SUPPORTED, Rejected, WireError
-from processors.state import CustomerState
+from processors.state import Consent, CustomerState, Profile
 from schemas.events import (
     CONSENT,
     CONSENT_CHANNELS,
@@ -53,23 +53,6 @@ from schemas.events import (
     SIGNUP,
     CustomerEvent,
 )
-
-
-class Consent(NamedTuple):
-    channel: str  # one of schemas.events.CONSENT_CHANNELS
-    opted_in: bool
-    at: int  # occurred_at of the consent record that set it
-
-
-class Profile(NamedTuple):
-    signup_at: int | None = None
-    referred_by: str | None = None
-    birth_date: str | None = None  # "--MM-DD"
-    birth_date_at: int | None = None
-    time_zone: str | None = None  # IANA name
-    time_zone_at: int | None = None
-    consent: tuple[Consent, ...] = ()  # sorted by channel, at most one a channel
-
 
 EMPTY = Profile()
 

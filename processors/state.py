@@ -68,19 +68,15 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
+# the layers' records, from modules without logic (the layers' logic imports this module)
+from processors.churn_records import ChurnState
+from processors.loyalty_records import LoyaltyState
 from processors.money import round_half_even
 from processors.timeutil import DAY_MS, day_of
-
-if TYPE_CHECKING:  # loyalty.py imports this module
-    from processors.loyalty import LoyaltyState
-if TYPE_CHECKING:  # churn.py imports this module
-    from processors.churn import ChurnState
-if TYPE_CHECKING:  # profile.py imports this module
-    from processors.profile import Profile
 
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
 NPS_PROMOTER_MIN = 9
@@ -106,6 +102,24 @@ class Answer(NamedTuple):
     score: int
 
 
+class Consent(NamedTuple):
+    channel: str  # one of schemas.events.CONSENT_CHANNELS
+    opted_in: bool
+    at: int  # occurred_at of the consent record that set it
+
+
+class Profile(NamedTuple):
+    """What the customers topic said (``processors/profile.py``): a base record."""
+
+    signup_at: int | None = None
+    referred_by: str | None = None
+    birth_date: str | None = None  # "--MM-DD"
+    birth_date_at: int | None = None
+    time_zone: str | None = None  # IANA name
+    time_zone_at: int | None = None
+    consent: tuple[Consent, ...] = ()  # sorted by channel, at most one a channel
+
+
 class Seen(NamedTuple):
     at: int
     key: int
@@ -125,10 +139,6 @@ PURCHASE_KIND = 0
 # the cached states (~50,000 a worker) are not tracked by the cyclic GC. That is safe because
 # a state never refers back to a state: its fields are ints, strs, floats, None, tuples of
 # NamedTuples and the LoyaltyState / ChurnState / Profile records, none of which holds a state.
-# Field names: ``CustomerState.__struct_fields__``. Nothing may resolve the annotations at
-# run time (they name the TYPE_CHECKING-only LoyaltyState / ChurnState: NameError), and
-# msgspec does in ``msgspec.structs.fields``, ``msgspec.inspect``, typed decoding and
-# ``inspect.signature(CustomerState)`` (so hypothesis' ``st.builds(CustomerState)`` too).
 class CustomerState(msgspec.Struct, frozen=True, gc=False):
     customer_id: str
     max_event_at: int | None = None
@@ -161,8 +171,9 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     surveys_answered: int = 0
     # dedup
     seen: tuple[Seen, ...] = ()  # sorted
-    # loyalty (balance, lifetime points, tier...) and churn (score, level, last alert)
-    # fields are added here by their issues; bump processors.wire.VERSION when they are.
+    # The layers' records (processors/layer.py): one field per layer that keeps one, named
+    # by its ``field`` in processors/registry.py; a new one is additive on the wire (a new
+    # ``wire_key``), otherwise bump processors.wire.VERSION.
     # loyalty: the points account (processors/loyalty.py; None until the first points)
     loyalty: LoyaltyState | None = None
     # churn: score, level with hysteresis, alert bookkeeping (processors/churn.py; None

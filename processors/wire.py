@@ -5,9 +5,10 @@ optional values, 0 for counters, empty for collections) are left out; records ar
 into int lists (``km`` = newest event time per kind, ``d`` = day buckets as ``day, orders,
 spend, refunds`` quadruples, ``s`` = dedup window as ``at, key, kind`` triples, ``cs``/``ce``
 = survey answers as ``at, score`` pairs);
-``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``; ``ly`` = the
-points account (``processors.loyalty.to_wire``); ``pf`` = the profile
-(``processors.profile.to_wire``). ``v`` is the
+``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``; then each
+layer's record under its ``wire_key``, in registry order (``processors/registry.py``):
+``ly`` = the points account (``processors.loyalty.to_wire``), ``ch`` = the churn record
+(``processors.churn.to_wire``); ``pf`` = the profile (``processors.profile.to_wire``). ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
 to the state's fields bumps ``VERSION`` (and ``loads`` keeps reading the old one,
@@ -20,14 +21,15 @@ unknown field) rather than misread it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import chain, repeat
 from typing import Any
 
 import orjson
 
-from processors import churn, loyalty, profile
+from processors import profile
 from processors.errors import WireError
+from processors.registry import LAYERS
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
 
 VERSION = 1
@@ -56,8 +58,14 @@ _COUNTERS: dict[str, str] = {
     "surveys_answered": "sa",
 }
 _SCALARS = {**_OPTIONALS, **_COUNTERS}
-_KNOWN = frozenset({"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "ly", "ch", "pf",
-                    *_SCALARS.values()})
+# the layers that keep a record: (state field, wire key, to_wire, from_wire), registry order;
+# their keys come after the base fields (a layer's from_wire sees those decoded: ``base``)
+_WIRED: tuple[tuple[str, str, Callable[[Any, CustomerState], Any],
+                    Callable[[Any, Mapping[str, Any]], Any]], ...] = tuple(
+    (layer.field, layer.wire_key, layer.to_wire, layer.from_wire) for layer in LAYERS
+    if layer.field is not None and layer.wire_key is not None)
+_KNOWN = frozenset({"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "pf",
+                    *(key for _, key, _, _ in _WIRED), *_SCALARS.values()})
 
 _new = tuple.__new__  # _new(DayBucket, (day, ...)): the record without its Python __new__
 
@@ -101,10 +109,9 @@ def dumps(state: CustomerState) -> bytes:
         out["ot"] = [
             [o.ticket_id, o.opened_at, o.priority, int(o.responded)] for o in state.open_tickets
         ]
-    if state.loyalty is not None:  # the points account, processors.loyalty.to_wire
-        out["ly"] = loyalty.to_wire(state.loyalty)
-    if state.churn is not None:  # the churn record, processors.churn.to_wire
-        out["ch"] = churn.to_wire(state.churn, state.max_event_at)
+    for field, key, to_wire, _ in _WIRED:  # the layers' records (ly, ch), registry order
+        if (record := getattr(state, field)) is not None:
+            out[key] = to_wire(record, state)
     if state.profile is not None:  # processors.profile.to_wire
         out["pf"] = profile.to_wire(state.profile)
     return orjson.dumps(out)
@@ -177,10 +184,9 @@ def loads(data: bytes) -> CustomerState:
         if type(obj["ot"]) is not list:
             raise WireError("state field 'ot': expected a list")
         kwargs["open_tickets"] = tuple(_ticket(o) for o in obj["ot"])
-    if "ly" in obj:
-        kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
-    if "ch" in obj:
-        kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
+    for field, key, _, from_wire in _WIRED:
+        if key in obj:
+            kwargs[field] = from_wire(obj[key], kwargs)
     if "pf" in obj:
         kwargs["profile"] = profile.from_wire(obj["pf"])
     return CustomerState(**kwargs)  # a msgspec Struct: as cheap as evolve(blank, kwargs)
