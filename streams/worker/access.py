@@ -17,9 +17,9 @@ it (``tickfail``). ``subject_access`` reads them and writes one JSON document:
 * ``stored``: the state exactly as stored (``processors/wire.py`` names its keys), the time
   of the next time-driven change and failed tries of it.
 
-The output topics (ledger entries, alerts) and the input topics hold the customer's records
-too, for their retention; the document says so in ``elsewhere``. KPI counters hold no
-customer id and are not part of it.
+The output topics (ledger entries, alerts, engagement records) and the input topics hold
+the customer's records too, for their retention; the document says so in ``elsewhere``.
+KPI counters hold no customer id and are not part of it.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from streams.worker.partitioning import owner
 from streams.worker.store import Store
 from streams.worker.views import load_view
 
-ELSEWHERE = ("Kafka keeps the customer's events on the input topics and the ledger entries "
-             "and churn alerts on the output topics until their retention ends; KPI "
-             "counters hold no customer id.")
+ELSEWHERE = ("Kafka keeps the customer's events on the input topics and the ledger entries, "
+             "churn alerts and engagement records (segment changes, messages) on the output "
+             "topics until their retention ends; KPI counters hold no customer id.")
 
 
 async def ledger_of(store: Store, settings: Settings, customer_id: str

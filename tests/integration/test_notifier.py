@@ -27,7 +27,6 @@ import pytest
 import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from processors.churn import ChurnAlert, Reason
@@ -310,7 +309,7 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
         ])
         # dead and slow: every attempt times out, or (once the test is done waiting) fails
         rx.plans["dead"] = lambda wid, n: (500, {}, 0.6)
-        await create_topic(s, topics.engagement)
+        # (create_topics made the engagement topic too)
         entries = [entry(i) for i in range(40)]
         message = {"message_id": "C0001:birthday@2026", "kind": "birthday",
                    "customer_id": "C0001", "occurred_at": "2026-12-01T09:00:00.000Z",
@@ -363,15 +362,6 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
         code, out = await run_cli(env, "notifier", "redrive")
         assert code == 0 and "dead: 0 dead letters read" in out, out
         assert all(len(v) == 1 for v in rx.got["dead"].values())
-
-
-async def create_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, settings.partitions, 1)])
-    finally:
-        await admin.close()
 
 
 async def test_the_readme_receiver_accepts_our_deliveries_and_refuses_forgeries(
