@@ -88,7 +88,22 @@ def evaluate(rec: Engagement, state: CustomerState, rules: Rules, at: int,
     return rec
 
 
+# the latest (state, rules, due) ``_due`` answered: the shell asks ``next_due`` of a state and
+# then, for the customer's next event, ``on_event`` starts from that same state object. By
+# identity, holding the objects (so that their ids cannot be reused while cached).
+_last: list[Any] = [None, None, None]
+
+
 def _due(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
+    if state is _last[0] and rules is _last[1] and getattr(state, "engagement", None) is rec:
+        due: int | None = _last[2]
+        return due
+    due = _due_of(rec, state, rules)
+    _last[:] = [state, rules, due]
+    return due
+
+
+def _due_of(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
     after = rec.checked_at
     times = [segments.next_change(state, rules, after)]
     b = triggers.birthday_at(rec, state, rules)

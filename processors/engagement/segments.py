@@ -153,10 +153,26 @@ def _spend_flip(days: tuple[DayBucket, ...], after: int, threshold: int) -> int 
     ``threshold`` (either way) as purchase days leave the window (or, after a future-dated
     purchase, enter it), or None."""
     day = day_of(after)
-    spend = net_spend_365(days, day)
+    lo = day - YEAR_DAYS
+    spend, refunds, ahead = 0, False, False
+    for b in days:
+        if b.day > day:
+            ahead = True
+        elif b.day > lo:
+            spend += b.spend_minor - b.refunds_minor
+            refunds = refunds or b.refunds_minor > 0
     above = spend >= threshold
+    if not ahead and not refunds:  # the common case: the spend only falls, day by day
+        if not above:
+            return None
+        for b in days:
+            if b.day > lo:
+                spend -= b.spend_minor
+                if spend < threshold:
+                    return (b.day + YEAR_DAYS) * DAY_MS
+        return None
     moves = sorted([(b.day + YEAR_DAYS, b.refunds_minor - b.spend_minor) for b in days
-                    if day - YEAR_DAYS < b.day <= day]
+                    if lo < b.day <= day]
                    + [(b.day, b.spend_minor - b.refunds_minor) for b in days if b.day > day])
     for when, delta in moves:
         spend += delta

@@ -40,6 +40,7 @@ is handled without a message too.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from processors.engagement import occasions
@@ -77,11 +78,18 @@ def birthday_at(rec: Engagement, state: CustomerState, rules: Rules) -> tuple[in
     p = state.profile
     if p is None or p.birth_date is None or p.birth_date_at is None:
         return None
-    hour = rules.engagement.local_hour
-    after = max(rec.opened_at, p.birth_date_at) - 1
+    return _birthday(p.birth_date, p.time_zone, rules.engagement.local_hour,
+                     max(rec.opened_at, p.birth_date_at) - 1, rec.birthday_year)
+
+
+@lru_cache(maxsize=1 << 16)
+def _birthday(month_day: str, zone: str | None, hour: int, after: int, done: int
+              ) -> tuple[int, int]:
+    # cached: a customer is evaluated again and again with the same inputs, and the zone
+    # arithmetic costs ~10 us a year tried
     while True:
-        at, year = occasions.next_birthday(p.birth_date, p.time_zone, hour, after)
-        if year > rec.birthday_year:
+        at, year = occasions.next_birthday(month_day, zone, hour, after)
+        if year > done:
             return at, year
         after = at
 
@@ -92,10 +100,15 @@ def anniversary_at(rec: Engagement, state: CustomerState, rules: Rules
     first = state.first_purchase_at
     if first is None:
         return None
-    tz, hour = _tz(state), rules.engagement.local_hour
-    n = max(rec.anniversary,
-            occasions.years_between(first, tz, hour, rec.opened_at - 1)) + 1
-    return occasions.anniversary(first, tz, hour, n), n
+    return _anniversary(first, _tz(state), rules.engagement.local_hour, rec.opened_at,
+                        rec.anniversary)
+
+
+@lru_cache(maxsize=1 << 16)
+def _anniversary(first: int, zone: str | None, hour: int, opened_at: int, done: int
+                 ) -> tuple[int, int]:
+    n = max(done, occasions.years_between(first, zone, hour, opened_at - 1)) + 1
+    return occasions.anniversary(first, zone, hour, n), n
 
 
 def nudge_at(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
