@@ -181,11 +181,16 @@ def write_yaml(path: Path, endpoints: list[dict[str, Any]]) -> Path:
     return path
 
 
-async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings,
-                                                               tmp_path: Path):
+async def notifier_setup(settings: Settings) -> tuple[Settings, NotifierTopics]:
+    """The test's settings with a notifier group of its own, and the topics created."""
     s = settings.with_(notifier_group_id=f"{settings.group_id}-notifier")
     await create_topics(s)
-    topics = NotifierTopics.from_settings(s)
+    return s, NotifierTopics.from_settings(s)
+
+
+async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings,
+                                                               tmp_path: Path):
+    s, topics = await notifier_setup(settings)
     (tmp_path / "crm.secret").write_text(secret(1) + "\n")
     webhooks = write_yaml(tmp_path / "webhooks.yaml", [
         {"name": "crm", "url": "", "secret_file": "crm.secret",
@@ -295,9 +300,7 @@ async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings
 
 async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
         settings: Settings, tmp_path: Path):
-    s = settings.with_(notifier_group_id=f"{settings.group_id}-notifier")
-    await create_topics(s)
-    topics = NotifierTopics.from_settings(s)
+    s, topics = await notifier_setup(settings)
     async with Receiver({"dead": secret(3), "ok": secret(4)}) as rx:
         webhooks = write_yaml(tmp_path / "webhooks.yaml", [
             {"name": "dead", "url": rx.url("dead"), "secret": secret(3),
@@ -380,9 +383,7 @@ async def test_marketing_goes_only_to_channels_the_customer_opted_in_to(
     """An endpoint that reaches customers by e-mail gets the birthday of a customer who had
     opted in, not of one who opted out or was never asked (counted ``no_consent``); a
     segment change (not marketing) goes whatever the consent."""
-    s = settings.with_(notifier_group_id=f"{settings.group_id}-notifier")
-    await create_topics(s)
-    topics = NotifierTopics.from_settings(s)
+    s, topics = await notifier_setup(settings)
     async with Receiver({"mail": secret(5), "crm": secret(6)}) as rx:
         webhooks = write_yaml(tmp_path / "webhooks.yaml", [
             {"name": "mail", "url": rx.url("mail"), "secret": secret(5),
