@@ -33,15 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from processors.engagement import segments, triggers
-from processors.engagement.records import (
-    Engagement,
-    Message,
-    SegmentChange,
-    consent_as_of,
-    from_wire,
-    record_id,
-    to_wire,
-)
+from processors.engagement.outputs import Message, SegmentChange, consent_as_of, record_id
+from processors.engagement.record import Engagement, from_wire, to_wire
 from processors.layer import Reaction
 from processors.outputs import KpiDelta, Output
 from processors.rules import Rules

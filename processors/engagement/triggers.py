@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``due(rec, state, rules, at)`` lists the occasions whose event time is at or before ``at``
-and that the record has not handled yet (records.py: one "done" mark per kind):
+and that the record has not handled yet (record.py: one "done" mark per kind):
 
 =============  ==========================================================================
 kind           occasion (its event time)
@@ -44,7 +44,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from processors.engagement import occasions
-from processors.engagement.records import Engagement
+from processors.engagement.record import Engagement
 from processors.loyalty import EXPIRY_NOTICE, expires_at
 from processors.rules import TRIGGER_KINDS, Rules
 from processors.state import CustomerState

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import yaml
 
 from processors.churn import ALERT, LEVELS, RECOVERED
-from processors.engagement.records import SEGMENT_CHANGE
+from processors.engagement.outputs import SEGMENT_CHANGE
 from processors.loyalty import (
     EARN,
     EXPIRY,

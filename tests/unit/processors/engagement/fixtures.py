@@ -17,7 +17,7 @@ import msgspec
 
 from processors import customer, wire
 from processors.engagement.layer import LAYER
-from processors.engagement.records import Engagement
+from processors.engagement.record import Engagement
 from processors.errors import Rejected
 from processors.outputs import KpiDelta, Output
 from processors.rules import Rules

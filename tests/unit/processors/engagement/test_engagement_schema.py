@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from jsonschema import Draft202012Validator
 
-from processors.engagement.records import WIRE_KINDS, WIRE_SEGMENTS
+from processors.engagement.record import WIRE_KINDS, WIRE_SEGMENTS
 from processors.rules import SEGMENTS, TRIGGER_KINDS
 from processors.timeutil import DAY_MS
 from tests.paths import ROOT

@@ -10,7 +10,8 @@ import pytest
 
 from processors.churn import ChurnAlert
 from processors.engagement.layer import LAYER
-from processors.engagement.records import Engagement, from_wire, to_wire
+from processors.engagement.outputs import consent_as_of
+from processors.engagement.record import Engagement, from_wire, to_wire
 from processors.errors import WireError
 from processors.loyalty import LedgerEntry
 from processors.rules import DEFAULT_RULES, TRIGGER_KINDS, Rules, parse_rules
@@ -268,7 +269,6 @@ def test_each_record_carries_the_consent_as_of_its_time() -> None:
 
 
 def test_a_consent_dated_after_the_output_does_not_count_for_it() -> None:
-    from processors.engagement.records import consent_as_of
     from processors.profile import Consent, Profile
     p = Profile(consent=(Consent("email", True, 100),))
     assert consent_as_of(p, 99)["email"] is None
