@@ -6,23 +6,27 @@ Theory of operation
 ``evaluate(rec, state, rules, at, cause)`` is the one step: the segment as of event time
 ``at`` (a ``SegmentChange`` when it differs from the record's, with a +1/-1 move of the
 per-segment gauge ``g`` / ``seg:<segment>``), then the occasions due by ``at``
-(``triggers.due`` and ``triggers.select``: ``Message`` records), then ``checked_at = at``.
+(``triggers.due`` and ``triggers.select``: ``Message`` records). The layer's clock is
+``clock(rec, state)`` = the later of the record's ``checked_at`` and the customer's newest
+event time: every event is evaluated at or after it, so only a tick past the newest event
+writes ``checked_at``, and an event that changes neither the segment nor an occasion leaves
+the record as it was (the same object).
 
 * ``on_event``: the record opens at the customer's first event (``_open``; for a customer
   known before the layer existed, ``opened_at``: no occasion before it is messaged, and
   the tier held then is not congratulated). Otherwise what silence made due before the
   event runs first, at each due time, on the state *before* the event (as the shell's tick
   would have: this only matters when no tick ran); then one evaluation of the state after
-  the event, at the event's time or the record's ``checked_at`` if that is later (a late
-  event is judged as of the customer's clock, never back in time). The cause of a segment
-  change is the event.
+  the event, at the event's time or the layer's clock if that is later (a late event is
+  judged as of the customer's clock, never back in time). The cause of a segment change is
+  the event.
 * ``on_tick``: the due steps up to ``at`` (``next_due`` made the engine come), then one
   evaluation at ``at`` with the state the earlier layers left, so a churn level or a loyalty
   change made by this tick (at-risk, an expiry notice) is seen at once. A customer with no
   record (state from before the layer existed) gets one opened at ``at``.
 * ``next_due``: the first of: the next time silence changes the segment
   (``segments.next_change``), the next birthday and anniversary, the nudge time; only times
-  after ``checked_at``.
+  after the layer's clock.
 
 The record is the same object when nothing changed (the protocol compares by identity).
 """
@@ -55,10 +59,13 @@ def _segment_delta(old: str | None, new: str | None) -> tuple[KpiDelta, ...]:
 
 
 def evaluate(rec: Engagement, state: CustomerState, rules: Rules, at: int,
-             cause: str | None, outs: list[Output], kpi: list[KpiDelta]) -> Engagement:
+             cause: str | None, outs: list[Output], kpi: list[KpiDelta],
+             due: bool = False) -> Engagement:
     """One evaluation as of event time ``at`` (module docstring); appends to ``outs`` and
-    ``kpi``."""
+    ``kpi``. ``checked_at`` moves to ``at`` (when past the layer's clock) if something
+    changed, or always for a ``due`` step (so that the next due time is a later one)."""
     cid = state.customer_id
+    old, written = rec, len(outs)
     seg = segments.classify(state, rules, at)
     if seg.segment != rec.segment:
         if rules.engagement.segment_changes:
@@ -76,9 +83,15 @@ def evaluate(rec: Engagement, state: CustomerState, rules: Rules, at: int,
                 record_id("msg", cid, d.kind, d.occasion), cid, d.kind, d.occasion,
                 er.trigger(d.kind).offer, d.reason, d.at, rec.segment, d.reference,
                 consent_as_of(state.profile, d.at)))
-    if at > rec.checked_at:
+    if (due or rec is not old or len(outs) > written) and at > clock(rec, state):
         rec = rec._replace(checked_at=at)
     return rec
+
+
+def clock(rec: Engagement, state: CustomerState) -> int:
+    """The event time the record has been evaluated up to (module docstring)."""
+    newest = state.max_event_at
+    return rec.checked_at if newest is None or rec.checked_at > newest else newest
 
 
 # the latest (state, rules, due) ``_due`` answered: the shell asks ``next_due`` of a state and
@@ -97,7 +110,7 @@ def _due(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
 
 
 def _due_of(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
-    after = rec.checked_at
+    after = clock(rec, state)
     times = [segments.next_change(state, rules, after)]
     b = triggers.birthday_at(rec, state, rules)
     a = triggers.anniversary_at(rec, state, rules)
@@ -113,7 +126,7 @@ def _advance(rec: Engagement, state: CustomerState, rules: Rules, until: int,
         at = _due(rec, state, rules)
         if at is None or at > until:
             break
-        rec = evaluate(rec, state, rules, at, None, outs, kpi)
+        rec = evaluate(rec, state, rules, at, None, outs, kpi, due=True)
     return rec
 
 
@@ -122,16 +135,17 @@ def _open(state: CustomerState, at: int) -> Engagement:
     customer's record opens with no limit (``opened_at`` 0: which topic's event came first
     must not matter); a customer known before the layer existed gets ``opened_at = at``."""
     ly = state.loyalty
-    return Engagement(opened_at=0 if state.max_event_at is None else at, checked_at=at,
+    known = state.max_event_at is not None
+    return Engagement(opened_at=at if known else 0, checked_at=at if known else 0,
                       best_tier=0 if ly is None else ly.tier)
 
 
 class EngagementLayer:
     """Segments and proactive messages (``processors/engagement``)."""
 
-    name = "engagement"
-    field = "engagement"
-    wire_key = "en"
+    name: str = "engagement"
+    field: str | None = "engagement"
+    wire_key: str | None = "en"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:
@@ -140,7 +154,8 @@ class EngagementLayer:
         outs: list[Output] = []
         kpi: list[KpiDelta] = []
         rec = _open(before, t) if old is None else _advance(old, before, rules, t, outs, kpi)
-        rec = evaluate(rec, after, rules, max(t, rec.checked_at), event.event_id, outs, kpi)
+        rec = evaluate(rec, after, rules, max(t, clock(rec, before)), event.event_id, outs,
+                       kpi)
         return Reaction(old if rec == old else rec, tuple(outs), tuple(kpi))
 
     def on_tick(self, before: CustomerState, after: CustomerState, rules: Rules,
@@ -149,7 +164,9 @@ class EngagementLayer:
         outs: list[Output] = []
         kpi: list[KpiDelta] = []
         rec = _open(after, at) if old is None else _advance(old, after, rules, at, outs, kpi)
-        if at >= rec.checked_at:
+        if rec is old and after is before:
+            return Reaction(old)  # nothing of ours was due, no earlier layer changed anything
+        if at >= clock(rec, after):
             rec = evaluate(rec, after, rules, at, None, outs, kpi)
         return Reaction(old if rec == old else rec, tuple(outs), tuple(kpi))
 

@@ -6,7 +6,8 @@ Theory of operation
 can name the type): the current segment (for change detection and the per-segment gauge),
 when the record was opened (no occasion before it is celebrated: a customer known before
 the layer existed gets no backlog; 0 for a customer whose first event opened it), the event
-time it was last evaluated at (never decreases; time-driven checks start after it), and one
+time a tick last evaluated it at when that is past the customer's newest event (with it,
+``layer.clock``: never decreases; time-driven checks start after it), and one
 "done" mark per kind of occasion, so that no occasion is messaged twice however often the
 customer is evaluated, replayed or restarted:
 
@@ -35,7 +36,7 @@ class Engagement(NamedTuple):
     segment: str | None = None  # rules.SEGMENTS name; None before the first evaluation
     segment_since: int = 0
     opened_at: int = 0  # no occasion before this is messaged
-    checked_at: int = 0  # event time of the latest evaluation
+    checked_at: int = 0  # event time of the latest tick past the newest event (layer.clock)
     birthday_year: int = 0
     anniversary: int = 0
     nudged_for: int = 0

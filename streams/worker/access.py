@@ -12,8 +12,8 @@ it (``tickfail``). ``subject_access`` reads them and writes one JSON document:
   windows, support, surveys, points, churn score, level and reasons), readable units;
 * ``ledger``: the latest ledger entries, newest first;
 * ``churn``: score, level and the reasons behind them (also in the row, named here);
-* ``segment``: the customer's segment, the export row's ``segment`` column: ``null`` while
-  there is none (before the engagement layer keeps segments, README "Member operations");
+* ``segment``: the customer's engagement segment, the export row's ``segment`` column
+  (README "Engagement");
 * ``stored``: the state exactly as stored (``processors/wire.py`` names its keys), the time
   of the next time-driven change and failed tries of it.
 
@@ -70,7 +70,7 @@ async def subject_access(store: Store, settings: Settings, rules: Rules, custome
         "ledger": got.ledger,
         "churn": {"score": row["churn_score"], "level": row["churn_level"],
                   "reasons": row["churn_reasons"]},
-        "segment": row.get("segment"),  # a column once the engagement layer keeps one
+        "segment": row.get("segment"),
         "stored": {
             "state": orjson.loads(raw),
             "ledger_entries_kept": len(got.ledger),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from processors.churn import ChurnAlert
@@ -20,7 +21,7 @@ from schemas.codec import format_time, parse_time
 from schemas.events import Event
 from tests.builders import customer, purchase
 from tests.paths import ROOT
-from tests.unit.processors.engagement.fixtures import State, process
+from tests.unit.processors.engagement.fixtures import process
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 R = DEFAULT_RULES
@@ -305,8 +306,7 @@ def test_wire_round_trip_and_refusals() -> None:
 def test_a_customer_from_before_the_layer_gets_no_backlog() -> None:
     run = process([customer("s", T0, "signup", birth_date="--03-10"), *buys([1, 2, 3])], R)
     assert run.state is not None
-    old = State(**{f: getattr(run.state, f) for f in State.__struct_fields__
-                   if f != "engagement"})
+    old = msgspec.structs.replace(run.state, engagement=None)
     r = LAYER.on_tick(old, old, R, at("2027-01-01T00:00:00Z"))
     assert [o.as_dict()["kind"] for o in r.outputs] == ["segment_change"]
     assert r.record.opened_at == at("2027-01-01T00:00:00Z")
