@@ -5,11 +5,12 @@
 
 Simulates ``--days`` of traffic (``pulse dev``'s default: with the customers topic, so
 birthdays, time zones and consent exist) and runs each customer's events in event time
-through the processors with the engagement layer on top, the time-driven changes at their
-due times before each event and up to the end of the period (the loop of
-``tests/unit/processors/engagement/fixtures.py``, which the layer's tests check against the
-shell's rules). Prints, per kind, the messages and segment changes per customer per month
-(customers = those with at least one event; a month = 30.44 days), the share of messages
+through the processors (every layer of ``processors/registry.py``), the time-driven changes
+at their due times before each event and up to the end of the period (the loop of
+``tests/unit/processors/engagement/fixtures.py``; tests/integration/test_engagement.py
+checks that the worker writes the same records). Prints, per kind, the messages and
+segment changes per customer per month (customers = those with at least one event; a
+month = 30.44 days), the share of messages
 that had an e-mail opt-in at their time, how often a churn alert and a nudge answered the
 same silence, and whether any customer got one trigger twice for one occasion. Numbers,
 never assertions.
