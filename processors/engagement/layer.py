@@ -94,18 +94,22 @@ def clock(rec: Engagement, state: CustomerState) -> int:
     return rec.checked_at if newest is None or rec.checked_at > newest else newest
 
 
-# the latest (state, rules, due) ``_due`` answered: the shell asks ``next_due`` of a state and
-# then, for the customer's next event, ``on_event`` starts from that same state object. By
-# identity, holding the objects (so that their ids cannot be reused while cached).
-_last: list[Any] = [None, None, None]
+# ``_due``'s answers by state object: the shell asks ``next_due`` of a state (or has its own
+# answer cached from the previous batch) and, for the customer's next event, ``on_event``
+# starts from that same state object. By identity, holding the objects (so that their ids
+# cannot be reused while cached); emptied when it holds ``_CACHED`` states.
+_answers: dict[int, tuple[CustomerState, Rules, Engagement, int | None]] = {}
+_CACHED = 1 << 14
 
 
 def _due(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
-    if state is _last[0] and rules is _last[1] and getattr(state, "engagement", None) is rec:
-        due: int | None = _last[2]
-        return due
+    hit = _answers.get(id(state))
+    if hit is not None and hit[0] is state and hit[1] is rules and hit[2] is rec:
+        return hit[3]
     due = _due_of(rec, state, rules)
-    _last[:] = [state, rules, due]
+    if len(_answers) >= _CACHED:
+        _answers.clear()
+    _answers[id(state)] = (state, rules, rec, due)
     return due
 
 

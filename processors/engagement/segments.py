@@ -106,7 +106,9 @@ def classify(state: CustomerState, rules: Rules, at: int) -> Segmentation:
     elif first is None and signup is not None and at - signup < k.new_ms:
         holds["new"] = f"new: signed up on {_date(signup)}, no purchase yet"
     if first is not None and last is not None:
-        spend = net_spend_365(state.days, day_of(at))
+        # no window can hold more than everything ever bought: most customers stop here
+        spend = 0 if state.gross_spend_minor < k.big_minor else net_spend_365(state.days,
+                                                                              day_of(at))
         if spend >= k.big_minor:
             holds["big_spender"] = (
                 f"big spender: 365-day net spend {money(spend, k.exponent)} {k.currency} "
@@ -139,9 +141,10 @@ def next_change(state: CustomerState, rules: Rules, after: int) -> int | None:
     times: list[int] = []
     if first is not None and last is not None:
         times += [first + k.new_ms, last + k.active_ms, last + k.lapsed_ms]
-        flip = _spend_flip(state.days, after, k.big_minor)
-        if flip is not None:
-            times.append(flip)
+        if state.gross_spend_minor >= k.big_minor:  # else no window ever reaches it
+            flip = _spend_flip(state.days, after, k.big_minor)
+            if flip is not None:
+                times.append(flip)
     elif state.profile is not None and state.profile.signup_at is not None:
         times.append(state.profile.signup_at + k.new_ms)
     later = [t for t in times if t > after]

@@ -48,7 +48,7 @@ from processors.engagement.record import Engagement
 from processors.loyalty import EXPIRY_NOTICE, expires_at
 from processors.rules import TRIGGER_KINDS, Rules
 from processors.state import CustomerState
-from processors.timeutil import DAY_MS
+from processors.timeutil import DAY_MS, day_of
 from schemas.codec import format_time
 
 _LEVEL_RANK = {"low": 0, "medium": 1, "high": 2}
@@ -114,10 +114,14 @@ def _anniversary(first: int, zone: str | None, hour: int, opened_at: int, done: 
 def nudge_at(rec: Engagement, state: CustomerState, rules: Rules) -> int | None:
     """When the replenishment rule next looks at the current silence, or None."""
     rr = rules.engagement.replenishment
-    last, gap = state.last_purchase_at, state.mean_interpurchase_gap_days
-    if last is None or gap is None or last == rec.nudged_for \
-            or state.purchase_days < rr.min_purchase_days:
+    last, first = state.last_purchase_at, state.first_purchase_at
+    if last is None or first is None or last == rec.nudged_for \
+            or state.purchase_count < rr.min_purchase_days:  # (cheap: count >= days)
         return None
+    days = state.purchase_days
+    if days < rr.min_purchase_days:
+        return None
+    gap = (day_of(last) - day_of(first)) / (days - 1)  # state.mean_interpurchase_gap_days
     at = last + math.ceil(rr.overdue_factor * gap * DAY_MS)
     cooldown = rules.engagement.min_days_between_messages * DAY_MS
     if rec.last_message_at and cooldown and at < rec.last_message_at + cooldown:
