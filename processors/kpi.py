@@ -25,7 +25,9 @@ Two hashes per partition (``KpiDelta.bucket``):
 
 * ``g``: levels, no day: ``customers`` (every customer with an accepted event),
   ``tier:<tier>``, ``risk:<level>``, ``points`` (outstanding balance, the liability),
-  ``open:<priority>`` (open tickets). A transition moves one count between two fields.
+  ``open:<priority>`` (open tickets), ``seg:<segment>`` (the engagement layer's primary
+  segment; that layer writes its own moves, processors/engagement/layer.py). A transition
+  moves one count between two fields.
 
 Customer-set KPIs come from per-customer facts counted into day buckets. With ``W =
 window_days`` and ``as_of`` day ``A``: a customer is *active at day t* when they bought on
@@ -422,7 +424,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     "sv": ("kind", "class", "touchpoint"), "ss": ("kind", "touchpoint"),
     **{n: ("channel",) for n in (*PURCHASE_FIELDS, *TICKET_FIELDS)},
     **{n: () for n in (*POINTS_FIELDS, *CUSTOMER_SETS, "customers", "points")},
-    "tier": ("tier",), "risk": ("level",), "open": ("priority",),
+    "tier": ("tier",), "risk": ("level",), "open": ("priority",), "seg": ("segment",),
 }
 
 
@@ -469,6 +471,6 @@ def report(counts: Counts, rules: Rules) -> dict[str, float | None]:
     out["points_redeemed"] = _sum(counts, "ptr")
     out["open_tickets"] = _sum(counts, "open")
     for key, v in counts.items():
-        if key[0] in ("tier", "risk", "open"):
+        if key[0] in ("tier", "risk", "open", "seg"):
             out[f"{key[0]}:{key[1]}"] = v
     return out

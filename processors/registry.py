@@ -12,10 +12,12 @@ Adding a layer is adding its module and one line here.
 from __future__ import annotations
 
 from processors import churn, kpi, loyalty
+from processors.engagement import layer as engagement
 from processors.layer import Layer
 
 LAYERS: tuple[Layer, ...] = (
     loyalty.LAYER,  # points, tiers, expiry: the ledger (stream "points")
     churn.LAYER,  # risk score, levels, alerts (stream "alerts")
+    engagement.LAYER,  # segments and messages with consent (stream "engagement")
     kpi.LAYER,  # KPI increments of the whole change; keeps no record: last
 )

@@ -307,6 +307,82 @@ class KpiRules:
                 yield what, "must not list 'other' (it stands for every unlisted name)"
 
 
+# The message kinds of the engagement layer, in priority order (processors/engagement/):
+# when several are due together, or one falls inside min_days_between_messages of the last
+# message sent, the earlier in this list wins.
+TRIGGER_KINDS: tuple[str, ...] = ("points_expiry", "birthday", "tier_upgrade", "anniversary",
+                                  "replenishment")
+SEGMENTS: tuple[str, ...] = ("lapsed", "new", "one_time", "at_risk", "big_spender", "loyal",
+                             "active", "inactive", "prospect")
+
+
+@dataclass(frozen=True)
+class SegmentRules:
+    """The segment definitions (processors/engagement/segments.py; every field documented in
+    default_rules.yaml). Days are event-time days of 24 h."""
+
+    new_days: Annotated[int, between(1, 3650)] = 30
+    active_days: Annotated[int, between(1, 3650)] = 90
+    lapsed_days: Annotated[int, between(2, 3650)] = 180
+    loyal_min_purchase_days: Annotated[int, between(2, 1000)] = 5
+    loyal_min_span_days: Annotated[int, between(1, 3650)] = 180
+    big_spender_min_spend: Annotated[Decimal, gt(0)] = Decimal(2000)
+    at_risk_level: Literal["medium", "high"] = "medium"
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if self.lapsed_days <= self.active_days:
+            yield "lapsed_days", "must be greater than active_days"
+
+
+OFFER = Check(lambda v: bool(re.match(r"^[a-z0-9][a-z0-9_.-]{0,63}$", v)),
+              "must be 1-64 lower-case letters, digits, '_', '.' or '-'")
+
+
+@dataclass(frozen=True)
+class TriggerRule:
+    """One proactive message: on or off, and the message/offer type suggested with it."""
+
+    enabled: bool = True
+    offer: Annotated[str, OFFER] = "message"
+
+
+@dataclass(frozen=True)
+class ReplenishmentRule:
+    """The replenishment nudge: silence past ``overdue_factor`` x the customer's own mean
+    gap between purchase days, for customers with ``min_purchase_days``, while the churn
+    level is at most ``max_churn_level`` and no churn alert went out in that silence."""
+
+    enabled: bool = True
+    offer: Annotated[str, OFFER] = "replenishment_reminder"
+    overdue_factor: Annotated[float, between(1, 100)] = 1.5
+    min_purchase_days: Annotated[int, between(2, 1000)] = 3
+    max_churn_level: Literal["low", "medium"] = "low"
+
+
+@dataclass(frozen=True)
+class EngagementRules:
+    """Segments and proactive messages (processors/engagement/; every field documented in
+    default_rules.yaml)."""
+
+    segments: SegmentRules = field(default_factory=SegmentRules)
+    segment_changes: bool = True  # segment changes on the engagement topic
+    local_hour: Annotated[int, between(0, 23)] = 9  # birthdays, anniversaries: local time
+    birthday: TriggerRule = field(
+        default_factory=lambda: TriggerRule(True, "birthday_gift"))
+    anniversary: TriggerRule = field(
+        default_factory=lambda: TriggerRule(True, "anniversary_thank_you"))
+    replenishment: ReplenishmentRule = field(default_factory=ReplenishmentRule)
+    points_expiry: TriggerRule = field(
+        default_factory=lambda: TriggerRule(True, "use_your_points"))
+    tier_upgrade: TriggerRule = field(
+        default_factory=lambda: TriggerRule(True, "tier_welcome"))
+    min_days_between_messages: Annotated[int, between(0, 365)] = 7
+
+    def trigger(self, kind: str) -> TriggerRule | ReplenishmentRule:
+        rule: TriggerRule | ReplenishmentRule = getattr(self, kind)
+        return rule
+
+
 # Illustrative static rates: units of EUR per 1 unit of the currency. Configure real ones.
 _DEFAULT_FX: dict[str, Decimal] = {
     "EUR": Decimal("1"),
@@ -351,6 +427,7 @@ class Rules:
     loyalty: LoyaltyRules = field(default_factory=LoyaltyRules)
     churn: ChurnRules = field(default_factory=ChurnRules)
     kpi: KpiRules = field(default_factory=KpiRules)
+    engagement: EngagementRules = field(default_factory=EngagementRules)
 
     def _problems(self) -> Iterator[tuple[str, str]]:
         rate = self.fx.get(self.reporting_currency)

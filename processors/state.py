@@ -74,6 +74,7 @@ import msgspec
 
 # the layers' records, from modules without logic (the layers' logic imports this module)
 from processors.churn_records import ChurnState
+from processors.engagement.record import Engagement
 from processors.loyalty_records import LoyaltyState
 from processors.money import round_half_even
 from processors.timeutil import DAY_MS, day_of
@@ -183,6 +184,10 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     # profile: signup, referrer, birthday, time zone, consent (processors/profile.py; None
     # until the first record of the customers topic)
     profile: Profile | None = None
+    # engagement: segment, occasions handled, the last message (processors/engagement/;
+    # None until the customer's first event with the engagement layer). Order-dependent
+    # like churn: it records what was sent when.
+    engagement: Engagement | None = None
 
     @property
     def total_spend_minor(self) -> int:

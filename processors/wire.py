@@ -8,15 +8,17 @@ spend, refunds`` quadruples, ``s`` = dedup window as ``at, key, kind`` triples, 
 ``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``; then each
 layer's record under its ``wire_key``, in registry order (``processors/registry.py``):
 ``ly`` = the points account (``processors.loyalty.to_wire``), ``ch`` = the churn record
-(``processors.churn.to_wire``); ``pf`` = the profile (``processors.profile.to_wire``). ``v`` is the
+(``processors.churn.to_wire``), ``en`` = the engagement record
+(``processors.engagement.record.to_wire``); ``pf`` = the profile
+(``processors.profile.to_wire``). ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
 to the state's fields bumps ``VERSION`` (and ``loads`` keeps reading the old one,
-upgrading it), unless it is additive: the fifth kind of ``kind_max`` (customer records) and
-``pf`` came within version 1. ``km`` is written with four entries while the fifth is 0, so a
-state without customer records has the bytes it always had, and states written before
-both load unchanged; an older reader refuses a state that has either (wrong ``km`` length,
-unknown field) rather than misread it.
+upgrading it), unless it is additive: the fifth kind of ``kind_max`` (customer records),
+``pf`` and ``en`` came within version 1. ``km`` is written with four entries while the
+fifth is 0, so a state without customer records has the bytes it always had, and states
+written before both load unchanged; an older reader refuses a state that has either (wrong
+``km`` length, unknown field) rather than misread it.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import yaml
 
 from processors.churn import ALERT, LEVELS, RECOVERED
+from processors.engagement.outputs import SEGMENT_CHANGE
 from processors.loyalty import (
     EARN,
     EXPIRY,
@@ -33,10 +34,13 @@ from processors.loyalty import (
     SURVEY_BONUS,
     TIER_CHANGE,
 )
+from processors.rules import TRIGGER_KINDS
+from schemas.events import CONSENT_CHANNELS
 
 ALERTS, POINTS, ENGAGEMENT = "alerts", "points", "engagement"
 STREAMS = (ALERTS, POINTS, ENGAGEMENT)
 ALERT_KINDS = (ALERT, RECOVERED)
+ENGAGEMENT_KINDS = (SEGMENT_CHANGE, *TRIGGER_KINDS)
 LEDGER_RULES = (EARN, REFUND, SURVEY_BONUS, SERVICE_RECOVERY, REDEMPTION, REDEMPTION_REJECTED,
                 TIER_CHANGE, EXPIRY_NOTICE, EXPIRY)
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -52,8 +56,11 @@ class StreamFilter:
     """Which records of one stream an endpoint wants; an empty tuple means all."""
 
     levels: tuple[str, ...] = ()  # alerts
-    kinds: tuple[str, ...] = ()  # alerts: alert, recovered
+    kinds: tuple[str, ...] = ()  # alerts: alert, recovered; engagement: ENGAGEMENT_KINDS
     rules: tuple[str, ...] = ()  # ledger entries
+    # engagement: the marketing channels the endpoint reaches customers through; a marketing
+    # record goes only if the customer had opted in to each of them as of its time
+    consent_channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ _SECRET_KEYS = ("secret", "secret_file", "secret_env")
 _ENDPOINT_KEYS = {"name", "url", "streams", "include_backfill", *_SECRET_KEYS, *_NUMBERS}
 _FILTER_KEYS: dict[str, dict[str, tuple[str, ...]]] = {
     ALERTS: {"levels": LEVELS, "kinds": ALERT_KINDS}, POINTS: {"rules": LEDGER_RULES},
-    ENGAGEMENT: {}}
+    ENGAGEMENT: {"kinds": ENGAGEMENT_KINDS, "consent_channels": CONSENT_CHANNELS}}
 
 
 def load_webhooks(path: str | Path, env: Mapping[str, str] | None = None) -> WebhooksConfig:

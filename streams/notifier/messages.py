@@ -63,8 +63,10 @@ def output_id(stream: str, record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def wants(endpoint: Endpoint, stream: str, record: Mapping[str, Any], backfill: bool) -> bool:
-    """Whether ``endpoint`` is configured to receive this record."""
+def wants(endpoint: Endpoint, stream: str, record: Mapping[str, Any], backfill: bool,
+          consent: bool = True) -> bool:
+    """Whether ``endpoint`` is configured to receive this record (``consent=False``: leaving
+    the consent check of engagement records aside, to tell why a record went nowhere)."""
     if backfill and not endpoint.include_backfill:
         return False
     f = endpoint.streams.get(stream)
@@ -75,7 +77,23 @@ def wants(endpoint: Endpoint, stream: str, record: Mapping[str, Any], backfill: 
                 and (not f.kinds or record.get("kind") in f.kinds))
     if stream == POINTS:
         return not f.rules or record.get("rule") in f.rules
-    return True
+    if f.kinds and record.get("kind") not in f.kinds:
+        return False
+    return not consent or not lacks_consent(f.consent_channels, record)
+
+
+def lacks_consent(channels: Sequence[str], record: Mapping[str, Any]) -> bool:
+    """An engagement record that is marketing (``"marketing"`` is not ``false``: a record
+    that does not say counts as marketing) whose ``consent``, as of its own time, is not an
+    opt-in (``true``) for each of ``channels``: opted out, or nothing on record. Segment
+    changes (``marketing: false``) are CRM information, and churn alerts (their own stream)
+    are for service teams: neither is held back."""
+    if not channels or record.get("marketing") is False:
+        return False
+    consent = record.get("consent")
+    if not isinstance(consent, Mapping):
+        return True
+    return any(consent.get(c) is not True for c in channels)
 
 
 def event_type(stream: str, record: Mapping[str, Any]) -> str:

@@ -299,7 +299,9 @@ class Notifier:
         targets = [w for w in self.workers if wants(w.endpoint, stream, record, backfill)]
         if not targets:
             outcome = "backfill" if backfill and any(
-                wants(w.endpoint, stream, record, False) for w in self.workers) else "unwanted"
+                wants(w.endpoint, stream, record, False) for w in self.workers) else \
+                "no_consent" if any(wants(w.endpoint, stream, record, backfill, consent=False)
+                                    for w in self.workers) else "unwanted"
             self.metrics.records.labels(r.topic, outcome).inc()
             track.add(r.offset, 0)
             return

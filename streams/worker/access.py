@@ -12,14 +12,14 @@ it (``tickfail``). ``subject_access`` reads them and writes one JSON document:
   windows, support, surveys, points, churn score, level and reasons), readable units;
 * ``ledger``: the latest ledger entries, newest first;
 * ``churn``: score, level and the reasons behind them (also in the row, named here);
-* ``segment``: the customer's segment, the export row's ``segment`` column: ``null`` while
-  there is none (before the engagement layer keeps segments, README "Member operations");
+* ``segment``: the customer's engagement segment, the export row's ``segment`` column
+  (README "Engagement");
 * ``stored``: the state exactly as stored (``processors/wire.py`` names its keys), the time
   of the next time-driven change and failed tries of it.
 
-The output topics (ledger entries, alerts) and the input topics hold the customer's records
-too, for their retention; the document says so in ``elsewhere``. KPI counters hold no
-customer id and are not part of it.
+The output topics (ledger entries, alerts, engagement records) and the input topics hold
+the customer's records too, for their retention; the document says so in ``elsewhere``.
+KPI counters hold no customer id and are not part of it.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from streams.worker.partitioning import owner
 from streams.worker.store import Store
 from streams.worker.views import load_view
 
-ELSEWHERE = ("Kafka keeps the customer's events on the input topics and the ledger entries "
-             "and churn alerts on the output topics until their retention ends; KPI "
-             "counters hold no customer id.")
+ELSEWHERE = ("Kafka keeps the customer's events on the input topics and the ledger entries, "
+             "churn alerts and engagement records (segment changes, messages) on the output "
+             "topics until their retention ends; KPI counters hold no customer id.")
 
 
 async def ledger_of(store: Store, settings: Settings, customer_id: str
@@ -70,7 +70,7 @@ async def subject_access(store: Store, settings: Settings, rules: Rules, custome
         "ledger": got.ledger,
         "churn": {"score": row["churn_score"], "level": row["churn_level"],
                   "reasons": row["churn_reasons"]},
-        "segment": row.get("segment"),  # a column once the engagement layer keeps one
+        "segment": row.get("segment"),
         "stored": {
             "state": orjson.loads(raw),
             "ledger_entries_kept": len(got.ledger),

@@ -96,8 +96,12 @@ def level_deltas(state: CustomerState, rules: Rules, at: int) -> tuple[KpiDelta,
     """The KPI increments that take the customer out of the gauges of present levels: the
     change from its state to no state, as ``kpi.deltas`` computes it for a customer whose
     sections all become empty (tiers, risk levels, points outstanding with the balance
-    counted as forfeited that day, open tickets), and one customer less."""
+    counted as forfeited that day, open tickets, the engagement segment), and one customer
+    less."""
     blank = CustomerState(customer_id=state.customer_id, max_event_at=state.max_event_at)
     tickets = [KpiDelta(kpi.GAUGES, f"open:{o.priority}", -1) for o in state.open_tickets]
-    return (*kpi.deltas(state, blank, None, rules, at=at), *tickets,
+    engagement = getattr(state, "engagement", None)
+    segment = () if engagement is None or engagement.segment is None else (
+        KpiDelta(kpi.GAUGES, f"seg:{engagement.segment}", -1),)
+    return (*kpi.deltas(state, blank, None, rules, at=at), *tickets, *segment,
             KpiDelta(kpi.GAUGES, "customers", -1))

@@ -105,6 +105,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("points", "pulse_kpi_points_outstanding", (),
          "Loyalty points outstanding (sum of balances: the liability)."),
     Spec("open", "pulse_kpi_open_tickets", ("priority",), "Open support tickets."),
+    Spec("seg", "pulse_kpi_customers_by_segment", ("segment",),
+         "Customers by engagement segment (processors/engagement: lapsed, new, one_time, "
+         "at_risk, big_spender, loyal, active, inactive, prospect)."),
 )
 SPEC_BY_KEY = {s.key: s for s in SPECS}
 # counters exported together, zero-filled, so that PromQL ratios always find both sides

@@ -190,7 +190,7 @@ class NotifierMetrics(NamedTuple):
             records=Counter(
                 "pulse_notifier_records_total",
                 "Output records read, by topic and outcome (dispatched, unwanted, backfill, "
-                "undecodable).",
+                "no_consent, undecodable).",
                 ["topic", "outcome"],
                 registry=r,
             ),

@@ -194,7 +194,7 @@ def _operation_schemas(ledger_entry: dict[str, Any]) -> dict[str, Any]:
                                          "reasons": {"type": "array",
                                                      "items": {"type": "string"}}}},
                 "segment": {"type": ["string", "null"], "description": "the customer's "
-                            "segment (the row's segment column); null while there is none"},
+                            "engagement segment (the row's segment column; README Engagement)"},
                 "stored": {"type": "object",
                            "required": ["state", "ledger_entries_kept",
                                         "next_time_driven_change_at", "time_driven_failures"],

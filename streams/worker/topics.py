@@ -25,6 +25,7 @@ class Topics:
     customers: str  # signups, profile updates, consent (an input, added after the others)
     adjustments: str
     audit: str
+    engagement: str  # segment changes and proactive messages (processors/engagement)
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -39,6 +40,7 @@ class Topics:
             customers=s.topic("customers"),
             adjustments=s.topic("adjustments"),
             audit=s.topic("audit"),
+            engagement=s.topic("engagement"),
         )
 
     @property
@@ -60,13 +62,13 @@ class Topics:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return (self.deadletter, self.alerts, self.points, self.audit)
+        return (self.deadletter, self.alerts, self.points, self.audit, self.engagement)
 
     @property
     def customer_outputs(self) -> tuple[str, ...]:
         """The output topics keyed by customer with the worker's outputs about them: an
         erasure sends each a tombstone (streams/worker/erasure.py)."""
-        return (self.alerts, self.points)
+        return (self.alerts, self.points, self.engagement)
 
     @property
     def all(self) -> tuple[str, ...]:

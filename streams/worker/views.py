@@ -46,6 +46,7 @@ NUMBER_DECIMALS = 4
 LIST_SEPARATOR = ";"  # list cells in CSV (JSON keeps lists)
 LOYALTY = "loyalty"
 PROFILE = "profile"
+ENGAGEMENT = "engagement"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ COLUMNS: tuple[Column, ...] = (
     _c("churn_score", NUMBER, "churn"),
     _c("churn_level", TEXT, "churn"),
     _c("churn_reasons", LIST, "churn"),
+    _c("segment", TEXT, ENGAGEMENT),
+    _c("segment_tags", LIST, ENGAGEMENT),
+    _c("segment_since", TIME, ENGAGEMENT),
+    _c("last_message", TEXT, ENGAGEMENT),
+    _c("last_message_at", TIME, ENGAGEMENT),
     _c("signup_at", TIME, PROFILE),
     _c("referred_by", TEXT, PROFILE),
     _c("birth_date", TEXT, PROFILE),

@@ -142,7 +142,7 @@ async def test_erasure_end_to_end(settings: Settings, tmp_path: Path, redis_clie
         key = await redis_client.get(keys.erasure_key())
         assert doc["customer_hash"] == customer_hash(key, who) == receipt.key.decode()
         assert doc["held"] and doc["removed"]["state"] and doc["removed"]["dedup_ids"] == 3
-        assert doc["tombstones"] == [topics.alerts, topics.points]
+        assert doc["tombstones"] == [topics.alerts, topics.points, topics.engagement]
 
         # the same request again: answered, the same event, nothing more held
         code, again = call(f"{url}/erasure", {"idempotency_key": "gdpr-2026-001"})

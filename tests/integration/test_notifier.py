@@ -27,7 +27,6 @@ import pytest
 import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from processors.churn import ChurnAlert, Reason
@@ -182,11 +181,16 @@ def write_yaml(path: Path, endpoints: list[dict[str, Any]]) -> Path:
     return path
 
 
-async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings,
-                                                               tmp_path: Path):
+async def notifier_setup(settings: Settings) -> tuple[Settings, NotifierTopics]:
+    """The test's settings with a notifier group of its own, and the topics created."""
     s = settings.with_(notifier_group_id=f"{settings.group_id}-notifier")
     await create_topics(s)
-    topics = NotifierTopics.from_settings(s)
+    return s, NotifierTopics.from_settings(s)
+
+
+async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings,
+                                                               tmp_path: Path):
+    s, topics = await notifier_setup(settings)
     (tmp_path / "crm.secret").write_text(secret(1) + "\n")
     webhooks = write_yaml(tmp_path / "webhooks.yaml", [
         {"name": "crm", "url": "", "secret_file": "crm.secret",
@@ -285,7 +289,8 @@ async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings
         webhooks.write_text(yaml.safe_dump(spec))
         n3 = await start_notifier(env, tmp_path, "notifier-3")
         try:
-            await wait_until(lambda: health(n3.port)["partitions"] == 2 * s.partitions,
+            # alerts, points and engagement (create_topics makes all three)
+            await wait_until(lambda: health(n3.port)["partitions"] == 3 * s.partitions,
                              timeout=60, what="notifier-3 assigned")
             await asyncio.sleep(1.5)
         finally:
@@ -295,9 +300,7 @@ async def test_every_record_once_despite_failures_and_a_kill9(settings: Settings
 
 async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
         settings: Settings, tmp_path: Path):
-    s = settings.with_(notifier_group_id=f"{settings.group_id}-notifier")
-    await create_topics(s)
-    topics = NotifierTopics.from_settings(s)
+    s, topics = await notifier_setup(settings)
     async with Receiver({"dead": secret(3), "ok": secret(4)}) as rx:
         webhooks = write_yaml(tmp_path / "webhooks.yaml", [
             {"name": "dead", "url": rx.url("dead"), "secret": secret(3),
@@ -310,7 +313,7 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
         ])
         # dead and slow: every attempt times out, or (once the test is done waiting) fails
         rx.plans["dead"] = lambda wid, n: (500, {}, 0.6)
-        await create_topic(s, topics.engagement)
+        # (create_topics made the engagement topic too)
         entries = [entry(i) for i in range(40)]
         message = {"message_id": "C0001:birthday@2026", "kind": "birthday",
                    "customer_id": "C0001", "occurred_at": "2026-12-01T09:00:00.000Z",
@@ -365,13 +368,47 @@ async def test_dead_endpoint_deadletters_without_holding_others_and_redrive(
         assert all(len(v) == 1 for v in rx.got["dead"].values())
 
 
-async def create_topic(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, settings.partitions, 1)])
-    finally:
-        await admin.close()
+def _engagement(mid: str, kind: str, email: bool | None) -> dict[str, Any]:
+    marketing = kind != "segment_change"
+    record: dict[str, Any] = {
+        "kind": kind, "customer_id": "C0007", "occurred_at": "2026-03-10T08:00:00.000Z",
+        "marketing": marketing,
+        "consent": {"email": email, "sms": None, "push": None, "post": None, "phone": None}}
+    record["message_id" if marketing else "change_id"] = mid
+    return record
+
+
+async def test_marketing_goes_only_to_channels_the_customer_opted_in_to(
+        settings: Settings, tmp_path: Path):
+    """An endpoint that reaches customers by e-mail gets the birthday of a customer who had
+    opted in, not of one who opted out or was never asked (counted ``no_consent``); a
+    segment change (not marketing) goes whatever the consent."""
+    s, topics = await notifier_setup(settings)
+    async with Receiver({"mail": secret(5), "crm": secret(6)}) as rx:
+        webhooks = write_yaml(tmp_path / "webhooks.yaml", [
+            {"name": "mail", "url": rx.url("mail"), "secret": secret(5),
+             "streams": {"engagement": {"consent_channels": ["email"]}}},
+            {"name": "crm", "url": rx.url("crm"), "secret": secret(6),
+             "streams": {"engagement": {"kinds": ["segment_change"]}}},
+        ])
+        records = [_engagement("msg-in", "birthday", True),
+                   _engagement("msg-out", "birthday", False),
+                   _engagement("msg-never", "birthday", None),
+                   _engagement("seg-1", "segment_change", False)]
+        await send(s, [(topics.engagement, r, []) for r in records])
+        n = await start_notifier(notifier_env(s, webhooks, free_port()), tmp_path, "notifier")
+        try:
+            await wait_until(lambda: rx.ids("mail") == {"msg-in", "seg-1"}
+                             and rx.ids("crm") == {"seg-1"}, timeout=60,
+                             what="the deliveries the consent allows")
+            await asyncio.sleep(1.0)  # nothing more comes
+            metrics = scrape(f"http://127.0.0.1:{n.port}/metrics")
+        finally:
+            n.proc.send_signal(signal.SIGTERM)
+            assert n.proc.wait(20) == 0, n.log_tail()
+    assert rx.ids("mail") == {"msg-in", "seg-1"} and rx.ids("crm") == {"seg-1"}
+    assert total(metrics["pulse_notifier_records_total"], topic=topics.engagement,
+                 outcome="no_consent") == 2
 
 
 async def test_the_readme_receiver_accepts_our_deliveries_and_refuses_forgeries(

@@ -88,10 +88,12 @@ def step_kpi(events: list[Event], rules: Rules = DEFAULT_RULES) -> tuple[KpiDelt
 
 
 def without_sections(deltas: Iterable[KpiDelta]) -> set[tuple[str, str, int]]:
-    """Deltas other than the loyalty and churn ones (their values belong to those rules;
-    they are tested below with stand-in sections)."""
+    """Deltas other than the loyalty, churn and engagement ones (their values belong to
+    those rules; they are tested below with stand-in sections, and the segment moves in
+    tests/unit/processors/engagement)."""
     return {(d.bucket, d.field, d.delta) for d in deltas
-            if not d.field.startswith(("tier:", "risk:", "points")) and d.field.split(":")[-1]
+            if not d.field.startswith(("tier:", "risk:", "points", "seg:"))
+            and d.field.split(":")[-1]
             not in ("pti", "ptr", "ptx")}
 
 

@@ -29,9 +29,9 @@ BASE_KEYS = {"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "pf", "m", "fp", 
 METHODS = ("on_event", "on_tick", "next_due", "view_fields", "to_wire", "from_wire")
 
 
-def test_the_registry_runs_loyalty_then_churn_then_the_kpis() -> None:
-    assert [layer.name for layer in LAYERS] == ["loyalty", "churn", "kpi"]
-    assert [layer.wire_key for layer in LAYERS if layer.wire_key] == ["ly", "ch"]
+def test_the_registry_runs_loyalty_then_churn_then_engagement_then_the_kpis() -> None:
+    assert [layer.name for layer in LAYERS] == ["loyalty", "churn", "engagement", "kpi"]
+    assert [layer.wire_key for layer in LAYERS if layer.wire_key] == ["ly", "ch", "en"]
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.name)
@@ -79,7 +79,7 @@ def test_every_record_layer_has_a_record_on_the_wire_and_in_the_view() -> None:
         if layer.field is not None:
             assert getattr(state, layer.field) is not None
             assert layer.wire_key in stored
-    assert list(stored)[-3:] == ["ly", "ch", "pf"]  # the bytes the state always had
+    assert list(stored)[-4:] == ["ly", "ch", "en", "pf"]  # records in registry order
     assert wire.loads(wire.dumps(state)) == state
     assert {"points_balance", "tier", "churn_score", "churn_level"} <= set(row)
 

@@ -173,14 +173,16 @@ def test_profile_records_earn_nothing_and_alert_nothing() -> None:
 
 def test_a_signup_is_a_customer_for_the_kpis_and_nothing_else() -> None:
     """A first record of any kind makes a customer (the gauge) with a first churn evaluation
-    (here: no purchase yet, so the risk level the churn model gives that); a signup adds no
-    activity (day buckets) and earns nothing."""
+    (here: no purchase yet, so the risk level the churn model gives that) and a first
+    segment (new: signed up, no purchase yet); a signup adds no activity (day buckets) and
+    earns nothing."""
     step = apply(None, signup("s", T0, time_zone="UTC"), R, T0)
     counted = [(d.bucket, d.field, d.delta) for d in step.kpi]
     assert (kpi.GAUGES, "customers", 1) in counted
     assert {b for b, _, _ in counted} == {kpi.GAUGES}
-    assert [f for _, f, _ in counted if f != "customers"] == [f"risk:{step.state.churn.level}"]
-    assert step.outputs == ()
+    assert sorted(f for _, f, _ in counted if f != "customers") == sorted(
+        [f"risk:{step.state.churn.level}", "seg:new"])
+    assert [o.as_dict()["kind"] for o in step.outputs] == ["segment_change"]
 
 
 def test_silence_catches_up_before_a_profile_record_as_before_any_event() -> None:

@@ -29,8 +29,10 @@ from tests.unit.processors.fixtures import (
 
 
 def _core(state: CustomerState | None) -> CustomerState | None:
-    # churn records what was alerted when: order-dependent by design (test_churn*.py)
-    return None if state is None else msgspec.structs.replace(state, loyalty=None, churn=None)
+    # churn and engagement record what was alerted or sent when: order-dependent by design
+    # (test_churn*.py, engagement/test_engagement_properties.py)
+    return None if state is None else msgspec.structs.replace(state, loyalty=None, churn=None,
+                                                              engagement=None)
 
 
 @SETTINGS
@@ -62,7 +64,8 @@ def test_state_only_transition_keeps_the_same_customer_state(
     alone = process(events, h.rules, cuts, transition=apply_state)
     assert alone.rejected == full.rejected
     assert alone.accepted == full.accepted
-    assert alone.state is None or (alone.state.loyalty is None and alone.state.churn is None)
+    assert alone.state is None or (alone.state.loyalty is None and alone.state.churn is None
+                                   and alone.state.engagement is None)
     assert alone.state == _core(full.state)
 
 

@@ -67,6 +67,11 @@ def parse(*endpoints: dict[str, Any], env: dict[str, str] | None = None) -> Any:
     ({"endpoints": [endpoint(streams={"points": {"rules": ["expiry_notise"]}})]},
      "unknown value 'expiry_notise'"),
     ({"endpoints": [endpoint(streams={"points": [1]})]}, "streams.points: must be a mapping"),
+    ({"endpoints": [endpoint(streams={"engagement": {"consent_channels": ["mail"]}})]},
+     "streams.engagement.consent_channels: unknown value 'mail' (known: email, sms, push, "
+     "post, phone)"),
+    ({"endpoints": [endpoint(streams={"engagement": {"kinds": ["alert"]}})]},
+     "streams.engagement.kinds: unknown value 'alert' (known: segment_change, points_expiry"),
     ({"endpoints": [endpoint(timeout_s=0)]}, "endpoints[0].timeout_s: 0 out of range"),
     ({"endpoints": [endpoint(timeout_s="5s")]}, "endpoints[0].timeout_s: must be"),
     ({"endpoints": [endpoint(max_attempts=2.5)]}, "endpoints[0].max_attempts: must be an int"),
@@ -139,6 +144,12 @@ ENTRY = {"entry_id": "ev-9:tier_change", "customer_id": "C1", "rule": "tier_chan
          "points": 0, "occurred_at": "2026-11-30T10:00:00.000Z"}
 
 
+CONSENT = {"email": True, "sms": False, "push": None, "post": None, "phone": None}
+BDAY = {"message_id": "msg-1", "kind": "birthday", "marketing": True, "consent": CONSENT}
+CHANGE = {"change_id": "seg-1", "kind": "segment_change", "marketing": False,
+          "consent": CONSENT}
+
+
 @pytest.mark.parametrize(("streams", "stream", "record", "backfill", "include", "expected"), [
     ({"alerts": {"levels": ["high"]}}, "alerts", ALERT, False, False, True),
     ({"alerts": {"levels": ["high"]}}, "alerts", ALERT | {"level": "medium"}, False, False,
@@ -153,6 +164,18 @@ ENTRY = {"entry_id": "ev-9:tier_change", "customer_id": "C1", "rule": "tier_chan
     ({"points": None}, "points", ENTRY, True, False, False),  # backfill skipped by default
     ({"points": None}, "points", ENTRY, True, True, True),  # include_backfill: true
     ({"engagement": None}, "engagement", {"message_id": "m"}, False, False, True),
+    # engagement: kinds, and consent for the endpoint's channels (as of the record's time)
+    ({"engagement": {"kinds": ["birthday"]}}, "engagement", BDAY, False, False, True),
+    ({"engagement": {"kinds": ["segment_change"]}}, "engagement", BDAY, False, False, False),
+    ({"engagement": {"consent_channels": ["email"]}}, "engagement", BDAY, False, False, True),
+    ({"engagement": {"consent_channels": ["sms"]}}, "engagement", BDAY, False, False, False),
+    ({"engagement": {"consent_channels": ["push"]}}, "engagement", BDAY, False, False, False),
+    ({"engagement": {"consent_channels": ["email", "sms"]}}, "engagement", BDAY, False, False,
+     False),
+    ({"engagement": {"consent_channels": ["sms"]}}, "engagement", CHANGE, False, False, True),
+    ({"engagement": {"consent_channels": ["email"]}}, "engagement", {"message_id": "m"}, False,
+     False, False),  # a record that does not say is marketing, without consent
+    ({"engagement": {"consent_channels": ["email"]}}, "engagement", BDAY, True, False, False),
 ])
 def test_wants(streams: dict[str, Any], stream: str, record: dict[str, Any], backfill: bool,
                include: bool, expected: bool) -> None:

@@ -28,7 +28,7 @@ def samples(fams: list) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 def test_families_are_the_declared_names_with_partition_labels() -> None:
     parts = {0: {("sv", "nps", "promoter", "web_checkout"): 2, ("ord", "web"): 1,
                  ("tier", "gold"): 3, ("open", "urgent"): 1, ("frw", "email"): 5400_000,
-                 ("rev", "web"): 1999, ("active",): 1}}
+                 ("rev", "web"): 1999, ("active",): 1, ("seg", "loyal"): 4}}
     fams = families(parts, DEFAULT_RULES, A, {0: {"purchases": A}})
     assert sorted(f.name for f in fams) == sorted(exported_names())
     got = samples(fams)
@@ -49,6 +49,8 @@ def test_families_are_the_declared_names_with_partition_labels() -> None:
                  "pulse_kpi_points_outstanding", "pulse_kpi_points_redeemed"):
         assert got[name] == {(("partition", "0"),): 0.0}
     assert got["pulse_kpi_customers_by_tier"] == {(("partition", "0"), ("tier", "gold")): 3.0}
+    assert got["pulse_kpi_customers_by_segment"] == {
+        (("partition", "0"), ("segment", "loyal")): 4.0}
     assert got["pulse_kpi_window_seconds"] == {(): 30 * 86400.0}
     assert got["pulse_kpi_reporting_currency_info"] == {(("currency", "EUR"),): 1.0}
     assert got["pulse_kpi_as_of_timestamp_seconds"] == {(): A / 1000}
@@ -57,7 +59,7 @@ def test_families_are_the_declared_names_with_partition_labels() -> None:
     # no customer id, no high-cardinality label anywhere
     labels = {k for per in got.values() for key in per for k, _ in key}
     assert labels <= {"partition", "kind", "class", "touchpoint", "channel", "tier", "level",
-                      "priority", "currency", "topic"}
+                      "priority", "currency", "topic", "segment"}
 
 
 def test_a_counter_of_another_version_is_skipped() -> None:

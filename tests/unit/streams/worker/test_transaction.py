@@ -248,7 +248,8 @@ def test_an_erasure_drops_the_customer_and_a_later_event_starts_afresh() -> None
     outs = [(m.topic, m.key, m.tombstone) for m in res.outputs]
     tombs = [i for i, m in enumerate(res.outputs) if m.tombstone]
     assert [outs[i] for i in tombs] == [(ctx.topics.alerts, b"ann", True),
-                                        (ctx.topics.points, b"ann", True)]
+                                        (ctx.topics.points, b"ann", True),
+                                        (ctx.topics.engagement, b"ann", True)]
     receipt = res.outputs[tombs[-1] + 1]
     assert receipt.topic == ctx.topics.audit and b"ann" not in receipt.value
     doc = orjson.loads(receipt.value)
@@ -266,6 +267,6 @@ def test_erasing_a_customer_never_seen_writes_a_receipt_and_nothing_else() -> No
     erase = builders.customer("x1", T0, "erasure_requested", cid="zoe")
     res = _run(ctx, ShardMeta(0), [_item(erase, 0)], {"zoe": None})
     assert res.commit.erased == ["zoe"] and res.commit.states == {} and res.states == {}
-    assert [m.tombstone for m in res.outputs] == [True, True, False]
+    assert [m.tombstone for m in res.outputs] == [True, True, True, False]
     assert orjson.loads(res.outputs[-1].value)["held"] is False
     assert res.counts == {("purchases", "processed"): 1}
