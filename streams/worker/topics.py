@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, REFERRAL, SURVEY, TICKET
 from streams.settings import Settings
 
 
@@ -25,6 +25,9 @@ class Topics:
     customers: str  # signups, profile updates, consent (an input, added after the others)
     adjustments: str
     audit: str
+    # the referral programme's records: an input that the workers themselves write (the
+    # referred customer's worker to the referrer's and back; processors/referral/)
+    referrals: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -39,6 +42,7 @@ class Topics:
             customers=s.topic("customers"),
             adjustments=s.topic("adjustments"),
             audit=s.topic("audit"),
+            referrals=s.topic("referrals"),
         )
 
     @property
@@ -53,6 +57,7 @@ class Topics:
             self.redemptions: REDEMPTION,
             self.customers: CUSTOMER,
             self.adjustments: ADJUSTMENT,
+            self.referrals: REFERRAL,
         }
 
     def for_kind(self, kind: str) -> str:
@@ -60,6 +65,7 @@ class Topics:
 
     @property
     def outputs(self) -> tuple[str, ...]:
+        """The topics only written (``referrals`` is written too, but it is an input)."""
         return (self.deadletter, self.alerts, self.points, self.audit)
 
     @property
