@@ -30,7 +30,14 @@ the customer who must act), every step decided by one customer's state alone:
    (``referral_clawback``; if the confirmation has not come back yet, nothing was credited
    and a 0-point entry says the bonus is off), C's record becomes ``clawed_back`` and a
    ``clawback`` goes to R, who debits its bonus if it was credited for C. A confirmation
-   that arrives after the clawback credits nothing.
+   that arrives after the clawback credits nothing; a refusal that arrives after it makes
+   the record ``refused`` all the same.
+
+Interleavings: when R's answer reaches C relative to C's own later events depends on
+partitions and workers. The outcome does not: every customer's balance, R's record, and
+C's status and amounts are the same for any delivery moment (property-tested in
+``tests/unit/processors/referral/test_programme.py``); only the 0-point notes C reads may
+differ (a refund that overtakes the answer is noted as such).
 
 Every record has a deterministic id (``referral:<C>:<order>:<kind>``) and the qualifying
 purchase's time (the clawback: the refund's), so a record re-sent after a crash is a
@@ -242,9 +249,11 @@ def _purchase(before: CustomerState, ev: Purchase, rules: Rules) -> Decision:
 
 def _refund(before: CustomerState, ev: Purchase, rules: Rules) -> Decision:
     rec = before.referral
-    if rec is None or rec.status not in (CLAIMED, REWARDED) or ev.order_id != rec.order_id:
+    if rec is None or rec.order_id is None or ev.order_id != rec.order_id:
         return Decision(rec)
     refunded = rec.refunded + to_reporting_minor(ev.amount_minor, ev.currency, rules)
+    if rec.status not in (CLAIMED, REWARDED):  # decided (refused, clawed back): only counted
+        return Decision(rec._replace(refunded=refunded))
     rr = rules.referral
     within = ev.occurred_at <= rec.at + rr.return_window_days * DAY_MS
     if not within or rec.paid - refunded >= min_purchase_minor(rules):
@@ -341,8 +350,9 @@ def _clawback_at_referrer(before: CustomerState, ev: Referral) -> Decision:
 def _answer(before: CustomerState, ev: Referral, rules: Rules) -> Decision:
     """``confirmed`` / ``refused`` at the referred customer."""
     rec = before.referral
-    if rec is None or rec.status != CLAIMED or rec.order_id != ev.order_id:
-        return Decision(rec)  # clawed back meanwhile, erased, or not this claim: nothing
+    if rec is None or rec.order_id != ev.order_id or not (
+            rec.status == CLAIMED or (rec.status == CLAWED and ev.kind == REFUSED_KIND)):
+        return Decision(rec)  # erased meanwhile, not this claim, or answered already
     eid, t = ev.event_id, ev.occurred_at
     if ev.kind == CONFIRMED:
         points = rules.referral.referred_points
@@ -351,6 +361,8 @@ def _answer(before: CustomerState, ev: Referral, rules: Rules) -> Decision:
             f"{eid}:{REFERRAL_BONUS}", points, REFERRAL_BONUS,
             f"referral: welcome bonus for joining through {ev.referrer}'s invitation", t,
             eid),) if points else ())
+    # refused, also after a refund clawed the claim back while the answer was on its way:
+    # the referrer's reason is the outcome, whatever came first (nothing was credited)
     new = rec._replace(status=REFUSED)
     return Decision(new, (LedgerEffect(
         f"{eid}:{REFERRAL_REFUSED}", 0, REFERRAL_REFUSED,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class ReferralLayer:
     name = "referral"
     field = "referral"
-    wire_key = "rf"
+    wire_key = "ref"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

@@ -58,22 +58,22 @@ def to_wire(r: ReferralState) -> list[Any]:
 
 def from_wire(value: Any) -> ReferralState:
     if type(value) is not list or len(value) != 9:
-        raise WireError(f"state field 'rf': expected a list of 9 items, got {value!r:.80}")
+        raise WireError(f"state field 'ref': expected a list of 9 items, got {value!r:.80}")
     status, order_id, *numbers, flat = value
     if type(status) is not int or not NONE <= status <= CLAWED:
-        raise WireError(f"state field 'rf': status must be 0..4, got {status!r:.20}")
+        raise WireError(f"state field 'ref': status must be 0..4, got {status!r:.20}")
     if order_id is not None and type(order_id) is not str:
-        raise WireError(f"state field 'rf': order_id must be a string or null, got "
+        raise WireError(f"state field 'ref': order_id must be a string or null, got "
                         f"{order_id!r:.40}")
     if any(type(n) is not int or n < 0 for n in numbers):
-        raise WireError(f"state field 'rf': expected non-negative integers, got {numbers!r:.80}")
+        raise WireError(f"state field 'ref': expected non-negative integers, got {numbers!r:.80}")
     if (type(flat) is not list or len(flat) % 3
             or any(type(x) is not int or x < 0 for x in flat)):
-        raise WireError(f"state field 'rf': recent must be a flat list of non-negative "
+        raise WireError(f"state field 'ref': recent must be a flat list of non-negative "
                         f"integer triples, got {flat!r:.60}")
     recent = tuple(Rewarded(*flat[i:i + 3]) for i in range(0, len(flat), 3))
     if list(recent) != sorted(recent):
-        raise WireError("state field 'rf': recent must be sorted")
+        raise WireError("state field 'ref': recent must be sorted")
     at, paid, refunded, credited, rewarded, clawed = numbers
     return ReferralState(status, order_id, at, paid, refunded, credited, rewarded, clawed,
                          recent)

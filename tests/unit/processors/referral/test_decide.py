@@ -302,3 +302,17 @@ def test_the_clawback_at_the_referrer() -> None:
     # a clawback for a claim that was refused: nothing was credited
     s = referrer()
     assert d.decide(s, s, referral(CLAWBACK), RULES) == d.Decision(None)
+
+
+def test_a_refusal_after_a_refund_that_overtook_it_is_the_outcome() -> None:
+    before = claimed()
+    clawed = d.decide(before, before, refund(T0 + 2 * DAY_MS, 2500), RULES).record
+    assert clawed is not None and clawed.status == CLAWED
+    s = referred(referral=clawed)
+    out = d.decide(s, s, referral(REFUSED_KIND, reason="no"), RULES)
+    assert out.record == clawed._replace(status=REFUSED)
+    # the other order: refused first, the refund is only counted
+    s = referred(referral=claimed().referral._replace(status=REFUSED))
+    out = d.decide(s, s, refund(T0 + 2 * DAY_MS, 2500), RULES)
+    assert out.record is not None and (out.record.status, out.record.refunded) == (REFUSED, 2500)
+    assert out.effects == () and out.outputs == ()

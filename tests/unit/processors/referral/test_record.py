@@ -43,7 +43,7 @@ def test_the_wire_form_round_trips(r: ReferralState) -> None:
     [True, None, 0, 0, 0, 0, 0, 0, []],
 ])
 def test_a_malformed_record_is_a_wire_error(bad: Any) -> None:
-    with pytest.raises(WireError, match="state field 'rf'"):
+    with pytest.raises(WireError, match="state field 'ref'"):
         from_wire(bad)
 
 
