@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 
 class ReferralLayer:
-    name = "referral"
-    field = "referral"
-    wire_key = "ref"
+    name: str = "referral"
+    field: str | None = "referral"
+    wire_key: str | None = "ref"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

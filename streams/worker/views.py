@@ -46,6 +46,7 @@ NUMBER_DECIMALS = 4
 LIST_SEPARATOR = ";"  # list cells in CSV (JSON keeps lists)
 LOYALTY = "loyalty"
 PROFILE = "profile"
+REFERRAL = "referral"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("churn_score", NUMBER, "churn"),
     _c("churn_level", TEXT, "churn"),
     _c("churn_reasons", LIST, "churn"),
+    _c("referral_status", TEXT, REFERRAL),
+    _c("referral_order_id", TEXT, REFERRAL),
+    _c("referral_bonus_points", INT, REFERRAL),
+    _c("referrals_rewarded", INT, REFERRAL),
+    _c("referrals_clawed_back", INT, REFERRAL),
+    _c("referrals_rewarded_in_period", INT, REFERRAL),
     _c("signup_at", TIME, PROFILE),
     _c("referred_by", TEXT, PROFILE),
     _c("birth_date", TEXT, PROFILE),

@@ -29,8 +29,11 @@ from tests.unit.processors.fixtures import (
 
 
 def _core(state: CustomerState | None) -> CustomerState | None:
-    # churn records what was alerted when: order-dependent by design (test_churn*.py)
-    return None if state is None else msgspec.structs.replace(state, loyalty=None, churn=None)
+    # churn records what was alerted when: order-dependent by design (test_churn*.py); the
+    # referral record what was decided on which purchase (a signup applied after a purchase
+    # dated after it does not go back to it: tests/unit/processors/referral/)
+    return None if state is None else msgspec.structs.replace(state, loyalty=None, churn=None,
+                                                              referral=None)
 
 
 @SETTINGS
