@@ -107,7 +107,7 @@ from processors.state import CustomerState, OpenTicket
 from processors.support import pending_breaches
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.codec import format_time
-from schemas.events import REDEMPTION, CustomerEvent, Event, SupportTicket
+from schemas.events import REDEMPTION, REFERRAL, CustomerEvent, Event, SupportTicket
 from schemas.frozen import constructor
 
 _RANK = {level: i for i, level in enumerate(LEVELS)}  # LEVELS.index
@@ -946,7 +946,7 @@ def on_event(churn_state: ChurnState | None, core_state: CustomerState, event: E
         assert caught is not None
         ch, out = caught, list(alerts)
     first = ch is None
-    if ch is not None and event.event_kind == REDEMPTION:  # no churn signal in it
+    if ch is not None and event.event_kind in (REDEMPTION, REFERRAL):  # no churn signal
         return ch, tuple(out)
     base = ch or ChurnState()
     breach_at, reopened_at = base.breach_at, base.reopened_at

@@ -70,6 +70,7 @@ from schemas.events import (
     Event,
     Purchase,
     Redemption,
+    Referral,
     SupportTicket,
     Survey,
 )
@@ -133,7 +134,7 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         changes = ticket_changes(state, event, rules)
     elif isinstance(event, Survey):
         changes = _survey_changes(state, event, rules)
-    elif isinstance(event, (Redemption, Adjustment)):
+    elif isinstance(event, (Redemption, Adjustment, Referral)):
         changes = {}  # points: loyalty.on_event below answers it with a ledger entry
     elif isinstance(event, CustomerEvent):
         changes = profile.profile_changes(state, event)  # signup, profile, consent

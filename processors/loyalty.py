@@ -80,11 +80,12 @@ from processors.errors import INVALID, Rejected, WireError
 from processors.layer import Reaction
 from processors.loyalty_records import LinePoints, LoyaltyState, OrderPoints, SurveyMark
 from processors.money import to_reporting_minor
+from processors.referral.decide import LedgerEffect, decide
 from processors.rules import LoyaltyRules, Rules, per_rules
 from processors.state import KIND_INDEX, PURCHASE_KIND, CustomerState, DayBucket, evolve
 from processors.timeutil import DAY_MS, day_of
 from schemas.codec import format_time
-from schemas.events import Adjustment, Event, Purchase, Redemption, SupportTicket, Survey
+from schemas.events import Adjustment, Event, Purchase, Redemption, Referral, SupportTicket, Survey
 from schemas.frozen import constructor
 
 SURVEY_KIND = KIND_INDEX["survey"]
@@ -775,19 +776,46 @@ def _adjustment(ly: LoyaltyState | None, ev: Adjustment, known: bool, rules: Rul
     return ly
 
 
+def _referral(ly: LoyaltyState | None, e: LedgerEffect, d: _Derived, book: _Book
+              ) -> LoyaltyState | None:
+    """A referral programme entry (``processors/referral/decide.py`` decides, this applies):
+    a bonus is credited like goodwill (balance, lifetime points, activity; opens an
+    account); a clawback takes back what it credited, never below a balance of 0 unless
+    ``allow_negative_balance`` (as a refund does); 0 points: a note (a refusal)."""
+    n, t = e.points, e.at
+    if n > 0:
+        ly = _credit(ly if ly is not None else _open(t), n, t)
+        book.add(ly, e.entry_id, n, e.rule, f"{e.reason}: +{_pts(n)}", t, e.event_id)
+    elif n < 0:
+        have = 0 if ly is None else ly.balance
+        taken = 0 if ly is None else (-n if d.lr.allow_negative_balance
+                                      else min(-n, max(have, 0)))
+        why = e.reason
+        if taken < -n:
+            why += f"; the balance had only {_pts(taken)} and does not go below 0"
+        if ly is not None:
+            ly = ly._replace(balance=ly.balance - taken,
+                             lifetime_points=ly.lifetime_points - taken)
+        book.add(ly, e.entry_id, -taken, e.rule, f"{why}: {_pts(-taken)}", t, e.event_id)
+    else:
+        book.add(ly, e.entry_id, 0, e.rule, e.reason, t, e.event_id)
+    return ly
+
+
 # -- entry points -----------------------------------------------------------------------------
 
 
 def on_event(before: CustomerState, event: Event, rules: Rules, *,
              days: tuple[DayBucket, ...], kind_max: tuple[int, ...], sla_breaches: int,
-             applied_at: int | None = None
+             applied_at: int | None = None, after: CustomerState | None = None
              ) -> tuple[LoyaltyState | None, tuple[LedgerEntry, ...]]:
     """The loyalty part of ``customer.apply``: ``before`` is the state before the event,
     ``days``/``kind_max``/``sla_breaches`` the core fields after it. First the changes due
     by the event's time (the tier ones only once no acceptable purchase can predate them),
     then the event's own entries. Raises ``Rejected`` for an invalid redemption. ``applied_at``:
     the clock the event is applied with; an event more than ``late_arrival_ms`` older says so
-    in the reasons of the entries it causes."""
+    in the reasons of the entries it causes. ``after``: the state with the base changes
+    (the referral programme's decisions read the signup's profile from it)."""
     if isinstance(event, Redemption) and (type(event.points) is not int or event.points < 1):
         raise Rejected(INVALID, f"redemption points {event.points!r} must be an integer >= 1")
     if isinstance(event, Adjustment) and (type(event.points) is not int or event.points == 0):
@@ -818,6 +846,10 @@ def on_event(before: CustomerState, event: Event, rules: Rules, *,
         ly = _redemption(ly, event, before.max_event_at is not None, book)
     elif isinstance(event, Adjustment):
         ly = _adjustment(ly, event, before.max_event_at is not None, rules, book)
+    if after is not None and (before.referral is not None or before.profile is not None
+                              or isinstance(event, Referral)):
+        for effect in decide(before, after, event, rules).effects:  # the referral programme
+            ly = _referral(ly, effect, d, book)
     if applied_at is not None and applied_at - t > rules.late_arrival_ms and book.out:
         return ly, _noted_late(book.out, event, applied_at)
     return ly, tuple(book.out)
@@ -1018,7 +1050,7 @@ class LoyaltyLayer:
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:
         ly, entries = on_event(before, event, rules, days=after.days, kind_max=after.kind_max,
-                               sla_breaches=after.sla_breaches, applied_at=now)
+                               sla_breaches=after.sla_breaches, applied_at=now, after=after)
         return Reaction(ly, entries)
 
     def on_tick(self, before: CustomerState, after: CustomerState, rules: Rules,

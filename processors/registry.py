@@ -14,10 +14,14 @@ from __future__ import annotations
 from processors import churn, kpi, loyalty
 from processors.engagement import layer as engagement
 from processors.layer import Layer
+from processors.referral import layer as referral
 
 LAYERS: tuple[Layer, ...] = (
     loyalty.LAYER,  # points, tiers, expiry: the ledger (stream "points")
     churn.LAYER,  # risk score, levels, alerts (stream "alerts")
     engagement.LAYER,  # segments and messages with consent (stream "engagement")
+    # the referral programme's record and its records for the referrals topic (stream
+    # "referrals"); its ledger entries are loyalty's (processors/referral/decide.py)
+    referral.LAYER,
     kpi.LAYER,  # KPI increments of the whole change; keeps no record: last
 )

@@ -189,6 +189,21 @@ class LoyaltyRules:
 
 
 @dataclass(frozen=True)
+class ReferralRules:
+    """The referral programme (processors/referral/; documented field by field in
+    default_rules.yaml and README "Referral programme")."""
+
+    enabled: bool = True
+    referrer_points: Annotated[int, between(0, 1_000_000)] = 500
+    referred_points: Annotated[int, between(0, 1_000_000)] = 250
+    min_purchase: Annotated[Decimal, ge(0)] = Decimal(20)  # reporting-currency units
+    purchase_within_days: Annotated[int, between(1, 3650)] = 30
+    return_window_days: Annotated[int, between(0, 3650)] = 30
+    max_rewarded_per_period: Annotated[int, between(0, 1000)] = 10
+    period_days: Annotated[int, between(1, 3650)] = 365
+
+
+@dataclass(frozen=True)
 class ChurnModel:
     """The purchase model (MBG/NBD, processors/churn.py): P(no purchase within horizon_days).
     Purchase rates are gamma(rate_shape, rate_scale_days) across customers; after each
@@ -428,6 +443,7 @@ class Rules:
     churn: ChurnRules = field(default_factory=ChurnRules)
     kpi: KpiRules = field(default_factory=KpiRules)
     engagement: EngagementRules = field(default_factory=EngagementRules)
+    referral: ReferralRules = field(default_factory=ReferralRules)
 
     def _problems(self) -> Iterator[tuple[str, str]]:
         rate = self.fx.get(self.reporting_currency)

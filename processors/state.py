@@ -24,9 +24,9 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 * ``max_event_at``: greatest ``occurred_at`` of any accepted event of the customer.
 * ``kind_max``: greatest ``occurred_at`` per event kind (purchase, ticket, survey, member
-  operation = redemption or adjustment, customer record). Lateness, bucket pruning and
-  dedup expiry use the clock of the event's own kind (a max: confluent across topic
-  interleavings).
+  operation = redemption, adjustment or referral record, customer record). Lateness,
+  bucket pruning and dedup expiry use the clock of the event's own kind (a max: confluent
+  across topic interleavings).
 * ``first_purchase_at`` / ``last_purchase_at``: min / max ``occurred_at`` of purchases.
 * ``purchase_count`` / ``refund_count``: number of purchases / refunds.
 * ``gross_spend_minor``: sum of purchase amounts; ``refunds_minor``: sum of refund amounts;
@@ -77,6 +77,7 @@ from processors.churn_records import ChurnState
 from processors.engagement.record import Engagement
 from processors.loyalty_records import LoyaltyState
 from processors.money import round_half_even
+from processors.referral.record import ReferralState
 from processors.timeutil import DAY_MS, day_of
 
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
@@ -129,9 +130,11 @@ class Seen(NamedTuple):
 
 # Event kinds in the order of ``CustomerState.kind_max``. Redemptions and adjustments are
 # both member operations (a till, the API, an operator): they share one clock (lateness and
-# dedup expiry) and one dedup cap; their dedup keys differ by kind.
+# dedup expiry) and one dedup cap; their dedup keys differ by kind. The referral
+# programme's records (the referrals topic, written by the workers) share that clock too: a
+# new clock would change every stored state's ``kind_max``.
 KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3,
-                              "customer": 4, "adjustment": 3}
+                              "customer": 4, "adjustment": 3, "referral": 3}
 PURCHASE_KIND = 0
 
 
@@ -188,6 +191,9 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     # None until the customer's first event with the engagement layer). Order-dependent
     # like churn: it records what was sent when.
     engagement: Engagement | None = None
+    # referral: the referral programme (processors/referral/; None for every customer the
+    # programme never touched)
+    referral: ReferralState | None = None
 
     @property
     def total_spend_minor(self) -> int:

@@ -58,6 +58,9 @@ from schemas.events import (
     PURCHASE,
     PURCHASE_KINDS,
     REDEMPTION,
+    REFERRAL,
+    REFERRAL_KINDS,
+    REFUSED,
     SIGNUP,
     SURVEY,
     SURVEY_KINDS,
@@ -65,12 +68,14 @@ from schemas.events import (
     TICKET,
     TICKET_PRIORITIES,
     TICKET_STATUSES,
+    TO_REFERRER,
     Adjustment,
     CustomerEvent,
     Event,
     Purchase,
     PurchaseLine,
     Redemption,
+    Referral,
     SupportTicket,
     Survey,
 )
@@ -485,6 +490,38 @@ def _adjustment(obj: dict[str, Any]) -> Adjustment:
                       _str(obj, "reason", a, MAX_TEXT_LEN))
 
 
+
+_referral_event = constructor(Referral)
+
+
+def _referral_rules(customer_id: str, kind: str, referrer: str, referred: str,
+                    reason: str | None) -> str | None:
+    """What the schema cannot say about a referral record: None, or the problem."""
+    if referrer == referred:
+        return "referral.referred: must not be the referrer"
+    if customer_id != (referrer if kind in TO_REFERRER else referred):
+        who = "referrer" if kind in TO_REFERRER else "referred"
+        return f"referral.customer_id: a {kind} record is keyed by the {who}"
+    if (reason is not None) != (kind == REFUSED):
+        return "referral.reason: required for refused, absent or null otherwise"
+    return None
+
+
+def _referral(obj: dict[str, Any]) -> Referral:
+    r = REFERRAL
+    event_id, customer_id, occurred_at, source = _envelope(obj, r)
+    kind = _enum(obj, "kind", r, REFERRAL_KINDS)
+    referrer = _str(obj, "referrer", r, MAX_ID_LEN)
+    referred = _str(obj, "referred", r, MAX_ID_LEN)
+    order_id = _str(obj, "order_id", r, MAX_ID_LEN)
+    reason = _str(obj, "reason", r, MAX_TEXT_LEN, optional=True)
+    problem = _referral_rules(customer_id, kind, referrer, referred, reason)
+    if problem is not None:
+        raise InvalidEvent(SCHEMA, problem)
+    return _referral_event(event_id, customer_id, occurred_at, source, kind, referrer,
+                           referred, order_id, reason)
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     PURCHASE: _purchase,
     TICKET: _ticket,
@@ -492,6 +529,7 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     REDEMPTION: _redemption,
     CUSTOMER: _customer,
     ADJUSTMENT: _adjustment,
+    REFERRAL: _referral,
 }
 
 
@@ -787,6 +825,11 @@ def _wire_time(ms: int) -> str:
 
 def encode(event: Event) -> bytes:
     """Typed event -> wire JSON (the inverse of ``decode``)."""
+    return orjson.dumps(wire_dict(event))
+
+
+def wire_dict(event: Event) -> dict[str, Any]:
+    """Typed event -> the JSON object ``encode`` writes."""
     d: dict[str, Any] = {
         "event_id": event.event_id,
         "customer_id": event.customer_id,
@@ -831,6 +874,11 @@ def encode(event: Event) -> bytes:
         d.update(points=event.points, operator=event.operator, reason=event.reason)
     elif isinstance(event, Redemption):
         d.update(reward_id=event.reward_id, points=event.points)
+    elif isinstance(event, Referral):
+        d.update(kind=event.kind, referrer=event.referrer, referred=event.referred,
+                 order_id=event.order_id)
+        if event.reason is not None:
+            d["reason"] = event.reason
     else:
         d["kind"] = event.kind
         for name in ("referred_by", "birth_date", "time_zone"):
@@ -838,4 +886,4 @@ def encode(event: Event) -> bytes:
                 d[name] = value
         if event.channels:
             d["channels"] = dict(event.channels)
-    return orjson.dumps(d)
+    return d

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, REFERRAL, SURVEY, TICKET
 
 SCHEMA_FILES: dict[str, str] = {
     PURCHASE: "purchase.schema.json",
@@ -21,6 +21,7 @@ SCHEMA_FILES: dict[str, str] = {
     REDEMPTION: "redemption.schema.json",
     CUSTOMER: "customer.schema.json",
     ADJUSTMENT: "adjustment.schema.json",
+    REFERRAL: "referral.schema.json",
 }
 
 

@@ -21,9 +21,12 @@ SURVEY = "survey"
 REDEMPTION = "redemption"
 CUSTOMER = "customer"
 ADJUSTMENT = "adjustment"
+REFERRAL = "referral"
 
-EventKind = Literal["purchase", "ticket", "survey", "redemption", "customer", "adjustment"]
-EVENT_KINDS: tuple[str, ...] = (PURCHASE, TICKET, SURVEY, REDEMPTION, CUSTOMER, ADJUSTMENT)
+EventKind = Literal["purchase", "ticket", "survey", "redemption", "customer", "adjustment",
+                    "referral"]
+EVENT_KINDS: tuple[str, ...] = (PURCHASE, TICKET, SURVEY, REDEMPTION, CUSTOMER, ADJUSTMENT,
+                                REFERRAL)
 
 PURCHASE_KINDS = ("purchase", "refund")
 TICKET_STATUSES = ("opened", "responded", "resolved", "reopened", "closed")
@@ -41,6 +44,12 @@ CUSTOMER_FIELDS: dict[str, tuple[str, ...]] = {
     CONSENT: ("channels",),  # at least one channel
     ERASURE_REQUESTED: (),
 }
+# the referral programme's internal records (processors/referral/): the referred customer's
+# worker sends a claim (or, for a refund, a clawback) to the referrer's, which answers with
+# confirmed or refused
+CLAIM, CONFIRMED, REFUSED, CLAWBACK = "claim", "confirmed", "refused", "clawback"
+REFERRAL_KINDS = (CLAIM, CONFIRMED, REFUSED, CLAWBACK)
+TO_REFERRER = (CLAIM, CLAWBACK)  # kinds applied by the referrer (customer_id == referrer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,4 +162,25 @@ class Adjustment:
     event_kind = ADJUSTMENT
 
 
-Event = Purchase | SupportTicket | Survey | Redemption | CustomerEvent | Adjustment
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """A record of the internal ``referrals`` topic (README "Referral programme"): written
+    by the workers, never by producers. ``customer_id`` is the customer whose worker applies
+    it (the record key): the ``referrer`` for ``claim`` and ``clawback``, the ``referred``
+    for ``confirmed`` and ``refused``. ``order_id`` is the referred customer's qualifying
+    order; ``reason`` says why a claim was refused (only ``refused`` carries one)."""
+
+    event_id: str
+    customer_id: str
+    occurred_at: int  # the qualifying purchase's time (a clawback: the refund's)
+    source: str
+    kind: Literal["claim", "confirmed", "refused", "clawback"]
+    referrer: str
+    referred: str
+    order_id: str
+    reason: str | None = None
+
+    event_kind = REFERRAL
+
+
+Event = Purchase | SupportTicket | Survey | Redemption | CustomerEvent | Adjustment | Referral

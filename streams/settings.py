@@ -41,6 +41,9 @@ class Settings:
     topic_redemptions: str = "redemptions"
     topic_customers: str = "customers"  # signups, profile updates, consent, erasure requests
     topic_adjustments: str = "adjustments"  # points adjustments (README "Member operations")
+    # the referral programme's own records (README "Referral programme"): written and read
+    # by the workers
+    topic_referrals: str = "referrals"
     topic_audit: str = "audit"  # erasure receipts (README "Member operations"), kept forever
     topic_deadletter: str = "deadletter"
     topic_alerts: str = "churn-alerts"

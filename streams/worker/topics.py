@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, SURVEY, TICKET
+from schemas.events import ADJUSTMENT, CUSTOMER, PURCHASE, REDEMPTION, REFERRAL, SURVEY, TICKET
 from streams.settings import Settings
 
 
@@ -26,6 +26,9 @@ class Topics:
     adjustments: str
     audit: str
     engagement: str  # segment changes and proactive messages (processors/engagement)
+    # the referral programme's records: an input that the workers themselves write (the
+    # referred customer's worker to the referrer's and back; processors/referral/)
+    referrals: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> Topics:
@@ -41,6 +44,7 @@ class Topics:
             adjustments=s.topic("adjustments"),
             audit=s.topic("audit"),
             engagement=s.topic("engagement"),
+            referrals=s.topic("referrals"),
         )
 
     @property
@@ -55,6 +59,7 @@ class Topics:
             self.redemptions: REDEMPTION,
             self.customers: CUSTOMER,
             self.adjustments: ADJUSTMENT,
+            self.referrals: REFERRAL,
         }
 
     def for_kind(self, kind: str) -> str:

@@ -47,6 +47,7 @@ LIST_SEPARATOR = ";"  # list cells in CSV (JSON keeps lists)
 LOYALTY = "loyalty"
 PROFILE = "profile"
 ENGAGEMENT = "engagement"
+REFERRAL = "referral"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("segment_since", TIME, ENGAGEMENT),
     _c("last_message", TEXT, ENGAGEMENT),
     _c("last_message_at", TIME, ENGAGEMENT),
+    _c("referral_status", TEXT, REFERRAL),
+    _c("referral_order_id", TEXT, REFERRAL),
+    _c("referral_bonus_points", INT, REFERRAL),
+    _c("referrals_rewarded", INT, REFERRAL),
+    _c("referrals_clawed_back", INT, REFERRAL),
+    _c("referrals_rewarded_in_period", INT, REFERRAL),
     _c("signup_at", TIME, PROFILE),
     _c("referred_by", TEXT, PROFILE),
     _c("birth_date", TEXT, PROFILE),

@@ -50,6 +50,16 @@ async def test_signup_consent_and_profile_update_reach_the_state(settings: Setti
         # the same records again (a producer retry): duplicates, nothing changes
         await h.produce(settings, records[:2])
         await h.wait_applied(settings, records + records[:2])
+        # C-ANA's first purchase (42.50 EUR, an hour after signing up through C-BOB's
+        # invitation) qualifies for the referral programme: wait for its conversation to end
+        # (a claim to C-BOB, confirmed back; tests/integration/test_referral.py)
+        await h.read_topic(settings, Topics.from_settings(settings).referrals, expect=2)
+
+        async def rewarded() -> bool:
+            ana = (await h.stored_states(settings)).get("C-ANA")
+            return ana is not None and ana.referral is not None and ana.referral.credited > 0
+
+        await h.wait_until(rewarded, what="the welcome bonus")
         code, text, err = await pulse(settings, "customer", "C-ANA", "--as-of",
                                       "2026-09-22")
         assert code == 0, err
@@ -63,7 +73,7 @@ async def test_signup_consent_and_profile_update_reach_the_state(settings: Setti
         time_zone="America/Chicago", time_zone_at=T0 + 90 * MIN,
         consent=(Consent("email", True, T0 + MIN), Consent("push", False, T0 + MIN),
                  Consent("sms", False, T0 + 120 * MIN)))
-    assert ana.purchase_count == 1 and len(ana.seen) == 5
+    assert ana.purchase_count == 1 and len(ana.seen) == 6  # 5 records, the confirmation
     assert states["C-BOB"].profile == Profile(signup_at=T0)
     assert "\nprofile\n" in text
     for line in ("  referred_by:", "C-BOB", "  birth_date:", "--02-29", "America/Chicago"):

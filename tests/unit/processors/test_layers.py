@@ -29,9 +29,10 @@ BASE_KEYS = {"v", "c", "km", "d", "s", "cs", "ce", "ot", "ls", "pf", "m", "fp", 
 METHODS = ("on_event", "on_tick", "next_due", "view_fields", "to_wire", "from_wire")
 
 
-def test_the_registry_runs_loyalty_then_churn_then_engagement_then_the_kpis() -> None:
-    assert [layer.name for layer in LAYERS] == ["loyalty", "churn", "engagement", "kpi"]
-    assert [layer.wire_key for layer in LAYERS if layer.wire_key] == ["ly", "ch", "en"]
+def test_the_registry_runs_loyalty_churn_engagement_referral_then_the_kpis() -> None:
+    assert [layer.name for layer in LAYERS] == ["loyalty", "churn", "engagement", "referral",
+                                                "kpi"]
+    assert [layer.wire_key for layer in LAYERS if layer.wire_key] == ["ly", "ch", "en", "ref"]
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.name)
@@ -59,7 +60,8 @@ def _history() -> list[Event]:
         survey("s1", T0 + 2 * DAY_MS, "nps", 3),
         purchase("p2", T0 + 30 * DAY_MS, 9_000),
         redemption("r1", T0 + 31 * DAY_MS, 5),
-        customer("c1", T0 + 32 * DAY_MS, "signup"),
+        # referred, but a customer already: the referral programme refuses (its record)
+        customer("c1", T0 + 32 * DAY_MS, "signup", referred_by="c9"),
     ]
 
 
@@ -79,7 +81,7 @@ def test_every_record_layer_has_a_record_on_the_wire_and_in_the_view() -> None:
         if layer.field is not None:
             assert getattr(state, layer.field) is not None
             assert layer.wire_key in stored
-    assert list(stored)[-4:] == ["ly", "ch", "en", "pf"]  # records in registry order
+    assert list(stored)[-5:] == ["ly", "ch", "en", "ref", "pf"]  # records in registry order
     assert wire.loads(wire.dumps(state)) == state
     assert {"points_balance", "tier", "churn_score", "churn_level"} <= set(row)
 

@@ -29,10 +29,12 @@ from tests.unit.processors.fixtures import (
 
 
 def _core(state: CustomerState | None) -> CustomerState | None:
-    # churn and engagement record what was alerted or sent when: order-dependent by design
-    # (test_churn*.py, engagement/test_engagement_properties.py)
+    # churn, engagement and referral record what was alerted, sent or decided when:
+    # order-dependent by design (test_churn*.py, engagement/test_engagement_properties.py;
+    # a signup applied after a purchase dated after it does not go back to it:
+    # tests/unit/processors/referral/)
     return None if state is None else msgspec.structs.replace(state, loyalty=None, churn=None,
-                                                              engagement=None)
+                                                              engagement=None, referral=None)
 
 
 @SETTINGS

@@ -25,6 +25,7 @@ from processors.churn import LEVELS, ChurnState
 from processors.errors import WireError
 from processors.loyalty import LinePoints, LoyaltyState, OrderPoints, SurveyMark
 from processors.profile import Consent, Profile
+from processors.referral import record as referral_record
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
 from schemas.events import CONSENT_CHANNELS
 
@@ -68,6 +69,10 @@ def ref_dumps(state: CustomerState) -> bytes:
         out["ly"] = ref_loyalty(state.loyalty)
     if state.churn is not None:
         out["ch"] = churn.to_wire(state.churn, state.max_event_at)
+    if state.referral is not None:
+        r = state.referral
+        out["ref"] = [r.status, r.order_id, r.at, r.paid, r.refunded, r.credited, r.rewarded,
+                      r.clawed, list(chain.from_iterable(r.recent))]
     if state.profile is not None:
         p = state.profile
         consent: list[int] = []
@@ -145,6 +150,8 @@ def ref_loads(data: bytes) -> CustomerState:
         kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
     if "ch" in obj:
         kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
+    if "ref" in obj:  # (its own checks: tests/unit/processors/referral/test_record.py)
+        kwargs["referral"] = referral_record.from_wire(obj["ref"])
     if "pf" in obj:
         kwargs["profile"] = profile.from_wire(obj["pf"])  # (its own checks: test_profile.py)
     return CustomerState(**kwargs)
@@ -201,7 +208,11 @@ STATES = st.builds(
     last_sentiment=st.none() | FLOATS, last_sentiment_at=OPT, nps_score=OPT, nps_at=OPT,
     csat=_few(st.builds(Answer, INTS, INTS), 3), ces=_few(st.builds(Answer, INTS, INTS), 3),
     surveys_answered=INTS, seen=_few(st.builds(Seen, INTS, KEYS, st.integers(0, 4))),
-    loyalty=st.none() | LOYALTY, churn=st.none() | CHURN, profile=st.none() | PROFILE)
+    loyalty=st.none() | LOYALTY, churn=st.none() | CHURN, profile=st.none() | PROFILE,
+    referral=st.none() | st.builds(
+        referral_record.ReferralState, st.integers(0, 4), st.none() | st.text(max_size=4),
+        INTS, INTS, INTS, INTS, INTS, INTS,
+        _few(st.builds(referral_record.Rewarded, INTS, INTS, INTS), 3)))
 
 
 def _outcome(decode: Callable[[bytes], CustomerState], data: bytes) -> str:

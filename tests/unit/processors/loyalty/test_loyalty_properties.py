@@ -48,7 +48,7 @@ GAPS = [0, 1, HOUR_MS, 13 * HOUR_MS, DAY_MS, 3 * DAY_MS, 20 * DAY_MS, 40 * DAY_M
 SKUS = [("A", "beauty"), ("B", "grocery"), ("C", "electronics"), ("D", "toys")]
 SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
-POSITIVE = ("earn", "survey_bonus", "service_recovery")
+POSITIVE = ("earn", "survey_bonus", "service_recovery", "referral_bonus")
 
 
 @st.composite
@@ -164,7 +164,8 @@ def test_balance_is_the_sum_of_the_ledger_and_every_entry_has_a_reason(
         balance += e.points
         assert e.balance_after == balance, e
         assert e.reason.strip() and e.customer_id == "c1" and e.rule in e.entry_id
-        if e.rule in ("tier_change", "expiry_notice", "redemption_rejected"):
+        if e.rule in ("tier_change", "expiry_notice", "redemption_rejected",
+                      "referral_refused"):
             assert e.points == 0
         elif e.rule in POSITIVE or e.rule == "expiry_reversed":  # (points given back)
             assert e.points > 0
@@ -178,7 +179,7 @@ def test_balance_is_the_sum_of_the_ledger_and_every_entry_has_a_reason(
         return
     assert ly.balance == balance
     assert ly.lifetime_points == sum(e.points for e in run.entries
-                                     if e.rule in (*POSITIVE, "refund"))
+                                     if e.rule in (*POSITIVE, "refund", "referral_clawback"))
     assert len(ly.orders) <= h.rules.loyalty.max_remembered_orders
     assert len(ly.surveys) <= h.rules.loyalty.survey_memory_max
     assert all(o.clawed <= o.points and o.refunded <= o.paid for o in ly.orders)

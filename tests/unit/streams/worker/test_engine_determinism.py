@@ -16,6 +16,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
+import orjson
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,7 @@ from processors import wire
 from processors.customer import FULL
 from processors.rules import DEFAULT_RULES
 from schemas.codec import encode
-from schemas.events import Event, Redemption
+from schemas.events import CustomerEvent, Event, Redemption, Referral
 from streams.settings import Settings
 from streams.worker.engine import Engine, _Shard
 from streams.worker.partitioning import owner
@@ -54,6 +55,21 @@ def _events(seed: int) -> list[Event]:
         at = events[rng.randrange(len(events))]
         events.append(Redemption(f"rd-{i}", at.customer_id, at.occurred_at + rng.randrange(
             1, 3 * DAY), "app", "RW-1", rng.choice((50, 200, 1000))))
+    # the referral programme: signups (some referred by another customer of the history),
+    # and claims from friends on other workers (the referrals topic as this worker reads it)
+    cids = sorted({e.customer_id for e in events})
+    first: dict[str, int] = {}
+    for e in events:
+        first.setdefault(e.customer_id, e.occurred_at)
+    for i, cid in enumerate(cids):
+        events.append(CustomerEvent(f"su-{i}", cid, first[cid] - rng.randrange(0, 5 * DAY),
+                                    "web", "signup",
+                                    referred_by=cids[(i + 1) % len(cids)] if i % 3 else None))
+    for i in range(30):
+        at = events[rng.randrange(len(events))]
+        events.append(Referral(f"referral:F{i}:o{i}:claim", at.customer_id,
+                               at.occurred_at + rng.randrange(1, DAY), "pulse", "claim",
+                               at.customer_id, f"F{i}", f"o{i}"))
     # each topic in its own order: event time, with the history's disorder
     return sorted(events, key=lambda e: (e.event_kind, e.occurred_at))
 
@@ -97,7 +113,9 @@ def _run(by_tp: dict[TopicPartition, list[ConsumerRecord]], rng: random.Random,
         meta.high.update(res.commit.high)
         meta.replays, meta.tick_failures = res.replays, res.tick_failures
         for m in res.outputs:
-            outputs[(m.key or b"").decode()].append(m.value)
+            # by the partition that wrote it: a referral record keyed by a customer of
+            # another partition interleaves with that customer's own outputs at will
+            outputs[f"{p}:{m.topic}:{(m.key or b'').decode()}"].append(m.value)
 
     pos = dict.fromkeys(by_tp, 0)
     tps = sorted(by_tp, key=lambda tp: (tp.topic, tp.partition))
@@ -132,3 +150,6 @@ def test_any_interleaving_and_batch_split_gives_the_same_states_and_outputs(
     assert states_a == states_b  # byte for byte: core state, points, tiers, churn
     assert out_a == out_b  # each customer's ledger entries and alerts, in order
     assert sum(len(v) for v in out_a.values()) > len(events) // 2
+    kinds = {orjson.loads(v).get("kind") for k, vs in out_a.items() if ":referrals:" in k
+             for v in vs}
+    assert kinds == {"claim", "confirmed"}  # the programme ran: friends claimed, answered

@@ -173,7 +173,7 @@ def test_render_groups_and_aligns() -> None:
     ]
     groups = [ln for ln in lines if ln and not ln.startswith(" ")][3:]
     assert groups == ["purchases", "windows", "support", "surveys", "loyalty", "churn",
-                      "engagement", "profile"]
+                      "engagement", "referral", "profile"]
     fields = [ln for ln in lines if ln.startswith("  ")]
     values_at = {len(ln) - len(ln.lstrip(" ").split(":", 1)[1].lstrip()) for ln in fields}
     assert len(values_at) == 1  # every value starts in the same column
