@@ -34,7 +34,7 @@ from lifetimes.utils import ConvergenceError
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from processors.churn import purchase_summary, signal_strengths
+from processors.churn.model import purchase_summary, signal_strengths
 from processors.churn_fit import Params, fit_weights, p_alive
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS

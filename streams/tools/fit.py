@@ -48,7 +48,7 @@ from typing import IO, Any
 
 import yaml
 
-from processors.churn import purchase_summary, signal_strengths
+from processors.churn.model import purchase_summary, signal_strengths
 from processors.churn_fit import (
     Fit,
     FitError,

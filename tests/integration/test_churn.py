@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import orjson
 
-from processors.churn import ChurnAlert
+from processors.churn.layer import ChurnAlert
 from processors.customer import apply
 from processors.rules import DEFAULT_RULES
 from processors.state import CustomerState
