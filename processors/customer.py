@@ -61,8 +61,7 @@ from processors.state import (
 )
 from processors.support import pending_breaches, ticket_changes
 from processors.surveys import rolling_mean, survey_changes
-from processors.timeutil import DAY_MS, HOUR_MS, day_of
-from schemas.codec import format_time
+from processors.timeutil import DAY_MS, HOUR_MS, day_of, format_time
 from schemas.events import (
     Adjustment,
     CustomerEvent,

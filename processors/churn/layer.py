@@ -23,8 +23,7 @@ from processors.churn.wire import from_wire, to_wire
 from processors.layer import Reaction
 from processors.rules import Rules
 from processors.state import CustomerState
-from processors.timeutil import DAY_MS
-from schemas.codec import format_time
+from processors.timeutil import DAY_MS, format_time
 from schemas.events import REDEMPTION, REFERRAL, CustomerEvent, Event, SupportTicket
 from schemas.frozen import constructor
 

@@ -6,7 +6,7 @@ docstring, "The score" and "Fitted to a history"): the purchase model's part
 (``purchase_logit``), the overdue ramp, the constant signals (trends, ticket signals) and
 the step signals that switch on or off at known times (SLA deadlines, expiring memories:
 ``steps``, ``breakpoints``). ``_add_up`` is the reference sum; ``z`` is its fast copy for
-the level search (pinned equal by tests/unit/processors/test_fast_copies.py).
+the level search (pinned to it by tests/unit/processors/test_fast_copies.py).
 ``signal_strengths`` and ``purchase_summary`` are what ``pulse fit churn`` fits to.
 """
 
@@ -20,7 +20,8 @@ from typing import Any
 
 from processors.churn.records import HIGH, LEVELS, LOW, MEDIUM, ChurnState
 from processors.rules import ChurnRules, Rules, per_rules
-from processors.state import CustomerState
+from processors.state import NPS_DETRACTOR_MAX, CustomerState
+from processors.support import sla_deadlines
 from processors.timeutil import DAY_MS
 
 _FAR = 2**62
@@ -220,18 +221,17 @@ class _Profile:
                 self._step("sla_breach", w.sla_breach, 1.0, ch.breach_at, svc)
             sla = rules.support.sla
             for o in tickets:
-                target = sla.of(o.priority)
-                deadline = o.opened_at + (target.resolution_ms if o.responded
-                                          else target.first_response_ms)
+                first, resolution = sla_deadlines(o, sla)  # the next one still running
+                deadline = resolution if first is None else first
                 self.steps.append(("sla_breach", w.sla_breach, deadline + 1, _FAR, 1.0))
         if core.last_sentiment is not None and core.last_sentiment_at is not None \
                 and w.negative_sentiment:
             lo = cr.negative_sentiment_below
             s = _clamp01((lo - core.last_sentiment) / (lo + 1.0))
             self._step("negative_sentiment", w.negative_sentiment, s, core.last_sentiment_at, svc)
-        if core.nps_score is not None and core.nps_at is not None and core.nps_score <= 6 \
-                and w.nps_detractor:
-            s = 0.5 + 0.5 * (6 - core.nps_score) / 6
+        if core.nps_score is not None and core.nps_at is not None \
+                and core.nps_score <= NPS_DETRACTOR_MAX and w.nps_detractor:
+            s = 0.5 + 0.5 * (NPS_DETRACTOR_MAX - core.nps_score) / NPS_DETRACTOR_MAX
             self._step("nps_detractor", w.nps_detractor, s, core.nps_at, srv)
         if core.csat and w.low_csat:
             lo = cr.low_csat_below
@@ -292,10 +292,7 @@ class _Profile:
     def z(self, t: int) -> float:
         """The log-odds at ``t``. The level search calls this about ten times an event, so
         ``purchase_logit(t)`` (all but ``_logit``) and ``overdue_strength(t)`` are inlined
-        here, and the constant signals come pre-summed (``c_const``): the same terms as
-        ``total`` (``_add_up``), added in another order, so the two may differ in the last
-        bits of the float (tests/unit/processors/test_fast_copies.py pins them within a few
-        ulps; the level search's result is checked against ``total`` there)."""
+        here: the same operations in the same order, hence the same floats."""
         tx = self.tx
         big_t = (t - self.first) / DAY_MS if self.bought else tx
         if big_t < tx:

@@ -22,8 +22,7 @@ from typing import NamedTuple
 from processors.loyalty.records import LoyaltyState
 from processors.rules import LoyaltyRules, Rules, per_rules
 from processors.state import KIND_INDEX, DayBucket
-from processors.timeutil import DAY_MS
-from schemas.codec import format_time
+from processors.timeutil import DAY_MS, format_time
 
 SURVEY_KIND = KIND_INDEX["survey"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from processors.loyalty.derived import _Derived
 from processors.loyalty.records import LoyaltyState
-from schemas.codec import format_time
+from processors.timeutil import format_time
 from schemas.frozen import constructor
 
 EARN, REFUND, SURVEY_BONUS, SERVICE_RECOVERY = "earn", "refund", "survey_bonus", "service_recovery"
