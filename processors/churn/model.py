@@ -6,7 +6,7 @@ docstring, "The score" and "Fitted to a history"): the purchase model's part
 (``purchase_logit``), the overdue ramp, the constant signals (trends, ticket signals) and
 the step signals that switch on or off at known times (SLA deadlines, expiring memories:
 ``steps``, ``breakpoints``). ``_add_up`` is the reference sum; ``z`` is its fast copy for
-the level search (pinned to it by tests/unit/processors/test_fast_copies.py).
+the level search (pinned equal by tests/unit/processors/test_fast_copies.py).
 ``signal_strengths`` and ``purchase_summary`` are what ``pulse fit churn`` fits to.
 """
 
@@ -292,7 +292,10 @@ class _Profile:
     def z(self, t: int) -> float:
         """The log-odds at ``t``. The level search calls this about ten times an event, so
         ``purchase_logit(t)`` (all but ``_logit``) and ``overdue_strength(t)`` are inlined
-        here: the same operations in the same order, hence the same floats."""
+        here, and the constant signals come pre-summed (``c_const``): the same terms as
+        ``total`` (``_add_up``), added in another order, so the two may differ in the last
+        bits of the float (tests/unit/processors/test_fast_copies.py pins them within a few
+        ulps; the level search's result is checked against ``total`` there)."""
         tx = self.tx
         big_t = (t - self.first) / DAY_MS if self.bought else tx
         if big_t < tx:
