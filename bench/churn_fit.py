@@ -12,7 +12,7 @@ CDNOW: the full master file (23,570 customers who first bought in Q1 1997, purch
 
 What is fitted sees only the history before the cutoff (``streams.tools.fit.fit_replayed``,
 the code of ``pulse fit churn``); every AUC is on the holdout, scored by the worker's own
-``processors.churn.score`` with the fitted rules. The customer split fits on the customers
+``processors.churn.explain.score`` with the fitted rules. The customer split fits on the customers
 of one half (by a hash of the id) and scores the other half, both ways round. Two oracles
 are printed as ceilings, not methods: the MBG/NBD purchase model with its parameters
 searched for the holdout AUC, and the score's weights fitted (``fit_weights``) to the
@@ -34,7 +34,7 @@ from lifetimes.utils import ConvergenceError
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from processors.churn import purchase_summary, signal_strengths
+from processors.churn.model import purchase_summary, signal_strengths
 from processors.churn_fit import Params, fit_weights, p_alive
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS

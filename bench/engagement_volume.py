@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
-from processors.churn import ChurnAlert
+from processors.churn.layer import ChurnAlert
 from processors.rules import DEFAULT_RULES, TRIGGER_KINDS, parse_rules
 from processors.timeutil import DAY_MS
 from schemas.events import Event

@@ -20,7 +20,7 @@ points (the best one wins): the result can always be written into a rules file.
 
 ``fit_weights`` fits the rest of the score (``z = bias + model_weight * logit(P_buy) +
 sum_k w_k * s_k``, processors/churn.py) as a logistic regression: given each customer's
-unweighted parts as of an earlier cutoff (``processors.churn.signal_strengths``) and whether
+unweighted parts as of an earlier cutoff (``processors.churn.model.signal_strengths``) and whether
 they then bought nothing for ``horizon_days``, it maximises the Bernoulli log-likelihood of
 those outcomes with a weak normal prior (sd ``PRIOR_SD``) around the starting values, inside
 the ranges the rules accept (``WEIGHT_BOUNDS``), by L-BFGS-B. A signal that is on for

@@ -20,7 +20,7 @@ Theory of operation
    that an event "arrived late" (README "Time");
 4. computes the topic-specific field changes (purchases, tickets, surveys, customer records:
    ``profile.profile_changes``; redemptions change only dedup and ``max_event_at`` here:
-   ``loyalty.on_event`` answers them) - these raise ``Rejected`` for unknown currencies,
+   the loyalty layer answers them) - these raise ``Rejected`` for unknown currencies,
    invalid content and (for now) erasure requests;
 5. advances ``max_event_at``, prunes day buckets and the dedup window against it, and
    remembers the event's key;
@@ -28,7 +28,7 @@ Theory of operation
    order: loyalty, churn, KPIs; the protocol is ``processors/layer.py``): each may replace
    its own record and add outputs and KPI increments. Two special cases live in the layers:
    churn answers a customer record (``CustomerEvent``) with only what silence made due
-   (``churn.on_tick`` on the state before it), and the KPIs see the final ``after``.
+   (its ``on_tick`` on the state before it), and the KPIs see the final ``after``.
    ``apply_state`` (``STATE_ONLY``) stops before this step.
 
 Nothing is returned before every check passed, so a ``Rejected`` (also one a layer raises,
@@ -44,15 +44,14 @@ from typing import Any, NamedTuple
 
 from processors import profile
 from processors.errors import INVALID, TOO_LATE, Rejected
-from processors.money import to_reporting_minor
 from processors.outputs import KpiDelta, Output
+from processors.purchases import purchase_changes
 from processors.registry import LAYERS
 from processors.rules import Rules
 from processors.state import (
     KIND_INDEX,
     PURCHASE_KIND,
     WINDOWS_DAYS,
-    Answer,
     CustomerState,
     DayBucket,
     Seen,
@@ -61,10 +60,9 @@ from processors.state import (
     window_sums,
 )
 from processors.support import pending_breaches, ticket_changes
-from processors.timeutil import DAY_MS, HOUR_MS, day_of
-from schemas.codec import format_time
+from processors.surveys import rolling_mean, survey_changes
+from processors.timeutil import DAY_MS, HOUR_MS, day_of, format_time
 from schemas.events import (
-    SURVEY_SCALES,
     Adjustment,
     CustomerEvent,
     Event,
@@ -129,13 +127,13 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         )
 
     if isinstance(event, Purchase):
-        changes = _purchase_changes(state, event, rules)
+        changes = purchase_changes(state, event, rules)
     elif isinstance(event, SupportTicket):
         changes = ticket_changes(state, event, rules)
     elif isinstance(event, Survey):
-        changes = _survey_changes(state, event, rules)
+        changes = survey_changes(state, event, rules)
     elif isinstance(event, (Redemption, Adjustment, Referral)):
-        changes = {}  # points: loyalty.on_event below answers it with a ledger entry
+        changes = {}  # points: the loyalty layer answers it with a ledger entry
     elif isinstance(event, CustomerEvent):
         changes = profile.profile_changes(state, event)  # signup, profile, consent
     else:
@@ -209,73 +207,6 @@ def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], late
     return tuple(kept)
 
 
-def _add_to_day(
-    days: tuple[DayBucket, ...], day: int, orders: int, spend: int, refunds: int
-) -> tuple[DayBucket, ...]:
-    if not days or day > days[-1].day:  # the common case: a new newest day
-        return (*days, DayBucket(day, orders, spend, refunds))
-    i = bisect.bisect_left(days, day, key=lambda b: b.day)
-    if i < len(days) and days[i].day == day:
-        b = days[i]
-        new = DayBucket(day, b.orders + orders, b.spend_minor + spend, b.refunds_minor + refunds)
-        return (*days[:i], new, *days[i + 1 :])
-    return (*days[:i], DayBucket(day, orders, spend, refunds), *days[i:])
-
-
-def _purchase_changes(state: CustomerState, ev: Purchase, rules: Rules) -> dict[str, Any]:
-    if type(ev.amount_minor) is not int or ev.amount_minor < 0:
-        raise Rejected(INVALID, f"amount_minor {ev.amount_minor!r} must be an integer >= 0")
-    amount = to_reporting_minor(ev.amount_minor, ev.currency, rules)
-    t = ev.occurred_at
-    day = day_of(t)
-    if ev.kind == "purchase":
-        return {
-            "first_purchase_at": t if state.first_purchase_at is None
-            else min(state.first_purchase_at, t),
-            "last_purchase_at": t if state.last_purchase_at is None
-            else max(state.last_purchase_at, t),
-            "purchase_count": state.purchase_count + 1,
-            "gross_spend_minor": state.gross_spend_minor + amount,
-            "days": _add_to_day(state.days, day, 1, amount, 0),
-        }
-    if ev.kind == "refund":
-        if amount > state.total_spend_minor:
-            raise Rejected(
-                INVALID,
-                f"refund of {amount} {rules.reporting_currency} minor units for order "
-                f"{ev.order_id!r} exceeds the customer's net spend {state.total_spend_minor}",
-            )
-        return {
-            "refund_count": state.refund_count + 1,
-            "refunds_minor": state.refunds_minor + amount,
-            "days": _add_to_day(state.days, day, 0, 0, amount),
-        }
-    raise Rejected(INVALID, f"purchase kind {ev.kind!r} is not purchase or refund")
-
-
-def _survey_changes(state: CustomerState, ev: Survey, rules: Rules) -> dict[str, Any]:
-    scale = SURVEY_SCALES.get(ev.kind)
-    if scale is None:
-        raise Rejected(INVALID, f"survey kind {ev.kind!r} is not one of {tuple(SURVEY_SCALES)}")
-    lo, hi = scale
-    if type(ev.score) is not int or not lo <= ev.score <= hi:
-        raise Rejected(INVALID, f"{ev.kind} score {ev.score!r} is not an integer in [{lo}, {hi}]")
-    t = ev.occurred_at
-    changes: dict[str, Any] = {"surveys_answered": state.surveys_answered + 1}
-    if ev.kind == "nps":
-        if state.nps_at is None or t >= state.nps_at:
-            changes.update(nps_score=ev.score, nps_at=t)
-        return changes
-    answers = list(state.csat if ev.kind == "csat" else state.ces)
-    answers.insert(bisect.bisect_right(answers, t, key=lambda a: a.at), Answer(t, ev.score))
-    changes[ev.kind] = tuple(answers[-rules.surveys.rolling_answers :])
-    return changes
-
-
-def _mean(answers: tuple[Answer, ...]) -> float | None:
-    return sum(a.score for a in answers) / len(answers) if answers else None
-
-
 def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
     """The customer's export row as of event time ``as_of`` (JSON-ready values only).
 
@@ -327,9 +258,9 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
         nps_score=state.nps_score,
         nps_class=state.nps_class,
         nps_at=state.nps_at,
-        csat_rolling=_mean(state.csat),
+        csat_rolling=rolling_mean(state.csat),
         csat_answers=len(state.csat),
-        ces_rolling=_mean(state.ces),
+        ces_rolling=rolling_mean(state.ces),
         ces_answers=len(state.ces),
         surveys_answered=state.surveys_answered,
     )
@@ -349,7 +280,7 @@ def view(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any]:
 
 def next_due(state: CustomerState, rules: Rules) -> int | None:
     """Event time at which ``tick`` should next run for the customer (nothing time-driven
-    happens before it; at it, a change or only a closer look: see churn.look_at), or None:
+    happens before it; at it, a change or only a closer look: see churn.levels.look_at), or None:
     the earliest of the layers' ``next_due``."""
     due = None
     for layer in LAYERS:

@@ -3,11 +3,15 @@
 Theory of operation: a processor either returns a new value or raises one of these, and a
 raise never changes anything (inputs are immutable, results are built before they are
 returned). The shell turns ``Rejected`` into a dead letter with ``reason`` as the counter
-label; ``RulesError`` stops start-up with a message that names the offending field;
-``WireError`` means stored state bytes cannot be decoded (corruption or a newer version).
+label (``Rejected`` and the codec's ``InvalidEvent`` share the base ``DomainError``,
+``schemas/errors.py``: a reason and a message); ``RulesError`` stops start-up with a
+message that names the offending field; ``WireError`` means stored state bytes cannot be
+decoded (corruption or a newer version).
 """
 
 from __future__ import annotations
+
+from schemas.errors import DomainError
 
 # Rejection reasons (dead-letter counter labels). Keep this set small and stable.
 UNKNOWN_CURRENCY = "unknown_currency"
@@ -16,15 +20,8 @@ INVALID = "invalid"
 NOT_SUPPORTED = "not_supported"  # a valid record apply does not act on (an erasure: the shell)
 
 
-class Rejected(Exception):
+class Rejected(DomainError):
     """A domain-invalid event. Never retriable: the same event is rejected again."""
-
-    retriable = False
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 class RulesError(ValueError):

@@ -67,6 +67,7 @@ from processors.layer import Reaction
 from processors.outputs import KpiDelta
 from processors.rules import Rules
 from processors.state import CustomerState, DayBucket, nps_class
+from processors.support import settles
 from processors.timeutil import day_of
 from schemas.events import Event, Purchase, Redemption, SupportTicket, Survey
 
@@ -199,8 +200,8 @@ def _ticket(before: CustomerState, after: CustomerState, ev: SupportTicket, day:
     else:
         tracked = next((o for o in before.open_tickets if o.ticket_id == ev.ticket_id), None)
         if tracked is not None:
-            first = not tracked.responded
-            settled = int(first) + int(status != "responded")
+            first, resolution = settles(tracked, status)
+            settled = int(first) + int(resolution)
             if first:
                 out.append(KpiDelta(DAYS, f"{day}:frc:{ch}", 1))
                 out.append(KpiDelta(DAYS, f"{day}:frw:{ch}",

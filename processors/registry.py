@@ -11,9 +11,11 @@ Adding a layer is adding its module and one line here.
 
 from __future__ import annotations
 
-from processors import churn, kpi, loyalty
+from processors import kpi
+from processors.churn import layer as churn
 from processors.engagement import layer as engagement
 from processors.layer import Layer
+from processors.loyalty import layer as loyalty
 from processors.referral import layer as referral
 
 LAYERS: tuple[Layer, ...] = (

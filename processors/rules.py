@@ -149,7 +149,7 @@ def _default_tiers() -> tuple[LoyaltyTier, ...]:
 
 @dataclass(frozen=True)
 class LoyaltyRules:
-    """Points, tiers, bonuses, refunds, expiry (processors/loyalty.py; documented field by
+    """Points, tiers, bonuses, refunds, expiry (processors/loyalty/; documented field by
     field in default_rules.yaml)."""
 
     points_per_unit: Annotated[Decimal, ge(0)] = Decimal(1)
@@ -205,7 +205,7 @@ class ReferralRules:
 
 @dataclass(frozen=True)
 class ChurnModel:
-    """The purchase model (MBG/NBD, processors/churn.py): P(no purchase within horizon_days).
+    """The purchase model (MBG/NBD, processors/churn/): P(no purchase within horizon_days).
     Purchase rates are gamma(rate_shape, rate_scale_days) across customers; after each
     purchase a customer drops out with a probability that is beta(dropout_a, dropout_b)."""
 
@@ -220,7 +220,7 @@ class ChurnModel:
 class ChurnWeights:
     """Log-odds added to the purchase model by each signal at full strength (0 turns it off).
     ``low_value`` and ``repeat_purchases`` are per unit of a log scale instead (see
-    processors/churn.py) and are off by default: ``pulse fit churn`` turns them on."""
+    processors/churn/) and are off by default: ``pulse fit churn`` turns them on."""
 
     overdue: Annotated[float, between(0, 10)] = 0.25
     frequency_down: Annotated[float, between(0, 10)] = 0.5
@@ -250,7 +250,7 @@ class ChurnLevel:
 
 @dataclass(frozen=True)
 class ChurnRules:
-    """Churn score, levels and alerts (processors/churn.py; every field documented in
+    """Churn score, levels and alerts (processors/churn/; every field documented in
     default_rules.yaml)."""
 
     model: ChurnModel = field(default_factory=ChurnModel)

@@ -73,9 +73,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 # the layers' records, from modules without logic (the layers' logic imports this module)
-from processors.churn_records import ChurnState
+from processors.churn.records import ChurnState
 from processors.engagement.record import Engagement
-from processors.loyalty_records import LoyaltyState
+from processors.loyalty.records import LoyaltyState
 from processors.money import round_half_even
 from processors.referral.record import ReferralState
 from processors.timeutil import DAY_MS, day_of
@@ -178,9 +178,9 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     # The layers' records (processors/layer.py): one field per layer that keeps one, named
     # by its ``field`` in processors/registry.py; a new one is additive on the wire (a new
     # ``wire_key``), otherwise bump processors.wire.VERSION.
-    # loyalty: the points account (processors/loyalty.py; None until the first points)
+    # loyalty: the points account (processors/loyalty/; None until the first points)
     loyalty: LoyaltyState | None = None
-    # churn: score, level with hysteresis, alert bookkeeping (processors/churn.py; None
+    # churn: score, level with hysteresis, alert bookkeeping (processors/churn/; None
     # until the first evaluation). Order-dependent, unlike the fields above: it records what
     # was alerted when.
     churn: ChurnState | None = None

@@ -38,15 +38,30 @@ def _order(t: OpenTicket) -> tuple[int, str]:
     return (t.opened_at, t.ticket_id)
 
 
+def sla_deadlines(ticket: OpenTicket, sla: SupportSla, priority: str | None = None
+                  ) -> tuple[int | None, int]:
+    """The SLA deadlines of an open ticket: ``(first response, resolution)``, the first None
+    once it was responded to; by the targets of ``priority`` (default: the ticket's latest).
+    A wait is a breach when the event that ends it comes *after* the deadline. The one
+    home of the rule: the breaches here, churn's SLA signal and the view use it."""
+    target = sla.of(ticket.priority if priority is None else priority)
+    opened = ticket.opened_at
+    first = None if ticket.responded else opened + target.first_response_ms
+    return first, opened + target.resolution_ms
+
+
+def settles(ticket: OpenTicket, status: str) -> tuple[bool, bool]:
+    """Which deadlines of a tracked ticket an event with ``status`` (responded, resolved,
+    closed) settles: ``(first response, resolution)``. A first response is ``responded``, or
+    ``resolved`` / ``closed`` with none before; ``resolved`` / ``closed`` settle the
+    resolution. (The KPIs count settled deadlines with it.)"""
+    return not ticket.responded, status != "responded"
+
+
 def pending_breaches(ticket: OpenTicket, sla: SupportSla, as_of: int) -> int:
     """Breaches of an open ticket whose deadlines lie before ``as_of``."""
-    target = sla.of(ticket.priority)
-    n = 0
-    if not ticket.responded and as_of > ticket.opened_at + target.first_response_ms:
-        n += 1
-    if as_of > ticket.opened_at + target.resolution_ms:
-        n += 1
-    return n
+    first, resolution = sla_deadlines(ticket, sla)
+    return int(first is not None and as_of > first) + int(as_of > resolution)
 
 
 def ticket_changes(state: CustomerState, ev: SupportTicket, rules: Rules) -> dict[str, Any]:
@@ -89,15 +104,14 @@ def ticket_changes(state: CustomerState, ev: SupportTicket, rules: Rules) -> dic
     if idx is None:  # untracked: nothing to settle
         return changes
     ticket = table[idx]
-    target = sla.of(ev.priority)
-    waited = t - ticket.opened_at
-    late_response = not ticket.responded and waited > target.first_response_ms
+    first, resolution = sla_deadlines(ticket, sla, ev.priority)  # an escalation tightens
+    late_response = first is not None and t > first
     if ev.status == "responded":
         table[idx] = ticket._replace(priority=ev.priority, responded=True)
         breaches = int(late_response)
     else:  # resolved / closed
         del table[idx]
-        breaches = int(late_response) + int(waited > target.resolution_ms)
+        breaches = int(late_response) + int(t > resolution)
     changes["open_tickets"] = tuple(table)
     if breaches:
         changes["sla_breaches"] = state.sla_breaches + breaches

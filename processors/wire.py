@@ -7,8 +7,8 @@ spend, refunds`` quadruples, ``s`` = dedup window as ``at, key, kind`` triples, 
 = survey answers as ``at, score`` pairs);
 ``ot`` = open tickets as ``[ticket_id, opened_at, priority, responded]``; then each
 layer's record under its ``wire_key``, in registry order (``processors/registry.py``):
-``ly`` = the points account (``processors.loyalty.to_wire``), ``ch`` = the churn record
-(``processors.churn.to_wire``), ``en`` = the engagement record
+``ly`` = the points account (``processors.loyalty.wire``), ``ch`` = the churn record
+(``processors.churn.wire``), ``en`` = the engagement record
 (``processors.engagement.record.to_wire``); ``pf`` = the profile
 (``processors.profile.to_wire``). ``v`` is the
 format version: ``loads`` refuses any other version and any malformed value with

@@ -47,6 +47,7 @@ import msgspec
 import orjson
 from msgspec import Meta
 
+from schemas.errors import DomainError
 from schemas.events import (
     ADJUSTMENT,
     CONSENT,
@@ -80,6 +81,7 @@ from schemas.events import (
     Survey,
 )
 from schemas.frozen import constructor
+from schemas.times import format_time  # the wire's time format (re-exported for streams/)
 
 MAX_RECORD_BYTES = 64 * 1024
 MAX_ID_LEN = 128
@@ -122,15 +124,8 @@ SCHEMA = "schema_violation"
 UNKNOWN_TIME_ZONE = "unknown_time_zone"  # a well-formed name the IANA database lacks
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(DomainError, ValueError):
     """A record that cannot become an event. Never retriable: the bytes will not change."""
-
-    retriable = False
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
 
 
 def _fail(path: str, what: str, value: Any) -> InvalidEvent:
@@ -795,20 +790,6 @@ def decode_obj(kind: str, obj: Any) -> Event:
     if type(obj) is not dict:
         raise InvalidEvent(NOT_AN_OBJECT, f"record must be a JSON object, got {type(obj).__name__}")
     return _BUILDERS[kind](obj)
-
-
-def format_time(ms: int) -> str:
-    """Epoch milliseconds -> RFC 3339 in UTC with millisecond precision."""
-    day, rem = divmod(ms, 86_400_000)  # the date through a cache, the time by arithmetic
-    # %-formatting: measurably cheaper here than an f-string with four format specs
-    return "%sT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
-        _utc_date(day), rem // 3_600_000, rem // 60_000 % 60, rem // 1000 % 60, rem % 1000)
-
-
-@lru_cache(maxsize=8192)
-def _utc_date(day: int) -> str:
-    """Days since 1970-01-01 -> 'YYYY-MM-DD' (as strftime writes it)."""
-    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 _EDGE_OFFSET = timedelta(hours=23, minutes=59)  # the largest offset the wire format allows

@@ -25,7 +25,7 @@ from hashlib import blake2b
 from typing import Any
 
 from processors.profile import Profile, marketing_consent
-from schemas.codec import format_time
+from processors.timeutil import format_time
 from schemas.events import CONSENT_CHANNELS
 
 STREAM = "engagement"

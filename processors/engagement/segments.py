@@ -36,8 +36,7 @@ from typing import NamedTuple
 
 from processors.rules import SEGMENTS, Rules, per_rules
 from processors.state import CustomerState, DayBucket
-from processors.timeutil import DAY_MS, day_of
-from schemas.codec import format_time
+from processors.timeutil import DAY_MS, day_of, format_time
 
 YEAR_DAYS = 365
 _LEVEL_RANK = {"low": 0, "medium": 1, "high": 2}

@@ -45,11 +45,11 @@ from typing import Any, NamedTuple
 
 from processors.engagement import occasions
 from processors.engagement.record import Engagement
-from processors.loyalty import EXPIRY_NOTICE, expires_at
+from processors.loyalty.expiry import expires_at
+from processors.loyalty.ledger import EXPIRY_NOTICE
 from processors.rules import TRIGGER_KINDS, Rules
 from processors.state import CustomerState
-from processors.timeutil import DAY_MS, day_of
-from schemas.codec import format_time
+from processors.timeutil import DAY_MS, day_of, format_time
 
 _LEVEL_RANK = {"low": 0, "medium": 1, "high": 2}
 _PRIORITY = {k: i for i, k in enumerate(TRIGGER_KINDS)}

@@ -69,8 +69,8 @@ from processors.referral.record import (
     key32,
 )
 from processors.rules import Rules
-from processors.timeutil import DAY_MS
-from schemas.codec import format_time, wire_dict
+from processors.timeutil import DAY_MS, format_time
+from schemas.codec import wire_dict
 from schemas.events import (
     CLAIM,
     CLAWBACK,

@@ -21,9 +21,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from processors.churn import ALERT, LEVELS, RECOVERED
+from processors.churn.layer import ALERT, RECOVERED
+from processors.churn.records import LEVELS
 from processors.engagement.outputs import SEGMENT_CHANGE
-from processors.loyalty import (
+from processors.loyalty.ledger import (
     EARN,
     EXPIRY,
     EXPIRY_NOTICE,

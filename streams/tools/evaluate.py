@@ -14,7 +14,7 @@ Theory of operation
    change is due (the due set is a dict here, a sorted set in Redis there). Dead-lettered
    events (a refund larger than the net spend, an unknown currency, ...) are counted by
    reason.
-3. Score every customer who bought before the cutoff with ``processors.churn.score(state,
+3. Score every customer who bought before the cutoff with ``processors.churn.explain.score(state,
    rules, cutoff)`` -- the value ``pulse customers export --as-of`` shows as
    ``churn_score`` for the same history -- and label them "churned" when they make no
    purchase in ``[cutoff, cutoff + horizon)``.
@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from aiokafka.structs import ConsumerRecord
 
-from processors.churn import score
+from processors.churn.explain import score
 from processors.customer import FULL
 from processors.rules import ChurnModel, ChurnRules, Rules
 from processors.state import CustomerState

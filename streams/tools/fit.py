@@ -7,14 +7,14 @@ Theory of operation
    states as of an earlier cutoff too, ``horizon_days`` before it (``replay``'s snapshot);
    the cutoff defaults to just after the newest event.
 2. **The purchase model.** Summarise each customer who bought before the cutoff as the churn
-   score does (``processors.churn.purchase_summary``: repeat purchase days, t_x, T in days)
+   score does (``processors.churn.model.purchase_summary``: repeat purchase days, t_x, T in days)
    and fit ``churn.model``'s ``r, alpha, a, b`` by maximum likelihood
    (processors/churn_fit.py ``fit``).
 3. **The rest of the score** (``model_weight``, ``bias``, every ``churn.weights`` field,
    ``value_reference_minor``) on a time split of the same period, never on what comes after
    the cutoff: the purchase model is fitted again to the history before the earlier cutoff
    ``c0 = cutoff - horizon_days``; each customer who bought before ``c0`` gives the score's
-   unweighted parts as of ``c0`` with that model (``processors.churn.signal_strengths``) and
+   unweighted parts as of ``c0`` with that model (``processors.churn.model.signal_strengths``) and
    whether they then bought nothing until the cutoff (the question the score answers:
    no purchase in the next ``horizon_days``); ``fit_weights`` fits the weights to those
    outcomes by maximum likelihood (logistic regression). ``value_reference_minor`` is the
@@ -48,7 +48,7 @@ from typing import IO, Any
 
 import yaml
 
-from processors.churn import purchase_summary, signal_strengths
+from processors.churn.model import purchase_summary, signal_strengths
 from processors.churn_fit import (
     Fit,
     FitError,

@@ -11,7 +11,7 @@ import random
 
 import msgspec
 
-from processors import churn
+from processors.churn.explain import score as churn_score
 from processors.customer import apply
 from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules
@@ -104,4 +104,4 @@ def comparable(state: CustomerState, rules: Rules = DEFAULT_RULES, as_of: int | 
     kept = msgspec.structs.replace(state, churn=None)
     if not loyalty:
         kept = msgspec.structs.replace(kept, loyalty=None)
-    return kept, churn.score(state, rules, at).score
+    return kept, churn_score(state, rules, at).score

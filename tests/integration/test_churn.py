@@ -11,7 +11,7 @@ a regular buyer (12 purchases 14 days apart) goes silent while other customers' 
 keep the partition clocks moving (PULSE_CLOCK=event, e.g. one filler purchase a day for
 90 days on every partition). Expected: exactly one medium alert and one high alert for
 that customer, cause "inactivity", with ``occurred_at`` equal to the due times that
-``processors.churn.next_check_at`` gives for the stored state (the medium one from the
+``processors.churn.levels.next_check_at`` gives for the stored state (the medium one from the
 state after the last purchase, the high one from the state after the medium alert) and
 alert ids ``churn-...`` equal to those of ``on_tick`` run on the same states; replaying the
 same input into a fresh Redis gives the same records, and a worker killed between the two
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import orjson
 
-from processors.churn import ChurnAlert
+from processors.churn.layer import ChurnAlert
 from processors.customer import apply
 from processors.rules import DEFAULT_RULES
 from processors.state import CustomerState

@@ -29,8 +29,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from processors.churn import ChurnAlert, Reason
-from processors.loyalty import LedgerEntry
+from processors.churn.explain import Reason
+from processors.churn.layer import ChurnAlert
+from processors.loyalty.ledger import LedgerEntry
 from streams.notifier.service import NotifierTopics
 from streams.settings import Settings, to_env
 from streams.tools.devrun import scrape, total

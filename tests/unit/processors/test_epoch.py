@@ -26,7 +26,7 @@ SHIFT = 10_227 * DAY_MS  # 28 years: 1970-01-01 -> 1998-01-01, the same weekdays
 L = RULES.allowed_lateness_ms
 
 # the core state's fields (points and churn have their own clocks; see the module docstring
-# of processors/churn.py and processors/loyalty.py: they are not part of this check)
+# of processors/churn/ and processors/loyalty/: they are not part of this check)
 _LAYERED = ("points_", "lifetime_points", "tier", "next_tier", "spend_to_next_tier",
             "expires_at", "churn_")
 

@@ -148,5 +148,8 @@ def test_the_state_imports_no_layer_logic_and_its_annotations_resolve() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     loaded = set(out.split())
-    assert not loaded & {"processors.loyalty", "processors.churn", "processors.kpi",
-                         "processors.profile", "processors.customer", "processors.registry"}
+    records = {m for m in loaded if m.rsplit(".", 1)[-1] in ("record", "records")}
+    packages = {m.rsplit(".", 1)[0] for m in records}  # their __init__ runs first
+    base = {"processors.state", "processors.money", "processors.timeutil", "processors.rules",
+            "processors.errors"}
+    assert loaded <= base | records | packages, sorted(loaded - base - records - packages)

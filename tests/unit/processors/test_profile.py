@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from processors import kpi, wire
-from processors.churn import ChurnAlert
+from processors.churn.layer import ChurnAlert
 from processors.customer import apply, apply_state, next_due, tick, view
 from processors.errors import INVALID, NOT_SUPPORTED, TOO_LATE, Rejected, WireError
 from processors.profile import Consent, Profile, from_wire, marketing_consent, to_wire

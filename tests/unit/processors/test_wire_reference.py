@@ -20,10 +20,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from processors import churn, loyalty, profile, wire
-from processors.churn import LEVELS, ChurnState
+from processors import profile, wire
+from processors.churn import wire as churn_wire
+from processors.churn.records import LEVELS, ChurnState
 from processors.errors import WireError
-from processors.loyalty import LinePoints, LoyaltyState, OrderPoints, SurveyMark
+from processors.loyalty import wire as loyalty_wire
+from processors.loyalty.records import LinePoints, LoyaltyState, OrderPoints, SurveyMark
 from processors.profile import Consent, Profile
 from processors.referral import record as referral_record
 from processors.state import Answer, CustomerState, DayBucket, OpenTicket, Seen
@@ -68,7 +70,7 @@ def ref_dumps(state: CustomerState) -> bytes:
     if state.loyalty is not None:
         out["ly"] = ref_loyalty(state.loyalty)
     if state.churn is not None:
-        out["ch"] = churn.to_wire(state.churn, state.max_event_at)
+        out["ch"] = churn_wire.to_wire(state.churn, state.max_event_at)
     if state.referral is not None:
         r = state.referral
         out["ref"] = [r.status, r.order_id, r.at, r.paid, r.refunded, r.credited, r.rewarded,
@@ -147,9 +149,9 @@ def ref_loads(data: bytes) -> CustomerState:
             raise WireError("state field 'ot': expected a list")
         kwargs["open_tickets"] = tuple(_ticket(o) for o in obj["ot"])
     if "ly" in obj:
-        kwargs["loyalty"] = loyalty.from_wire(obj["ly"])
+        kwargs["loyalty"] = loyalty_wire.from_wire(obj["ly"])
     if "ch" in obj:
-        kwargs["churn"] = churn.from_wire(obj["ch"], kwargs.get("max_event_at"))
+        kwargs["churn"] = churn_wire.from_wire(obj["ch"], kwargs.get("max_event_at"))
     if "ref" in obj:  # (its own checks: tests/unit/processors/referral/test_record.py)
         kwargs["referral"] = referral_record.from_wire(obj["ref"])
     if "pf" in obj:

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from processors.churn import ChurnState
-from processors.loyalty import LedgerEntry
+from processors.churn.records import ChurnState
+from processors.loyalty.ledger import LedgerEntry
 from schemas.events import Purchase, PurchaseLine
 from schemas.frozen import constructor
 

@@ -7,19 +7,12 @@ from collections.abc import Iterable
 import msgspec
 import pytest
 
-from processors import churn, wire
-from processors.churn import (
-    HIGH,
-    INACTIVITY,
-    LOW,
-    MEDIUM,
-    ChurnAlert,
-    ChurnState,
-    level_after,
-    next_check_at,
-    on_tick,
-    score,
-)
+from processors import wire
+from processors.churn import wire as churn_wire
+from processors.churn.explain import Reason, score
+from processors.churn.layer import INACTIVITY, ChurnAlert, on_tick
+from processors.churn.levels import level_after, next_check_at
+from processors.churn.records import HIGH, LOW, MEDIUM, ChurnState
 from processors.customer import apply
 from processors.errors import WireError
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
@@ -68,7 +61,7 @@ def run(events: Iterable[Event], rules: Rules = DEFAULT_RULES
 
 
 def reasons(state: CustomerState, as_of: int, rules: Rules = DEFAULT_RULES
-            ) -> dict[str, churn.Reason]:
+            ) -> dict[str, Reason]:
     return {r.code: r for r in score(state, rules, as_of).reasons}
 
 
@@ -341,7 +334,7 @@ STATES = [
 @pytest.mark.parametrize("ch", STATES)
 def test_wire_round_trip(ch: ChurnState) -> None:
     for m in (None, T0, T0 + 5):
-        assert churn.from_wire(churn.to_wire(ch, m), m) == ch
+        assert churn_wire.from_wire(churn_wire.to_wire(ch, m), m) == ch
     state = CustomerState(C, max_event_at=T0, churn=ch)
     assert wire.loads(wire.dumps(state)) == state
 
@@ -353,14 +346,14 @@ def test_wire_round_trip(ch: ChurnState) -> None:
 ])
 def test_wire_refuses_malformed_records(bad: object) -> None:
     with pytest.raises(WireError, match="'ch'"):
-        churn.from_wire(bad, T0)
+        churn_wire.from_wire(bad, T0)
 
 
 def test_records_written_with_reason_indexes_are_still_read() -> None:
     # states written before the stored reasons were dropped carry them as a tenth item
     old = [9123, 5, 0, DAY_MS, T0 - 40 * DAY_MS, T0, T0 - 5 * DAY_MS, T0 - 3, 17 * DAY_MS, [2, 10]]
-    assert churn.from_wire(old, T0) == STATES[1]
-    assert churn.to_wire(STATES[1], T0) == old[:9]
+    assert churn_wire.from_wire(old, T0) == STATES[1]
+    assert churn_wire.to_wire(STATES[1], T0) == old[:9]
 
 
 def test_the_churn_record_costs_a_typical_customer_under_80_bytes() -> None:

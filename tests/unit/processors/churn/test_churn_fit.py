@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 from lifetimes import ModifiedBetaGeoFitter
 
-from processors.churn import purchase_summary
+from processors.churn.model import purchase_summary
 from processors.churn_fit import (
     BOUNDS,
     PARAMS,

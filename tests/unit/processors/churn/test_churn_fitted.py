@@ -8,8 +8,9 @@ from dataclasses import fields
 
 import pytest
 
-from processors import churn
-from processors.churn import Reason, score, signal_strengths
+from processors.churn import model as churn_model
+from processors.churn.explain import Reason, score
+from processors.churn.model import signal_strengths
 from processors.customer import apply
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
@@ -58,7 +59,7 @@ def fitted(**churn_fields: object) -> Rules:
 
 def z_of(state: CustomerState, rules: Rules, as_of: int) -> float:
     """The score's log-odds (unrounded), through the score's own profile."""
-    return churn._Profile(state, state.churn, rules).total(as_of)
+    return churn_model._Profile(state, state.churn, rules).total(as_of)
 
 
 ONE = LAST - 10 * DAY_MS  # a one-time buyer's only purchase

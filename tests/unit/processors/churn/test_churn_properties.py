@@ -7,7 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors import wire
-from processors.churn import ChurnAlert, level_after, next_check_at, on_tick, score
+from processors.churn.explain import score
+from processors.churn.layer import ChurnAlert, on_tick
+from processors.churn.levels import level_after, next_check_at
 from processors.customer import apply
 from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules, parse_rules

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from processors.churn import ChurnAlert, on_tick
+from processors.churn.layer import ChurnAlert, on_tick
 from processors.customer import apply
 from processors.errors import Rejected
 from processors.rules import DEFAULT_RULES, Rules

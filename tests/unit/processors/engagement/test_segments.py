@@ -8,7 +8,7 @@ from dataclasses import replace
 import msgspec
 import pytest
 
-from processors.churn import ChurnState
+from processors.churn.records import ChurnState
 from processors.customer import apply
 from processors.engagement.segments import classify, money, next_change
 from processors.rules import DEFAULT_RULES, SEGMENTS, parse_rules

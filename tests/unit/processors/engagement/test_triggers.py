@@ -9,12 +9,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from processors.churn import ChurnAlert
+from processors.churn.layer import ChurnAlert
 from processors.engagement.layer import LAYER
 from processors.engagement.outputs import consent_as_of
 from processors.engagement.record import Engagement, from_wire, to_wire
 from processors.errors import WireError
-from processors.loyalty import LedgerEntry
+from processors.loyalty.ledger import LedgerEntry
 from processors.rules import DEFAULT_RULES, TRIGGER_KINDS, Rules, parse_rules
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.codec import format_time, parse_time

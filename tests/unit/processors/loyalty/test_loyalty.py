@@ -17,10 +17,15 @@ from typing import Any
 import orjson
 import pytest
 
-from processors import loyalty, wire
+from processors import wire
 from processors.customer import apply, view
 from processors.errors import Rejected, RulesError, WireError
-from processors.loyalty import LedgerEntry, LinePoints, LoyaltyState, OrderPoints, SurveyMark
+from processors.loyalty import layer as loyalty
+from processors.loyalty import wire as loyalty_wire
+from processors.loyalty.derived import add_months, key32
+from processors.loyalty.expiry import expires_at
+from processors.loyalty.ledger import LedgerEntry
+from processors.loyalty.records import LinePoints, LoyaltyState, OrderPoints, SurveyMark
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS, day_of
@@ -257,7 +262,7 @@ def test_a_refund_without_lines_takes_back_its_share_of_the_amount() -> None:
 def test_a_refund_of_a_forgotten_order_uses_the_earning_formula() -> None:
     state, entries = run([buy("a", T0, 4250), buy("b", T0 + 100 * DAY_MS, 1000),
                           refund("r", T0 + 101 * DAY_MS, "o-a", 4250)])
-    assert [o.key for o in state.loyalty.orders] == [loyalty.key32("o-b")]  # type: ignore[union-attr]
+    assert [o.key for o in state.loyalty.orders] == [key32("o-b")]  # type: ignore[union-attr]
     assert brief(entries) == [("a:earn", 42, 42, "bronze"), ("b:earn", 10, 52, "bronze"),
                               ("r:refund", -42, 10, "bronze")]
     assert entries[2].reason == (
@@ -371,7 +376,7 @@ def test_activity_moves_the_deadline_and_clears_the_notice() -> None:
     answered = apply(noticed, survey("s", NOTICE + DAY_MS, "S-1"), DEFAULT_RULES, 0).state
     ly = answered.loyalty
     assert ly is not None and (ly.noticed, ly.last_activity_at) == (False, NOTICE + DAY_MS)
-    assert loyalty.expires_at(ly, DEFAULT_RULES.loyalty) == parse_time("2025-12-03T00:00:00Z")
+    assert expires_at(ly, DEFAULT_RULES.loyalty) == parse_time("2025-12-03T00:00:00Z")
 
 
 LATE_ACTIVITY = [
@@ -400,7 +405,7 @@ def test_a_late_activity_before_a_written_expiry_reverses_it(event: Event, own: 
     assert ly is not None and in_order.loyalty is not None
     assert ly.balance == in_order.loyalty.balance == 100 + own
     assert ly.balance == sum(e.points for e in [*before, *ticked, *entries])
-    assert loyalty.expires_at(ly, DEFAULT_RULES.loyalty) == loyalty.expires_at(
+    assert expires_at(ly, DEFAULT_RULES.loyalty) == expires_at(
         in_order.loyalty, DEFAULT_RULES.loyalty)
     assert [e.rule for e in entries].count("expiry_notice") == 0  # it went out in time
     assert ly.expired == ()  # reversed once: a copy of the event changes nothing more
@@ -426,10 +431,10 @@ def test_the_remembered_expiry_survives_the_wire() -> None:
     state, _ = loyalty.on_tick(state, DEFAULT_RULES, DEADLINE)
     ly = state.loyalty
     assert ly is not None and ly.expired == (DEADLINE, 100, T0)
-    assert loyalty.from_wire(loyalty.to_wire(ly)) == ly
-    assert len(loyalty.to_wire(ly)) == 10 and len(loyalty.to_wire(LoyaltyState())) == 9
+    assert loyalty_wire.from_wire(loyalty_wire.to_wire(ly)) == ly
+    assert len(loyalty_wire.to_wire(ly)) == 10 and len(loyalty_wire.to_wire(LoyaltyState())) == 9
     with pytest.raises(WireError, match="expired must be"):
-        loyalty.from_wire([*loyalty.to_wire(ly)[:9], [1, 2]])
+        loyalty_wire.from_wire([*loyalty_wire.to_wire(ly)[:9], [1, 2]])
 
 
 @pytest.mark.parametrize(("start", "months", "end"), [
@@ -439,7 +444,7 @@ def test_the_remembered_expiry_survives_the_wire() -> None:
     ("2024-11-15T00:00:00Z", 3, "2025-02-15T00:00:00Z"),
 ])
 def test_calendar_months(start: str, months: int, end: str) -> None:
-    assert loyalty.add_months(parse_time(start), months) == parse_time(end)
+    assert add_months(parse_time(start), months) == parse_time(end)
 
 
 # -- redemptions ------------------------------------------------------------------------------

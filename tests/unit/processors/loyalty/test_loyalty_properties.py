@@ -18,10 +18,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors import loyalty, wire
+from processors import wire
 from processors.customer import apply
 from processors.errors import Rejected
-from processors.loyalty import LedgerEntry
+from processors.loyalty import layer as loyalty
+from processors.loyalty.ledger import LedgerEntry
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from processors.churn import score
+from processors.churn.explain import score
 from processors.customer import apply
 from processors.rules import DEFAULT_RULES
 from processors.timeutil import DAY_MS

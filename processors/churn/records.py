@@ -2,8 +2,8 @@
 
 Theory of operation: a plain immutable record with no logic and no imports of ours, so that
 ``processors/state.py`` can name it without importing the churn logic (which imports the
-state: no import circle). What the fields mean and how they change: ``processors/churn.py``;
-the wire form: ``churn.to_wire``.
+state: no import circle). How the fields change: ``processors/churn/layer.py`` and
+``levels.py``; the wire form: ``processors/churn/wire.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 LOW, MEDIUM, HIGH = "low", "medium", "high"
 LEVELS: tuple[str, ...] = (LOW, MEDIUM, HIGH)
+RANK = {level: i for i, level in enumerate(LEVELS)}  # LEVELS.index
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 Theory of operation: plain immutable records (NamedTuples, cheap to build: several are built
 per event), with no logic and no imports of ours, so that ``processors/state.py`` can name
-them without importing the loyalty logic (which imports the state: no import circle). What
-the fields mean and how they change: ``processors/loyalty.py``; their wire form:
-``loyalty.to_wire``.
+them without importing the loyalty logic (which imports the state: no import circle). How
+they change: the other modules of ``processors/loyalty/`` (the package docstring); their
+wire form: ``processors/loyalty/wire.py``.
 """
 
 from __future__ import annotations
