@@ -132,6 +132,12 @@ def test_on_tick_is_idempotent_and_next_check_at_is_exact(
         assert level_after(ch.level, score(state, rules, due).score, rules.churn) != ch.level
 
 
+def _without_engagement(run: tuple[CustomerState | None, list[ChurnAlert]]
+                        ) -> tuple[CustomerState | None, list[ChurnAlert]]:
+    state, alerts = run
+    return (None if state is None else msgspec.structs.replace(state, engagement=None)), alerts
+
+
 @SETTINGS
 @given(h=histories(), every=st.sampled_from([1, 7, 45]))
 def test_ticks_do_not_change_what_or_when_and_the_cooldown_holds(
@@ -139,7 +145,10 @@ def test_ticks_do_not_change_what_or_when_and_the_cooldown_holds(
     rules, events = h
     daily = replay(rules, events, tick_days=1)
     other = replay(rules, events, tick_days=every)
-    assert daily == other
+    # the replay ticks the churn layer alone: the engagement record, which reads the churn
+    # level at its own due times, is only defined when the engine ticks every layer at its
+    # next_due (its own properties: tests/unit/processors/engagement/)
+    assert _without_engagement(daily) == _without_engagement(other)
     last: dict[str, int] = {}
     for a in daily[1]:
         if a.kind != "alert":
