@@ -92,16 +92,19 @@ def one_pass(events: list[Event], rules: Rules = DEFAULT_RULES) -> dict[str, Cus
 
 def comparable(state: CustomerState, rules: Rules = DEFAULT_RULES, as_of: int | None = None,
                *, loyalty: bool = True) -> tuple[CustomerState, float]:
-    """The state without its churn record, plus the churn score as of ``as_of``.
+    """The state without its churn and engagement records, plus the churn score as of
+    ``as_of``.
 
     The churn record keeps when each level was reached and alerted, which depends on the
     order the topics' events met (the engine merges them in event time; a one-pass reference
     in production order differs within the lateness). Everything else is confluent, and the
-    score is a function of it, so both are compared exactly. Loyalty depends on the order
+    score is a function of it, so both are compared exactly. The engagement record reads the
+    churn level and keeps when each segment and message came: as order-dependent (its
+    messages' ids are one per occasion whatever the order). Loyalty depends on the order
     of the purchase topic itself (the purchase that crosses a tier earns at it): leave it out
     (``loyalty=False``) where that order is undefined, as with a random partitioner."""
     at = as_of if as_of is not None else (state.max_event_at or 0)
-    kept = msgspec.structs.replace(state, churn=None)
+    kept = msgspec.structs.replace(state, churn=None, engagement=None)
     if not loyalty:
         kept = msgspec.structs.replace(kept, loyalty=None)
     return kept, churn_score(state, rules, at).score
