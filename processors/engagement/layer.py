@@ -153,7 +153,7 @@ class EngagementLayer:
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:
-        old: Engagement | None = getattr(before, "engagement", None)
+        old = before.engagement
         t = event.occurred_at
         outs: list[Output] = []
         kpi: list[KpiDelta] = []

@@ -29,9 +29,7 @@ class ReferralLayer:
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:
-        d = decide(before, after, event, rules)
-        if d.record is before.referral and not d.outputs:
-            return Reaction(after.referral)
+        d = decide(before, after, event, rules)  # the same record object when unchanged
         return Reaction(d.record, d.outputs)
 
     def on_tick(self, before: CustomerState, after: CustomerState, rules: Rules,
