@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from processors import profile, wire
 from processors.churn import wire as churn_wire
 from processors.churn.records import LEVELS, ChurnState
+from processors.engagement import record as engagement_record
+from processors.engagement.record import WIRE_KINDS, WIRE_SEGMENTS, Engagement
 from processors.errors import WireError
 from processors.loyalty import wire as loyalty_wire
 from processors.loyalty.records import LinePoints, LoyaltyState, OrderPoints, SurveyMark
@@ -71,6 +73,10 @@ def ref_dumps(state: CustomerState) -> bytes:
         out["ly"] = ref_loyalty(state.loyalty)
     if state.churn is not None:
         out["ch"] = churn_wire.to_wire(state.churn, state.max_event_at)
+    if state.engagement is not None:
+        e = state.engagement
+        out["en"] = [0 if e.segment is None else WIRE_SEGMENTS.index(e.segment) + 1,
+                     *e[1:10], 0 if e.last_message is None else WIRE_KINDS.index(e.last_message) + 1]
     if state.referral is not None:
         r = state.referral
         out["ref"] = [r.status, r.order_id, r.at, r.paid, r.refunded, r.credited, r.rewarded,
@@ -152,6 +158,8 @@ def ref_loads(data: bytes) -> CustomerState:
         kwargs["loyalty"] = loyalty_wire.from_wire(obj["ly"])
     if "ch" in obj:
         kwargs["churn"] = churn_wire.from_wire(obj["ch"], kwargs.get("max_event_at"))
+    if "en" in obj:  # (its own checks: tests/unit/processors/engagement/test_record.py)
+        kwargs["engagement"] = engagement_record.from_wire(obj["en"])
     if "ref" in obj:  # (its own checks: tests/unit/processors/referral/test_record.py)
         kwargs["referral"] = referral_record.from_wire(obj["ref"])
     if "pf" in obj:
@@ -211,6 +219,9 @@ STATES = st.builds(
     csat=_few(st.builds(Answer, INTS, INTS), 3), ces=_few(st.builds(Answer, INTS, INTS), 3),
     surveys_answered=INTS, seen=_few(st.builds(Seen, INTS, KEYS, st.integers(0, 4))),
     loyalty=st.none() | LOYALTY, churn=st.none() | CHURN, profile=st.none() | PROFILE,
+    engagement=st.none() | st.builds(
+        Engagement, st.none() | st.sampled_from(WIRE_SEGMENTS), *[st.integers(0, 2**53)] * 9,
+        st.none() | st.sampled_from(WIRE_KINDS)),
     referral=st.none() | st.builds(
         referral_record.ReferralState, st.integers(0, 4), st.none() | st.text(max_size=4),
         INTS, INTS, INTS, INTS, INTS, INTS,
