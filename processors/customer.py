@@ -15,6 +15,10 @@ Theory of operation
    window and the day buckets have moved on, so the state could not tell a duplicate or
    place the event; anything younger is applied, however far behind other customers or the
    partition it is. A customer with no event of that kind takes an event of any age.
+   Referral records (written by the workers, a round trip after the purchase they carry
+   the time of) have a longer lateness: the referrer's memory of rewarded friends
+   (``referral.decide.horizon``, 373 days by default), within which the record itself
+   recognises a re-sent claim.
    ``now`` is the clock the event is applied with (the wall clock live, the replay's or the
    partition's event time otherwise): it never rejects anything; it only tells the ledger
    that an event "arrived late" (README "Time");
@@ -46,11 +50,13 @@ from processors import profile
 from processors.errors import INVALID, TOO_LATE, Rejected
 from processors.outputs import KpiDelta, Output
 from processors.purchases import purchase_changes
+from processors.referral.decide import horizon as referral_horizon
 from processors.registry import LAYERS
 from processors.rules import Rules
 from processors.state import (
     KIND_INDEX,
     PURCHASE_KIND,
+    REFERRAL_KIND,
     WINDOWS_DAYS,
     CustomerState,
     DayBucket,
@@ -118,11 +124,12 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
     lateness = rules.allowed_lateness_ms
     kind = KIND_INDEX[event.event_kind]
     kmax = state.kind_max[kind]
-    if kmax and t < kmax - lateness:
+    late = lateness if kind != REFERRAL_KIND else referral_horizon(rules)
+    if kmax and t < kmax - late:
         raise Rejected(
             TOO_LATE,
             f"occurred_at {format_time(t)} is more than the allowed lateness "
-            f"({lateness // HOUR_MS} h) before this customer's newest {event.event_kind} "
+            f"({late // HOUR_MS} h) before this customer's newest {event.event_kind} "
             f"event ({format_time(kmax)}): a duplicate could no longer be recognised",
         )
 
@@ -145,7 +152,7 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
     if t > kmax:
         new_km = list(km)
         new_km[kind] = t
-        km = (new_km[0], new_km[1], new_km[2], new_km[3], new_km[4])
+        km = (new_km[0], new_km[1], new_km[2], new_km[3], new_km[4], new_km[5])
         changes["kind_max"] = km
     days: tuple[DayBucket, ...] = changes.get("days", state.days)
     cutoff_day = day_of(km[PURCHASE_KIND]) - bucket_horizon_days(lateness)
@@ -155,7 +162,7 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         changes["days"] = days[keep:]
         changes["archived_purchase_days"] = state.archived_purchase_days + archived
     changes["seen"] = _remember(state.seen, Seen(t, key, kind), km, lateness,
-                                rules.dedup_window_max)
+                                rules.dedup_window_max, referral_horizon(rules))
     if not layers:
         return Step(evolve(state, changes))
     return _react(state, evolve(state, changes), event, rules, now)
@@ -184,9 +191,10 @@ def _react(before: CustomerState, after: CustomerState, event: Event | None, rul
 
 
 def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
-              cap: int) -> tuple[Seen, ...]:
-    """Insert, then per event kind: drop entries older than that kind's clock minus the
-    lateness and keep that kind's greatest ``cap`` by (at, key). Per kind, because the
+              cap: int, referral_lateness: int) -> tuple[Seen, ...]:
+    """Insert, then per event kind: drop entries older than that kind's clock minus its
+    lateness (``referral_lateness`` for referral records, ``lateness`` for the rest: never
+    longer) and keep that kind's greatest ``cap`` by (at, key). Per kind, because the
     clocks differ: a cap across kinds would not commute with the kinds' own expiry."""
     if not seen or seen[-1] < new:  # the common case: the newest entry
         items = [*seen, new]
@@ -198,9 +206,10 @@ def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], late
     if len(items) <= cap and items[0].at >= max(kind_max) - lateness:
         return tuple(items)
     kept: list[Seen] = []
-    counts = [0, 0, 0, 0, 0]  # per KIND_INDEX
+    counts = [0, 0, 0, 0, 0, 0]  # per KIND_INDEX
+    lates = (lateness, lateness, lateness, lateness, lateness, referral_lateness)
     for s in reversed(items):  # newest first, so the cap keeps the greatest
-        if s.at >= kind_max[s.kind] - lateness and counts[s.kind] < cap:
+        if s.at >= kind_max[s.kind] - lates[s.kind] and counts[s.kind] < cap:
             counts[s.kind] += 1
             kept.append(s)
     kept.reverse()

@@ -24,7 +24,7 @@ with ``kind = purchase``, "refund" one with ``kind = refund``):
 
 * ``max_event_at``: greatest ``occurred_at`` of any accepted event of the customer.
 * ``kind_max``: greatest ``occurred_at`` per event kind (purchase, ticket, survey, member
-  operation = redemption, adjustment or referral record, customer record). Lateness,
+  operation = redemption or adjustment, customer record, referral record). Lateness,
   bucket pruning and dedup expiry use the clock of the event's own kind (a max: confluent
   across topic interleavings).
 * ``first_purchase_at`` / ``last_purchase_at``: min / max ``occurred_at`` of purchases.
@@ -131,11 +131,14 @@ class Seen(NamedTuple):
 # Event kinds in the order of ``CustomerState.kind_max``. Redemptions and adjustments are
 # both member operations (a till, the API, an operator): they share one clock (lateness and
 # dedup expiry) and one dedup cap; their dedup keys differ by kind. The referral
-# programme's records (the referrals topic, written by the workers) share that clock too: a
-# new clock would change every stored state's ``kind_max``.
+# programme's records (the referrals topic, written by the workers) have a clock of their
+# own and a longer lateness (``lateness_of``): they carry the qualifying purchase's time and
+# reach the referrer a round trip after it, so during a history load they arrive behind
+# the referrer's own member operations by however far the load moved meanwhile.
 KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3,
-                              "customer": 4, "adjustment": 3, "referral": 3}
+                              "customer": 4, "adjustment": 3, "referral": 5}
 PURCHASE_KIND = 0
+REFERRAL_KIND = 5
 
 
 # A msgspec Struct rather than a frozen dataclass, for the hot path: ``evolve`` (msgspec's
@@ -149,7 +152,7 @@ class CustomerState(msgspec.Struct, frozen=True, gc=False):
     # newest occurred_at per event kind (KIND_INDEX order; 0: none yet). Lateness is judged
     # per kind, so a backfill of a year of purchases followed by the same year of tickets
     # (one file per kind) is not "too late" for the tickets.
-    kind_max: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+    kind_max: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)
     # purchases
     first_purchase_at: int | None = None
     last_purchase_at: int | None = None

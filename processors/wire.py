@@ -14,10 +14,11 @@ layer's record under its ``wire_key``, in registry order (``processors/registry.
 format version: ``loads`` refuses any other version and any malformed value with
 ``WireError`` rather than guessing, and ``loads(dumps(s)) == s`` for every state. A change
 to the state's fields bumps ``VERSION`` (and ``loads`` keeps reading the old one,
-upgrading it), unless it is additive: the fifth kind of ``kind_max`` (customer records),
-``pf`` and ``en`` came within version 1. ``km`` is written with four entries while the
-fifth is 0, so a state without customer records has the bytes it always had, and states
-written before both load unchanged; an older reader refuses a state that has either (wrong
+upgrading it), unless it is additive: the fifth and sixth kinds of ``kind_max`` (customer
+and referral records), ``pf`` and ``en`` came within version 1. ``km`` is written with four
+entries while the fifth and sixth are 0 (five while the sixth is), so a state without
+customer or referral records has the bytes it always had, and states written before load
+unchanged; an older reader refuses a state that has either (wrong
 ``km`` length, unknown field) rather than misread it.
 """
 
@@ -98,7 +99,8 @@ def dumps(state: CustomerState) -> bytes:
     if (f := state.last_sentiment) is not None:
         out["ls"] = f
     if any(km := state.kind_max):
-        out["km"] = km if km[4] else km[:4]  # four while there is no customer record
+        # four while there is no customer record, five while there is no referral record
+        out["km"] = km if km[5] else km[:5] if km[4] else km[:4]
     if days := state.days:
         out["d"] = list(chain(*days))
     if seen := state.seen:
@@ -174,10 +176,10 @@ def loads(data: bytes) -> CustomerState:
         kwargs["seen"] = _records(obj["s"], "s", 3, Seen)
     if "km" in obj:
         km = obj["km"]
-        if type(km) is not list or len(km) not in (4, 5) or list(map(type, km)).count(
+        if type(km) is not list or not 4 <= len(km) <= 6 or list(map(type, km)).count(
                 int) != len(km):
-            raise WireError(f"state field 'km': expected 4 or 5 integers, got {km!r:.80}")
-        kwargs["kind_max"] = (*km, 0) if len(km) == 4 else tuple(km)
+            raise WireError(f"state field 'km': expected 4 to 6 integers, got {km!r:.80}")
+        kwargs["kind_max"] = tuple(km) + (0,) * (6 - len(km))
     if "cs" in obj:
         kwargs["csat"] = _records(obj["cs"], "cs", 2, Answer)
     if "ce" in obj:

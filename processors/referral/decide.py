@@ -291,7 +291,11 @@ def rewarded_in_period(rec: ReferralState | None, at: int, rules: Rules) -> int:
     return sum(1 for e in rec.recent if lo < e.at <= at)
 
 
-def _horizon(rules: Rules) -> int:
+def horizon(rules: Rules) -> int:
+    """How far back a referrer remembers its rewarded referrals (``recent``), and so the
+    lateness of referral records (``processors.customer``): the longer of the cap's period
+    and the return window, plus the allowed lateness. Within it a re-sent claim is
+    recognised by the record itself, whatever the dedup window did."""
     rr = rules.referral
     return max(rr.period_days, rr.return_window_days) * DAY_MS + rules.allowed_lateness_ms
 
@@ -320,7 +324,7 @@ def _claim(before: CustomerState, ev: Referral, rules: Rules) -> Decision:
     base = rec or EMPTY
     recent = list(base.recent)
     bisect.insort(recent, Rewarded(t, key, rr.referrer_points))
-    cut = recent[-1].at - _horizon(rules)
+    cut = recent[-1].at - horizon(rules)
     recent = [e for e in recent if e.at > cut]
     new = base._replace(rewarded=base.rewarded + 1, recent=tuple(recent))
     effect = LedgerEffect(f"{ev.event_id}:{REFERRAL_BONUS}", rr.referrer_points,

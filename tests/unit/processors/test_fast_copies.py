@@ -37,7 +37,7 @@ from processors.loyalty.ledger import _Book, _credit
 from processors.loyalty.records import LoyaltyState
 from processors.loyalty.tiers import _evaluate, _tier_due
 from processors.rules import DEFAULT_RULES, Rules, parse_rules
-from processors.state import Seen
+from processors.state import REFERRAL_KIND, Seen
 from processors.timeutil import DAY_MS
 from tests.builders import purchase
 from tests.unit.processors.fixtures import SETTINGS, T0, History, histories, process
@@ -160,13 +160,14 @@ def test_purchases_one_record_build_is_credit_remember_and_cut() -> None:
 
 
 def _remember_reference(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...],
-                        lateness: int, cap: int) -> tuple[Seen, ...]:
+                        lateness: int, cap: int, referral_lateness: int) -> tuple[Seen, ...]:
     """``_remember`` without its shortcut: insert, then per kind expire and cap."""
     items = sorted([*seen, new])
     kept: list[Seen] = []
-    counts = [0] * 5
+    counts = [0] * 6
     for s in reversed(items):
-        if s.at >= kind_max[s.kind] - lateness and counts[s.kind] < cap:
+        late = referral_lateness if s.kind == REFERRAL_KIND else lateness
+        if s.at >= kind_max[s.kind] - late and counts[s.kind] < cap:
             counts[s.kind] += 1
             kept.append(s)
     return tuple(reversed(kept))
@@ -176,14 +177,16 @@ def test_remembers_shortcut_is_its_loop() -> None:
     rnd = random.Random(7)
     for _ in range(3000):
         lateness, cap = rnd.choice([DAY_MS, 7 * DAY_MS]), rnd.choice([1, 3, 50])
+        ref_late = lateness + rnd.choice([0, DAY_MS, 30 * DAY_MS])
         seen: tuple[Seen, ...] = ()
-        km = [0, 0, 0, 0, 0]
+        km = [0, 0, 0, 0, 0, 0]
         for key in range(rnd.randrange(9)):
-            s = Seen(T0 + rnd.randrange(0, 10 * DAY_MS), key, rnd.randrange(5))
-            if km[s.kind] and s.at < km[s.kind] - lateness:
+            s = Seen(T0 + rnd.randrange(0, 10 * DAY_MS), key, rnd.randrange(6))
+            late = ref_late if s.kind == REFERRAL_KIND else lateness
+            if km[s.kind] and s.at < km[s.kind] - late:
                 continue  # too late: apply never remembers it
             km[s.kind] = max(km[s.kind], s.at)
-            clocks = (km[0], km[1], km[2], km[3], km[4])
-            assert _remember(seen, s, clocks, lateness, cap) == _remember_reference(
-                seen, s, clocks, lateness, cap)
-            seen = _remember_reference(seen, s, clocks, lateness, cap)
+            clocks = (km[0], km[1], km[2], km[3], km[4], km[5])
+            assert _remember(seen, s, clocks, lateness, cap, ref_late) == _remember_reference(
+                seen, s, clocks, lateness, cap, ref_late)
+            seen = _remember_reference(seen, s, clocks, lateness, cap, ref_late)

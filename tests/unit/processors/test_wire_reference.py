@@ -60,8 +60,9 @@ def ref_dumps(state: CustomerState) -> bytes:
             out[key] = getattr(state, name)
     if state.last_sentiment is not None:
         out["ls"] = state.last_sentiment
-    if any(state.kind_max):  # the fifth (customer records) only when it is not 0
-        out["km"] = list(state.kind_max if state.kind_max[4] else state.kind_max[:4])
+    if any(state.kind_max):  # the fifth (customer records), sixth (referral records) when set
+        km = state.kind_max
+        out["km"] = list(km if km[5] else km[:5] if km[4] else km[:4])
     for key, records in (("d", state.days), ("s", state.seen), ("cs", state.csat),
                          ("ce", state.ces)):
         if records:
@@ -75,8 +76,9 @@ def ref_dumps(state: CustomerState) -> bytes:
         out["ch"] = churn_wire.to_wire(state.churn, state.max_event_at)
     if state.engagement is not None:
         e = state.engagement
-        out["en"] = [0 if e.segment is None else WIRE_SEGMENTS.index(e.segment) + 1,
-                     *e[1:10], 0 if e.last_message is None else WIRE_KINDS.index(e.last_message) + 1]
+        seg = 0 if e.segment is None else WIRE_SEGMENTS.index(e.segment) + 1
+        kind = 0 if e.last_message is None else WIRE_KINDS.index(e.last_message) + 1
+        out["en"] = [seg, *e[1:10], kind]
     if state.referral is not None:
         r = state.referral
         out["ref"] = [r.status, r.order_id, r.at, r.paid, r.refunded, r.credited, r.rewarded,
@@ -143,9 +145,9 @@ def ref_loads(data: bytes) -> CustomerState:
         kwargs["seen"] = _records(obj["s"], "s", 3, Seen)
     if "km" in obj:
         km = obj["km"]
-        if type(km) is not list or len(km) not in (4, 5) or not all(type(x) is int for x in km):
-            raise WireError(f"state field 'km': expected 4 or 5 integers, got {km!r:.80}")
-        kwargs["kind_max"] = tuple(km) + (0,) * (5 - len(km))
+        if type(km) is not list or len(km) not in (4, 5, 6) or not all(type(x) is int for x in km):
+            raise WireError(f"state field 'km': expected 4 to 6 integers, got {km!r:.80}")
+        kwargs["kind_max"] = tuple(km) + (0,) * (6 - len(km))
     if "cs" in obj:
         kwargs["csat"] = _records(obj["cs"], "cs", 2, Answer)
     if "ce" in obj:
@@ -207,8 +209,9 @@ def _state(customer_id: str, **fields: Any) -> CustomerState:
 STATES = st.builds(
     _state, st.text(max_size=8),
     max_event_at=OPT,
-    kind_max=st.tuples(INTS, INTS, INTS, INTS, INTS) | st.tuples(INTS, INTS, INTS, INTS,
-                                                                st.just(0)) | st.just((0,) * 5),
+    kind_max=st.tuples(INTS, INTS, INTS, INTS, INTS, INTS)
+    | st.tuples(INTS, INTS, INTS, INTS, INTS, st.just(0))
+    | st.tuples(INTS, INTS, INTS, INTS, st.just(0), st.just(0)) | st.just((0,) * 6),
     first_purchase_at=OPT, last_purchase_at=OPT, purchase_count=INTS, refund_count=INTS,
     gross_spend_minor=INTS, refunds_minor=INTS, archived_purchase_days=INTS,
     days=_few(st.builds(DayBucket, INTS, INTS, INTS, INTS), 14),
@@ -238,9 +241,9 @@ def _outcome(decode: Callable[[bytes], CustomerState], data: bytes) -> str:
 @SETTINGS
 @given(STATES)
 @example(CustomerState("", max_event_at=0, nps_score=0, last_sentiment=-0.0))
-@example(CustomerState("c", kind_max=(0, 0, 0, 1, 0), seen=(Seen(0, 2**64 - 1, 3),),
+@example(CustomerState("c", kind_max=(0, 0, 0, 1, 0, 0), seen=(Seen(0, 2**64 - 1, 3),),
                        loyalty=LoyaltyState(), churn=ChurnState()))
-@example(CustomerState("c", kind_max=(0, 0, 0, 0, 1), seen=(Seen(1, 2, 4),),
+@example(CustomerState("c", kind_max=(0, 0, 0, 0, 1, 0), seen=(Seen(1, 2, 4),),
                        profile=Profile(consent=(Consent("email", False, 0),))))
 @example(CustomerState("c", profile=Profile()))
 def test_dumps_is_the_reference_and_loads_reads_it_back(state: CustomerState) -> None:

@@ -13,16 +13,18 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.customer import apply
-from processors.referral.decide import REFERRAL_BONUS, REFERRAL_CLAWBACK
+from processors.errors import TOO_LATE, Rejected
+from processors.referral.decide import REFERRAL_BONUS, REFERRAL_CLAWBACK, horizon
 from processors.referral.record import REWARDED
 from processors.rules import DEFAULT_RULES, Rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
-from schemas.events import CustomerEvent, Event, Purchase
+from schemas.events import Adjustment, CustomerEvent, Event, Purchase, Referral
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 REFERRERS = ("R1", "R2")
@@ -124,3 +126,50 @@ def test_a_friend_of_a_known_referrer_is_rewarded_once() -> None:
     assert bonus == [("R1", 500), ("F", 250)]
     assert states["F"].referral is not None and states["F"].referral.order_id == "o2"
     assert states["R1"].loyalty is not None and states["R1"].loyalty.balance == 500
+
+
+# -- referral records have their own clock -----------------------------------------------------
+
+def _claim(friend: str, t: int) -> Event:
+    return Referral(f"referral:{friend}:o-{friend}:claim", "R1", t, "pulse", "claim", "R1",
+                    friend, f"o-{friend}")
+
+
+def _points(step: Any) -> list[int]:
+    return [o.points for o in step.outputs if o.stream == "points" and o.rule == REFERRAL_BONUS]
+
+
+def test_a_claim_behind_the_referrers_own_member_operations_is_taken() -> None:
+    """During a history load the claim for a friend's purchase reaches the referrer a round
+    trip later, when the load has moved the referrer's own redemptions and adjustments on by
+    weeks: the claim is judged on the referral records' clock, not theirs (it was
+    dead-lettered ``too_late`` and both bonuses were lost)."""
+    rules = DEFAULT_RULES
+    s = apply(None, CustomerEvent("s-R1", "R1", T0, "web", "signup"), rules, T0).state
+    s = apply(s, Purchase("p-R1", "R1", T0 + HOUR_MS, "pos", "o-R1", "store", "purchase",
+                          5000, "EUR"), rules, T0).state
+    later = T0 + 60 * DAY_MS
+    s = apply(s, Adjustment("a-R1", "R1", later, "crm", 50, "ops", "goodwill"), rules,
+              later).state
+    step = apply(s, _claim("F1", T0 + 5 * DAY_MS), rules, later)
+    assert _points(step) == [rules.referral.referrer_points]
+    assert step.state.referral is not None and step.state.referral.rewarded == 1
+    again = apply(step.state, _claim("F1", T0 + 5 * DAY_MS), rules, later)
+    assert again.duplicate and again.state is step.state
+
+
+def test_a_claim_older_than_the_programmes_memory_is_too_late() -> None:
+    """The referral clock's lateness is the referrer's memory of rewarded friends (cap
+    period or return window, plus the lateness): within it a re-sent claim is recognised;
+    past it the claim is dead-lettered with the reason, never credited twice."""
+    rules = DEFAULT_RULES
+    s = apply(None, CustomerEvent("s-R1", "R1", T0, "web", "signup"), rules, T0).state
+    t1 = T0 + 400 * DAY_MS
+    s = apply(s, _claim("F1", t1), rules, t1).state
+    memory = horizon(rules)
+    ok = apply(s, _claim("F2", t1 - memory), rules, t1)  # at the edge: still taken
+    assert _points(ok) == [rules.referral.referrer_points]
+    with pytest.raises(Rejected) as exc:
+        apply(s, _claim("F3", t1 - memory - 1), rules, t1)
+    assert exc.value.reason == TOO_LATE
+    assert f"({memory // HOUR_MS} h)" in str(exc.value)
