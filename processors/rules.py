@@ -365,13 +365,16 @@ class TriggerRule:
 class ReplenishmentRule:
     """The replenishment nudge: silence past ``overdue_factor`` x the customer's own mean
     gap between purchase days, for customers with ``min_purchase_days``, while the churn
-    level is at most ``max_churn_level`` and no churn alert went out in that silence."""
+    level is at most ``max_churn_level`` and no churn alert went out in that silence. With
+    ``quiets_churn_alert`` a churn alert that the nudged silence alone would raise later is
+    withheld (the level still rises)."""
 
     enabled: bool = True
     offer: Annotated[str, OFFER] = "replenishment_reminder"
     overdue_factor: Annotated[float, between(1, 100)] = 1.5
     min_purchase_days: Annotated[int, between(2, 1000)] = 3
     max_churn_level: Literal["low", "medium"] = "low"
+    quiets_churn_alert: bool = True
 
 
 @dataclass(frozen=True)

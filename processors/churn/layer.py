@@ -4,8 +4,11 @@ Theory of operation: ``on_event`` first catches up with what silence made due be
 event (``on_tick`` on the state before it), then evaluates at the event's time; ``on_tick``
 walks every level change due by ``now``, each evaluated at its own due time
 (``_evaluate``: score, move the level, alert on a rise outside the cooldown, "recovered"
-back at low, find the next due). ``ChurnLayer`` is the record's face to the registry
-(``processors/layer.py``): record ``CustomerState.churn``, wire key ``ch``.
+back at low, find the next due). A rise that silence alone causes in a silence a
+replenishment nudge already answered (``nudged``: the engagement record says so) raises no
+alert: the customer hears from marketing or from the service team, never both.
+``ChurnLayer`` is the record's face to the registry (``processors/layer.py``): record
+``CustomerState.churn``, wire key ``ch``.
 """
 
 from __future__ import annotations
@@ -80,9 +83,21 @@ def _cause_key(cause: str, at: int) -> str:
     return cause if cause != INACTIVITY else f"{INACTIVITY}:{format_time(at)[:10]}"
 
 
+def nudged(core: CustomerState, rules: Rules) -> bool:
+    """A replenishment nudge went out for the customer's current silence and the rules say
+    it answers that silence (``engagement.replenishment.quiets_churn_alert``)."""
+    e = core.engagement
+    return (e is not None and e.nudge_sent_for != 0
+            and e.nudge_sent_for == core.last_purchase_at
+            and rules.engagement.replenishment.quiets_churn_alert)
+
+
 def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause: str,
-              *, first: bool = False) -> tuple[ChurnState, list[ChurnAlert]]:
-    """Score at ``at``, move the level, emit what the move calls for, find the next due."""
+              *, first: bool = False, quiet: bool = False
+              ) -> tuple[ChurnState, list[ChurnAlert]]:
+    """Score at ``at``, move the level, emit what the move calls for, find the next due.
+    ``quiet``: a rise raises no alert (a nudge answered this silence): the level moves, and
+    nothing is marked as alerted, so no "recovered" follows and the cooldown is untouched."""
     cr = rules.churn
     p = _Profile(core, ch, rules)
     value = _score_value(p.total(at))  # reasons only when an alert needs them
@@ -92,7 +107,7 @@ def _evaluate(ch: ChurnState, core: CustomerState, rules: Rules, at: int, cause:
     medium_at, high_at, alert_open = ch.alerted_medium, ch.alerted_high, ch.alert_open
     out: list[ChurnAlert] = []
     cid = core.customer_id
-    if not first and RANK[new] > RANK[old]:
+    if not first and RANK[new] > RANK[old] and not quiet:
         last = high_at if new == HIGH else medium_at
         if not last or at - last >= cr.cooldown_days * DAY_MS:
             top = _reasons(p, _ranked(p, at)[1], at, cr.max_reasons)
@@ -123,13 +138,14 @@ def on_tick(churn_state: ChurnState | None, core_state: CustomerState, rules: Ru
         return None, ()
     ch = churn_state
     out: list[ChurnAlert] = []
+    quiet = nudged(core_state, rules)
     for _ in range(_MAX_TICK_STEPS):
         if not ch.due or ch.due > now:
             break
         ch = _resolve(ch, core_state, rules)  # a look-again time: find the exact one
         if not ch.due or ch.due > now:
             break
-        ch, alerts = _evaluate(ch, core_state, rules, ch.due, INACTIVITY)
+        ch, alerts = _evaluate(ch, core_state, rules, ch.due, INACTIVITY, quiet=quiet)
         out += alerts
     return ch, tuple(out)
 

@@ -17,10 +17,14 @@ customer is evaluated, replayed or restarted:
   replenishment rule (a new purchase starts a new silence);
 * ``expiry_noticed``: the expiry deadline of the latest points-expiry notice mirrored;
 * ``best_tier``: the highest loyalty tier held when the record opened or congratulated since;
-* ``last_message_at`` / ``last_message``: the latest message sent (the rate limit).
+* ``last_message_at`` / ``last_message``: the latest message sent (the rate limit);
+* ``nudge_sent_for``: the ``last_purchase_at`` of the latest silence a replenishment nudge
+  was *sent* for (``nudged_for`` also marks silences handled without a message): the churn
+  layer withholds the alert that this silence alone would raise (never both).
 
-On the wire (``processors/wire.py`` key ``en``) it is a list of 11 integers, names as their
-index in ``WIRE_SEGMENTS`` / ``WIRE_KINDS`` plus one (0: none): under 100 bytes.
+On the wire (``processors/wire.py`` key ``en``) it is a list of 11 integers (12 once a
+nudge was sent: the twelfth came later, so records without one keep their bytes), names as
+their index in ``WIRE_SEGMENTS`` / ``WIRE_KINDS`` plus one (0: none): under 100 bytes.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Engagement(NamedTuple):
     best_tier: int = 0
     last_message_at: int = 0
     last_message: str | None = None  # rules.TRIGGER_KINDS name
+    nudge_sent_for: int = 0  # last_purchase_at of the latest silence a nudge was sent for
 
 
 # Names are stored as their index here: append, never reorder.
@@ -57,22 +62,28 @@ _KIND_INDEX = {k: i for i, k in enumerate(WIRE_KINDS)}
 
 def to_wire(rec: Engagement) -> list[int]:
     """``[segment, segment_since, opened_at, checked_at, birthday_year, anniversary,
-    nudged_for, expiry_noticed, best_tier, last_message_at, last_message]``: integers, a
-    name as its index in ``WIRE_SEGMENTS`` / ``WIRE_KINDS`` plus one (0: none)."""
-    return [0 if rec.segment is None else _SEG_INDEX[rec.segment] + 1, rec.segment_since,
-            rec.opened_at, rec.checked_at, rec.birthday_year, rec.anniversary,
-            rec.nudged_for, rec.expiry_noticed, rec.best_tier, rec.last_message_at,
-            0 if rec.last_message is None else _KIND_INDEX[rec.last_message] + 1]
+    nudged_for, expiry_noticed, best_tier, last_message_at, last_message(,
+    nudge_sent_for)]``: integers, a name as its index in ``WIRE_SEGMENTS`` / ``WIRE_KINDS``
+    plus one (0: none); the twelfth only when it is not 0."""
+    out = [0 if rec.segment is None else _SEG_INDEX[rec.segment] + 1, rec.segment_since,
+           rec.opened_at, rec.checked_at, rec.birthday_year, rec.anniversary,
+           rec.nudged_for, rec.expiry_noticed, rec.best_tier, rec.last_message_at,
+           0 if rec.last_message is None else _KIND_INDEX[rec.last_message] + 1]
+    if rec.nudge_sent_for:
+        out.append(rec.nudge_sent_for)
+    return out
 
 
 def from_wire(value: Any) -> Engagement:
-    if (type(value) is not list or len(value) != 11
-            or list(map(type, value)).count(int) != 11 or min(value) < 0):
-        raise WireError(f"state field 'en': expected 11 integers >= 0, got {value!r:.80}")
+    if (type(value) is not list or len(value) not in (11, 12)
+            or list(map(type, value)).count(int) != len(value) or min(value) < 0):
+        raise WireError(f"state field 'en': expected 11 or 12 integers >= 0, got "
+                        f"{value!r:.80}")
     seg, kind = value[0], value[10]
     if seg > len(WIRE_SEGMENTS) or kind > len(WIRE_KINDS):
         raise WireError(f"state field 'en': unknown segment or message kind in {value!r:.80}")
     since, opened, checked, year, anniversary, nudged, noticed, tier, last_at = value[1:10]
     return Engagement(None if seg == 0 else WIRE_SEGMENTS[seg - 1], since, opened, checked,
                       year, anniversary, nudged, noticed, tier, last_at,
-                      None if kind == 0 else WIRE_KINDS[kind - 1])
+                      None if kind == 0 else WIRE_KINDS[kind - 1],
+                      value[11] if len(value) == 12 else 0)

@@ -18,8 +18,9 @@ replenishment  the silence since ``last_purchase_at`` passes ``overdue_factor`` 
                gap between purchase days (customers with ``min_purchase_days``); once per
                silence (a purchase starts a new one). Not sent, and the silence handled,
                when the churn level is above ``max_churn_level`` or a churn alert went out
-               since the last purchase: the churn alert (service team) and the nudge
-               (marketing) never both answer the same silence from this side
+               since the last purchase; once sent, the churn layer withholds the alert this
+               silence alone would raise (``quiets_churn_alert``): the churn alert (service
+               team) and the nudge (marketing) never both answer the same silence
 points_expiry  the ledger's ``expiry_notice`` entry (``processors/loyalty.py`` decides it;
                this mirrors it: the loyalty record's ``noticed`` flag and deadline, at the
                notice's time, ``reference`` = that entry's id)
@@ -204,5 +205,7 @@ def select(rec: Engagement, found: list[Due], rules: Rules) -> tuple[Engagement,
         if d.send and not blocked:
             rec = rec._replace(last_message_at=max(rec.last_message_at, d.at),
                                last_message=d.kind)
+            if d.kind == "replenishment":  # the churn layer reads it (never both)
+                rec = rec._replace(nudge_sent_for=d.mark["nudged_for"])
             sent.append(d)
     return rec, sent

@@ -78,7 +78,7 @@ def ref_dumps(state: CustomerState) -> bytes:
         e = state.engagement
         seg = 0 if e.segment is None else WIRE_SEGMENTS.index(e.segment) + 1
         kind = 0 if e.last_message is None else WIRE_KINDS.index(e.last_message) + 1
-        out["en"] = [seg, *e[1:10], kind]
+        out["en"] = [seg, *e[1:10], kind, *([e.nudge_sent_for] if e.nudge_sent_for else [])]
     if state.referral is not None:
         r = state.referral
         out["ref"] = [r.status, r.order_id, r.at, r.paid, r.refunded, r.credited, r.rewarded,
@@ -224,7 +224,7 @@ STATES = st.builds(
     loyalty=st.none() | LOYALTY, churn=st.none() | CHURN, profile=st.none() | PROFILE,
     engagement=st.none() | st.builds(
         Engagement, st.none() | st.sampled_from(WIRE_SEGMENTS), *[st.integers(0, 2**53)] * 9,
-        st.none() | st.sampled_from(WIRE_KINDS)),
+        st.none() | st.sampled_from(WIRE_KINDS), st.just(0) | st.integers(0, 2**53)),
     referral=st.none() | st.builds(
         referral_record.ReferralState, st.integers(0, 4), st.none() | st.text(max_size=4),
         INTS, INTS, INTS, INTS, INTS, INTS,

@@ -19,7 +19,7 @@ from processors.rules import DEFAULT_RULES, TRIGGER_KINDS, Rules, parse_rules
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.codec import format_time, parse_time
 from schemas.events import Event
-from tests.builders import customer, purchase
+from tests.builders import customer, purchase, survey
 from tests.paths import ROOT
 from tests.unit.processors.engagement.fixtures import process
 
@@ -175,6 +175,56 @@ def test_never_a_nudge_for_a_silence_a_churn_alert_answered() -> None:
     assert run.messages("replenishment") == []
 
 
+NUDGE_FIRST = {"churn": {"medium": {"enter": 0.5, "exit": 0.4},
+                         "high": {"enter": 0.9, "exit": 0.8}},
+               "engagement": {"min_days_between_messages": 0,
+                              "replenishment": {"overdue_factor": 1.5,
+                                                "max_churn_level": "medium"}}}
+
+
+def _alerts(run: Any) -> list[Any]:
+    return [o for o in run.outputs if isinstance(o, ChurnAlert) and o.kind == "alert"]
+
+
+def test_never_a_churn_alert_for_a_silence_a_nudge_answered() -> None:
+    # the nudge comes first (day 65); silence alone would raise the churn level later
+    r = parse_rules(NUDGE_FIRST)
+    run = process(buys([0, 10, 20, 30, 40, 50]), r, until=day(400))
+    (nudge,) = run.messages("replenishment")
+    assert nudge["occurred_at"] == "2024-03-06T00:00:00.000Z"  # day 65: 50 + 1.5 x 10
+    assert _alerts(run) == []
+    assert run.state is not None and run.state.churn is not None
+    assert run.state.churn.level == "high"  # the level still rises: export, gauge, segment
+    assert run.state.churn.alert_open is False  # so no "recovered" follows an unsent alert
+    # the same history with quiets_churn_alert off: the service team is alerted as well
+    loud = parse_rules({**NUDGE_FIRST, "engagement": {
+        **NUDGE_FIRST["engagement"], "replenishment": {
+            **NUDGE_FIRST["engagement"]["replenishment"], "quiets_churn_alert": False}}})
+    both = process(buys([0, 10, 20, 30, 40, 50]), loud, until=day(400))
+    assert len(both.messages("replenishment")) == 1
+    assert [a.level for a in _alerts(both)] == ["medium", "high"]
+
+
+def test_a_new_purchase_starts_a_silence_the_churn_alert_may_answer() -> None:
+    # nudged in the first silence; a purchase on day 100 starts a new one, which the nudge
+    # did not answer (and which is overdue before the next nudge is due after it)
+    r = parse_rules(NUDGE_FIRST)
+    run = process(buys([0, 10, 20, 30, 40, 50, 100]), r, until=day(500))
+    nudged = {m["occasion"] for m in run.messages("replenishment")}
+    assert str(day(50)) in nudged
+    for a in _alerts(run):  # every alert answers a silence no nudge was sent for
+        assert a.occurred_at > day(100) and str(day(100)) not in nudged
+
+
+def test_an_alert_an_event_causes_still_goes_out_after_a_nudge() -> None:
+    # a detractor survey after the nudge is the customer speaking, not the silence
+    r = parse_rules(NUDGE_FIRST)
+    events = [*buys([0, 10, 20, 30, 40, 50]), survey("s1", day(70), "nps", 0, cid="c1")]
+    run = process(events, r, until=day(71))
+    assert len(run.messages("replenishment")) == 1
+    assert [a.cause_event_id for a in _alerts(run)] == ["s1"]
+
+
 def test_the_nudge_reason_has_the_figures() -> None:
     run = process(buys([0, 10, 20]), nudge_rules(), until=day(100))
     (m,) = run.messages("replenishment")
@@ -295,9 +345,11 @@ def test_record_shapes() -> None:
 
 def test_wire_round_trip_and_refusals() -> None:
     rec = Engagement("big_spender", 5, 0, 9, 2025, 2, 7, 8, 3, 9, "birthday")
-    assert from_wire(to_wire(rec)) == rec
+    assert from_wire(to_wire(rec)) == rec and len(to_wire(rec)) == 11  # the bytes it had
+    nudged = rec._replace(nudge_sent_for=7)
+    assert from_wire(to_wire(nudged)) == nudged and len(to_wire(nudged)) == 12
     assert from_wire(to_wire(Engagement())) == Engagement()
-    for bad in ([1] * 10, [1] * 10 + ["x"], [99] + [0] * 10, [0] * 10 + [99], [-1] + [0] * 10,
+    for bad in ([1] * 10, [1] * 13, [1] * 11 + [-1], [1] * 10 + ["x"], [99] + [0] * 10, [0] * 10 + [99], [-1] + [0] * 10,
                 {"a": 1}, [True] + [0] * 10):
         with pytest.raises(WireError):
             from_wire(bad)
