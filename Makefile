@@ -31,14 +31,20 @@ system-deps:  ## install the Debian packages the stack and tests need (redis-ser
 demo: install  ## run the embedded stack on simulated traffic for DEMO_SECONDS (default 60)
 	$(BIN)/pulse dev --duration $(DEMO_SECONDS) --history-days $(DEMO_HISTORY_DAYS)
 
+# Test processes (pytest-xdist): each starts its own broker and Redis and runs whole test
+# files (loadfile: a file's fixtures stay in one process). The integration tests mostly
+# wait on the broker, workers and Redis, so one per core halves the suite's time on 2 cores.
+TEST_PROCS ?= auto
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_PROCS) --dist loadfile
+
 test: install  ## the whole test suite (unit + integration on a real Tansu broker and redis-server)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 test-unit: install  ## pure tests only (fast)
-	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: install  ## tests on the real broker and Redis
-	$(BIN)/pytest -q -p no:cacheprovider tests/integration
+	$(PYTEST) tests/integration
 
 lint: install  ## ruff
 	$(BIN)/ruff check schemas processors streams tests bench

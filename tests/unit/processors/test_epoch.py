@@ -84,7 +84,7 @@ def test_a_history_from_the_epoch_equals_the_same_history_28_years_later() -> No
     zero = first["ZERO"]
     assert zero.max_event_at == HOUR_MS and zero.first_purchase_at == 0
     assert zero.purchase_count == 1 and zero.refund_count == 1  # the duplicate was dropped
-    assert zero.kind_max == (1, HOUR_MS, 0, 0, 0)  # the survey's newest time is a real 0
+    assert zero.kind_max == (1, HOUR_MS, 0, 0, 0, 0)  # the survey's newest time is a real 0
 
 
 def test_a_repeated_event_at_the_epoch_is_a_duplicate_even_much_later() -> None:
