@@ -12,7 +12,8 @@ checks that the worker writes the same records). Prints, per kind, the messages 
 segment changes per customer per month (customers = those with at least one event; a
 month = 30.44 days), the share of messages
 that had an e-mail opt-in at their time, how often a churn alert and a nudge answered the
-same silence, and whether any customer got one trigger twice for one occasion. Numbers,
+same silence (alerts for the silence itself; alerts an event in it caused are counted
+apart), and whether any customer got one trigger twice for one occasion. Numbers,
 never assertions.
 """
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml
 
-from processors.churn.layer import ChurnAlert
+from processors.churn.layer import INACTIVITY, ChurnAlert
 from processors.rules import DEFAULT_RULES, TRIGGER_KINDS, parse_rules
 from processors.timeutil import DAY_MS
 from schemas.events import Event
@@ -60,7 +61,7 @@ def main() -> None:
     started = time.perf_counter()
     kinds: Counter[str] = Counter()
     opted_in: Counter[str] = Counter()
-    twice = both = nudged_silences = 0
+    twice = both = by_event = nudged_silences = alerts_sent = 0
     events = 0
     for evs in by_customer.values():
         run = Run()
@@ -77,17 +78,21 @@ def main() -> None:
                 opted_in[d["kind"]] += 1
         occasions = [(d["kind"], d["occasion"]) for d in run.messages()]
         twice += len(occasions) - len(set(occasions))
-        alerts = sorted(o.occurred_at for o in run.outputs
-                        if isinstance(o, ChurnAlert) and o.kind == "alert")
+        sent = sorted((o.occurred_at, o.cause_event_id) for o in run.outputs
+                      if isinstance(o, ChurnAlert) and o.kind == "alert")
+        alerts_sent += len(sent)
+        alerts = [a for a, cause in sent if cause == INACTIVITY]  # silence's alerts
+        caused = [a for a, cause in sent if cause != INACTIVITY]  # an event's (a survey...)
         for m in run.messages("replenishment"):
             nudged_silences += 1
             silence_from = int(m["occasion"])
-            if any(a > silence_from for a in alerts):  # alerted later in the same silence?
+            if any(a > silence_from for a, _ in sent):  # alerted later in the same silence?
                 last = run.state.last_purchase_at if run.state is not None else None
                 nxt = [e.occurred_at for e in evs if getattr(e, "kind", None) == "purchase"
                        and e.occurred_at > silence_from]
                 until = min(nxt) if nxt else (last or 0) + 10**15
                 both += any(silence_from < a < until for a in alerts)
+                by_event += any(silence_from < a < until for a in caused)
     took = time.perf_counter() - started
     customers = len(by_customer)
     months = args.days / MONTH_DAYS
@@ -103,7 +108,8 @@ def main() -> None:
         total += n if kind != "segment_change" else 0
     print(f"{'messages':<16}{total:>9}{total / customers / months:>25.3f}")
     print(f"one trigger twice for one occasion: {twice}; nudged silences later churn-alerted "
-          f"too: {both} of {nudged_silences}")
+          f"for the silence too: {both} of {nudged_silences} (alerted for an event in them, "
+          f"e.g. a detractor survey: {by_event}); churn alerts sent: {alerts_sent}")
 
 
 if __name__ == "__main__":

@@ -349,8 +349,8 @@ def test_wire_round_trip_and_refusals() -> None:
     nudged = rec._replace(nudge_sent_for=7)
     assert from_wire(to_wire(nudged)) == nudged and len(to_wire(nudged)) == 12
     assert from_wire(to_wire(Engagement())) == Engagement()
-    for bad in ([1] * 10, [1] * 13, [1] * 11 + [-1], [1] * 10 + ["x"], [99] + [0] * 10, [0] * 10 + [99], [-1] + [0] * 10,
-                {"a": 1}, [True] + [0] * 10):
+    for bad in ([1] * 10, [1] * 13, [1] * 11 + [-1], [1] * 10 + ["x"], [99] + [0] * 10,
+                [0] * 10 + [99], [-1] + [0] * 10, {"a": 1}, [True] + [0] * 10):
         with pytest.raises(WireError):
             from_wire(bad)
 

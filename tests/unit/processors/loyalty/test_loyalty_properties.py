@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -237,7 +238,15 @@ def test_the_scanners_ticks_change_when_not_what(h: History, ticks: frozenset[in
     eager = process(list(h.events), h.rules, ticks=ticks, final_tick=True)
     assert sorted((e.entry_id, e.points) for e in eager.entries) == \
         sorted((e.entry_id, e.points) for e in lazy.entries)
-    assert eager.state == lazy.state
+    # without the engagement record: its messages are evaluated at their own due times,
+    # which the engine's ticks give and "events only" does not (a points-expiry notice the
+    # ledger writes late is mirrored late or not at all); its cadence properties are
+    # tests/unit/processors/engagement/test_engagement_properties.py's
+    assert _without_engagement(eager.state) == _without_engagement(lazy.state)
+
+
+def _without_engagement(state: CustomerState | None) -> CustomerState | None:
+    return None if state is None else msgspec.structs.replace(state, engagement=None)
 
 
 # -- confluence of what purchases earn ------------------------------------------------------------
