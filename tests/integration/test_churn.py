@@ -20,11 +20,13 @@ alerts re-sends nothing new (outbox) and misses nothing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 
 from processors.churn.layer import ChurnAlert
 from processors.customer import apply
-from processors.rules import DEFAULT_RULES
+from processors.rules import DEFAULT_RULES, Rules
 from processors.state import CustomerState
 from schemas.codec import encode, format_time, parse_time
 from schemas.events import Event, Purchase, SupportTicket, Survey
@@ -33,6 +35,13 @@ from streams.worker.views import load_state
 from tests.integration.helpers import produce, read_topic, running_engine
 
 T = parse_time("2026-01-05T10:00:00Z")
+
+# This regular buyer's silence is nudged first (README "Engagement"); with the default
+# quiets_churn_alert the nudge answers it and no churn alert goes out. These tests are about
+# the churn alert, so the service team is alerted as well.
+LOUD = dataclasses.replace(DEFAULT_RULES, engagement=dataclasses.replace(
+    DEFAULT_RULES.engagement, replenishment=dataclasses.replace(
+        DEFAULT_RULES.engagement.replenishment, quiets_churn_alert=False)))
 H = 3_600_000
 D = 24 * H
 CID, HAPPY = "C-DETRACTOR", "C-HAPPY"
@@ -105,7 +114,8 @@ def fillers(partition: int, partitions: int, start: int, days: int) -> list[Even
                      "store", "purchase", 2_500, "EUR") for d in range(days)]
 
 
-def expected_silence(events: list[Event], end: int) -> list[dict[str, object]]:
+def expected_silence(events: list[Event], end: int, rules: Rules = LOUD
+                     ) -> list[dict[str, object]]:
     """The pure processors: the customer's events, then every time-driven change due up to
     ``end`` at its own due time (what the engine's scanner must reproduce)."""
     from processors.customer import next_due, tick
@@ -113,12 +123,12 @@ def expected_silence(events: list[Event], end: int) -> list[dict[str, object]]:
     state: CustomerState | None = None
     out: list[dict[str, object]] = []
     for ev in events:
-        step = apply(state, ev, DEFAULT_RULES, ev.occurred_at - DEFAULT_RULES.allowed_lateness_ms)
+        step = apply(state, ev, rules, ev.occurred_at - rules.allowed_lateness_ms)
         state = step.state
         out += [o.as_dict() for o in step.outputs if isinstance(o, ChurnAlert)]
     assert state is not None
-    while (at := next_due(state, DEFAULT_RULES)) is not None and at <= end:
-        step = tick(state, DEFAULT_RULES, at)
+    while (at := next_due(state, rules)) is not None and at <= end:
+        step = tick(state, rules, at)
         state = step.state
         out += [o.as_dict() for o in step.outputs if isinstance(o, ChurnAlert)]
     return out
@@ -133,7 +143,7 @@ async def test_a_customer_who_goes_silent_gets_one_high_alert_at_the_right_event
     filler = fillers(owner(SILENT, settings.partitions), settings.partitions, T, 150)
     end = max(e.occurred_at for e in filler)
     events = sorted([*own, *filler], key=lambda e: e.occurred_at)
-    async with running_engine(settings):
+    async with running_engine(settings, LOUD):
         await produce(settings, [(topics.for_kind(e.event_kind), e.customer_id.encode(),
                                   encode(e)) for e in events])
         want = expected_silence(own, end)

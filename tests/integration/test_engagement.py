@@ -10,6 +10,7 @@ time. Sending the same records again changes nothing (no occasion twice).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -27,6 +28,9 @@ T = parse_time("2026-01-05T10:00:00Z")
 H = 3_600_000
 D = 24 * H
 LATENESS = DEFAULT_RULES.allowed_lateness_ms
+LOUD = dataclasses.replace(DEFAULT_RULES, engagement=dataclasses.replace(
+    DEFAULT_RULES.engagement, replenishment=dataclasses.replace(
+        DEFAULT_RULES.engagement.replenishment, quiets_churn_alert=False)))
 
 
 def fillers(cid: str, partitions: int, start: int, days: int) -> list[Event]:
@@ -60,10 +64,12 @@ def expected(events: list[Event], end: int) -> list[dict[str, Any]]:
     return out
 
 
-async def run(settings: Any, own: list[Event], days: int, again: bool = False
+async def run(settings: Any, own: list[Event], days: int, again: bool = False,
+              alerts: list[dict[str, Any]] | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Send the customer's events and ``days`` of filler; the customer's engagement records
-    read back, and the pure processors' (up to the partition clock minus the lateness)."""
+    read back, and the pure processors' (up to the partition clock minus the lateness).
+    ``alerts``: filled with the customer's churn alerts read back."""
     topics = Topics.from_settings(settings)
     cid = own[0].customer_id
     filler = fillers(cid, settings.partitions, T, days)
@@ -77,6 +83,10 @@ async def run(settings: Any, own: list[Event], days: int, again: bool = False
             await produce(settings, records)
         got = await read_topic(settings, topics.engagement, expect=len(want), timeout=60,
                                settle=3.0)
+        if alerts is not None:
+            alerts += [orjson.loads(r.value) for r in await read_topic(
+                settings, topics.alerts, expect=0, timeout=5, settle=1.0)
+                if r.key == cid.encode()]
     return [orjson.loads(r.value) for r in got if r.key == cid.encode()], want
 
 
@@ -103,7 +113,8 @@ async def test_a_replenishment_nudge_when_overdue_against_the_own_gap(settings: 
     cid = "C-NUDGE"
     own: list[Event] = [Purchase(f"n-{i}", cid, T + i * 10 * D, "pos", f"o-n{i}", "store",
                                  "purchase", 3_000, "EUR") for i in range(3)]
-    got, want = await run(settings, own, 60)
+    alerts: list[dict[str, Any]] = []
+    got, want = await run(settings, own, 150, alerts=alerts)
     assert got == want
     nudges = [m for m in got if m["kind"] == "replenishment"]
     assert len(nudges) == 1
@@ -111,6 +122,19 @@ async def test_a_replenishment_nudge_when_overdue_against_the_own_gap(settings: 
     assert n["occurred_at"] == format_time(T + 35 * D)  # 15 days of silence, 1.5 x 10
     assert n["occasion"] == str(T + 20 * D)  # the silence: since the last purchase
     assert n["reason"].startswith("replenishment: 15 days since the last purchase, 1.5x")
+    # the silence goes on and raises the churn level: the nudge answered it, no churn alert
+    # (with quiets_churn_alert off the pure processors alert in the same window)
+    assert alerts == []
+    state: CustomerState | None = None
+    for ev in own:
+        state = apply(state, ev, LOUD, ev.occurred_at).state
+    assert state is not None
+    loud = []
+    while (at := next_due(state, LOUD)) is not None and at <= T + 149 * D + 7 * H - LATENESS:
+        step = tick(state, LOUD, at)
+        state = step.state
+        loud += [o for o in step.outputs if o.stream == "alerts"]
+    assert loud and all(o.cause_event_id == "inactivity" for o in loud)  # type: ignore[attr-defined]
 
 
 async def test_segment_changes_by_an_event_and_by_silence(settings: Any) -> None:
