@@ -282,9 +282,7 @@ class KpiLayer:
     """The KPI increments as a layer: no record of its own; runs last, so it sees the
     change ``before -> after`` with every other layer's record already updated."""
 
-    name: str = "kpi"
-    field: str | None = None
-    wire_key: str | None = None
+    name, field, wire_key = "kpi", None, None
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

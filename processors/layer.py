@@ -60,9 +60,16 @@ class Reaction(NamedTuple):
 class Layer(Protocol):
     """One domain layer (see the module docstring)."""
 
-    name: str  # "loyalty", "churn", ...: logs, errors, docs
-    field: str | None  # the CustomerState field holding its record; None: it keeps none
-    wire_key: str | None  # the record's key in the stored state (processors/wire.py)
+    # read-only, so that a layer states them as plain class attributes in one line:
+    # ``name, field, wire_key = "churn", "churn", "ch"``
+    @property
+    def name(self) -> str: ...  # "loyalty", "churn", ...: logs, errors, docs
+
+    @property
+    def field(self) -> str | None: ...  # the CustomerState field holding its record (or None)
+
+    @property
+    def wire_key(self) -> str | None: ...  # the record's key in the stored state (wire.py)
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction: ...

@@ -197,9 +197,7 @@ def view_fields(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any
 class ChurnLayer:
     """The churn record as a layer: record ``CustomerState.churn``, wire key ``ch``."""
 
-    name: str = "churn"
-    field: str | None = "churn"
-    wire_key: str | None = "ch"
+    name, field, wire_key = "churn", "churn", "ch"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

@@ -147,9 +147,7 @@ def _open(state: CustomerState, at: int) -> Engagement:
 class EngagementLayer:
     """Segments and proactive messages (``processors/engagement``)."""
 
-    name: str = "engagement"
-    field: str | None = "engagement"
-    wire_key: str | None = "en"
+    name, field, wire_key = "engagement", "engagement", "en"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

@@ -29,15 +29,7 @@ from processors.referral.decide import decide
 from processors.rules import Rules
 from processors.state import PURCHASE_KIND, CustomerState, DayBucket, evolve
 from processors.timeutil import day_of
-from schemas.events import (
-    Adjustment,
-    Event,
-    Purchase,
-    Redemption,
-    Referral,
-    SupportTicket,
-    Survey,
-)
+from schemas.events import Adjustment, Event, Purchase, Redemption, Referral, SupportTicket, Survey
 
 
 def on_event(before: CustomerState, event: Event, rules: Rules, *,
@@ -170,9 +162,7 @@ def view_fields(state: CustomerState, rules: Rules, as_of: int) -> dict[str, Any
 class LoyaltyLayer:
     """The points account as a layer: record ``CustomerState.loyalty``, wire key ``ly``."""
 
-    name: str = "loyalty"
-    field: str | None = "loyalty"
-    wire_key: str | None = "ly"
+    name, field, wire_key = "loyalty", "loyalty", "ly"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

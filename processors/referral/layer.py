@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 
 
 class ReferralLayer:
-    name: str = "referral"
-    field: str | None = "referral"
-    wire_key: str | None = "ref"
+    name, field, wire_key = "referral", "referral", "ref"
 
     def on_event(self, before: CustomerState, after: CustomerState, event: Event,
                  rules: Rules, now: int) -> Reaction:

@@ -13,17 +13,8 @@ import pytest
 
 from processors.profile import Profile
 from processors.referral import decide as d
-from processors.referral.record import (
-    CLAIMED,
-    CLAWED,
-    EMPTY,
-    NONE,
-    REFUSED,
-    REWARDED,
-    ReferralState,
-    Rewarded,
-    key32,
-)
+from processors.referral import record
+from processors.referral.record import CLAIMED, CLAWED, EMPTY, NONE, REFUSED, REWARDED
 from processors.rules import DEFAULT_RULES, ReferralRules, Rules
 from processors.timeutil import DAY_MS
 from schemas.events import CLAIM, CLAWBACK, CONFIRMED, TO_REFERRER, Referral
@@ -151,9 +142,9 @@ def referrer(**kw: Any) -> Any:
     return state(R, **kw)
 
 
-def rewarded(n: int, t: int) -> ReferralState:
+def rewarded(n: int, t: int) -> record.ReferralState:
     return EMPTY._replace(rewarded=n, recent=tuple(
-        Rewarded(t - i * DAY_MS, 1000 + i, 500) for i in reversed(range(n))))
+        record.Rewarded(t - i * DAY_MS, 1000 + i, 500) for i in reversed(range(n))))
 
 
 CLAIMS: list[tuple[str, Any, Rules, str | None, bool]] = [
@@ -189,7 +180,7 @@ def test_the_referrers_guards(what: str, before: Any, rs: Rules, refused: str | 
         assert e.reason == f"referral: your friend {C} made their first purchase"
         assert out.record is not None
         assert out.record.rewarded == (before.referral or EMPTY).rewarded + 1
-        assert Rewarded(ev.occurred_at, key32(C), 500) in out.record.recent
+        assert record.Rewarded(ev.occurred_at, record.key32(C), 500) in out.record.recent
         return
     assert answer.record.kind == REFUSED_KIND and refused in (answer.record.reason or "")
     assert out.record is before.referral  # nothing recorded
