@@ -37,9 +37,10 @@ def ticket(eid: str, t: int, tid: str, status: str, priority: str = "normal", *,
 
 
 def survey(eid: str, t: int, kind: str, score: int, *, cid: str = "c1",
-           touchpoint: str = "checkout") -> Survey:
+           touchpoint: str = "checkout", survey_id: str | None = None) -> Survey:
     return Survey(event_id=eid, customer_id=cid, occurred_at=t, source="survey-tool",
-                  survey_id=f"s-{eid}", kind=kind, score=score,  # type: ignore[arg-type]
+                  survey_id=survey_id or f"s-{eid}", kind=kind,  # type: ignore[arg-type]
+                  score=score,
                   touchpoint=touchpoint)
 
 

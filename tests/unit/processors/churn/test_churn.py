@@ -19,6 +19,7 @@ from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from processors.timeutil import DAY_MS, HOUR_MS
 from schemas.events import Event, Purchase, SupportTicket, Survey
+from tests import builders
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 C = "C1"
@@ -28,18 +29,18 @@ ALL_REASONS = parse_rules({"churn": {"min_reason_weight": 0}})  # also those of 
 
 
 def buy(i: int, t: int, amount: int = 5_000) -> Purchase:
-    return Purchase(f"p{i}-{t}", C, t, "pos", f"o{i}-{t}", "store", "purchase", amount, "EUR")
+    return builders.purchase(f"p{i}-{t}", t, amount, cid=C, order=f"o{i}-{t}")
 
 
 def ticket(i: int, t: int, status: str, priority: str = "normal", tid: str = "T-1",
            sentiment: float | None = None) -> SupportTicket:
-    return SupportTicket(f"t{i}-{t}", C, t, "crm", tid, status, priority,  # type: ignore[arg-type]
-                         "email", "delivery", sentiment)
+    return builders.ticket(f"t{i}-{t}", t, tid, status, priority, cid=C, category="delivery",
+                           sentiment=sentiment)
 
 
 def survey(i: int, t: int, kind: str, value: int) -> Survey:
-    return Survey(f"s{i}-{t}", C, t, "survey-tool", f"S{i}", kind, value,  # type: ignore[arg-type]
-                  "relationship")
+    return builders.survey(f"s{i}-{t}", t, kind, value, cid=C, touchpoint="relationship",
+                           survey_id=f"S{i}")
 
 
 def rhythm(n: int, gap_days: float, last: int, amount: int = 5_000) -> list[Event]:

@@ -40,6 +40,7 @@ from schemas.events import (
     Survey,
 )
 from streams.worker.views import HEADER, render, state_row
+from tests import builders
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 NO_EXPIRY = parse_rules({"loyalty": {"expiry_months": 0}})
@@ -47,8 +48,7 @@ NO_EXPIRY = parse_rules({"loyalty": {"expiry_months": 0}})
 
 def buy(eid: str, t: int, amount: int, lines: tuple[PurchaseLine, ...] = (),
         order: str | None = None, currency: str = "EUR", kind: str = "purchase") -> Purchase:
-    return Purchase(eid, "c1", t, "pos", order or f"o-{eid}", "store", kind,  # type: ignore[arg-type]
-                    amount, currency, lines)
+    return builders.purchase(eid, t, amount, currency, kind, order=order, lines=lines)
 
 
 def refund(eid: str, t: int, order: str, amount: int,
@@ -61,16 +61,15 @@ def line(sku: str, category: str, qty: int, price: int) -> PurchaseLine:
 
 
 def survey(eid: str, t: int, survey_id: str) -> Survey:
-    return Survey(eid, "c1", t, "survey-tool", survey_id, "nps", 9, "checkout")
+    return builders.survey(eid, t, "nps", 9, survey_id=survey_id)
 
 
 def ticket(eid: str, t: int, status: str, priority: str = "urgent") -> SupportTicket:
-    return SupportTicket(eid, "c1", t, "crm", "T1", status, priority,  # type: ignore[arg-type]
-                         "email", "billing")
+    return builders.ticket(eid, t, "T1", status, priority)
 
 
 def redeem(eid: str, t: int, points: int, cid: str = "c1") -> Redemption:
-    return Redemption(eid, cid, t, "app", "RW-COFFEE", points)
+    return builders.redemption(eid, t, points, cid=cid, reward="RW-COFFEE")
 
 
 def points(outputs: tuple[Any, ...]) -> list[LedgerEntry]:
