@@ -55,6 +55,7 @@ from processors.registry import LAYERS
 from processors.rules import Rules
 from processors.state import (
     KIND_INDEX,
+    KINDS,
     PURCHASE_KIND,
     REFERRAL_KIND,
     WINDOWS_DAYS,
@@ -121,10 +122,10 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
             return Step(state, duplicate=True)
 
     t = event.occurred_at
-    lateness = rules.allowed_lateness_ms
     kind = KIND_INDEX[event.event_kind]
     kmax = state.kind_max[kind]
-    late = lateness if kind != REFERRAL_KIND else referral_horizon(rules)
+    lates = kind_lateness(rules)
+    late = lates[kind]
     if kmax and t < kmax - late:
         raise Rejected(
             TOO_LATE,
@@ -155,14 +156,14 @@ def _apply(state: CustomerState | None, event: Event, rules: Rules, now: int,
         km = (new_km[0], new_km[1], new_km[2], new_km[3], new_km[4], new_km[5])
         changes["kind_max"] = km
     days: tuple[DayBucket, ...] = changes.get("days", state.days)
-    cutoff_day = day_of(km[PURCHASE_KIND]) - bucket_horizon_days(lateness)
+    cutoff_day = day_of(km[PURCHASE_KIND]) - bucket_horizon_days(lates[PURCHASE_KIND])
     if days and days[0].day <= cutoff_day:
         keep = bisect.bisect_right(days, cutoff_day, key=lambda b: b.day)
         archived = sum(1 for b in days[:keep] if b.orders > 0)
         changes["days"] = days[keep:]
         changes["archived_purchase_days"] = state.archived_purchase_days + archived
-    changes["seen"] = _remember(state.seen, Seen(t, key, kind), km, lateness,
-                                rules.dedup_window_max, referral_horizon(rules))
+    changes["seen"] = _remember(state.seen, Seen(t, key, kind), km, lates,
+                                rules.dedup_window_max)
     if not layers:
         return Step(evolve(state, changes))
     return _react(state, evolve(state, changes), event, rules, now)
@@ -190,24 +191,32 @@ def _react(before: CustomerState, after: CustomerState, event: Event | None, rul
     return Step(after, outputs, kpi=kpis)
 
 
-def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...], lateness: int,
-              cap: int, referral_lateness: int) -> tuple[Seen, ...]:
+def kind_lateness(rules: Rules) -> tuple[int, ...]:
+    """The lateness per event kind (``KIND_INDEX`` order): ``allowed_lateness_ms``, and for
+    referral records the referrer's memory of rewarded friends (``referral.decide.horizon``,
+    never shorter). Lateness checks and dedup expiry both read it."""
+    lates = [rules.allowed_lateness_ms] * KINDS
+    lates[REFERRAL_KIND] = referral_horizon(rules)
+    return tuple(lates)
+
+
+def _remember(seen: tuple[Seen, ...], new: Seen, kind_max: tuple[int, ...],
+              lates: tuple[int, ...], cap: int) -> tuple[Seen, ...]:
     """Insert, then per event kind: drop entries older than that kind's clock minus its
-    lateness (``referral_lateness`` for referral records, ``lateness`` for the rest: never
-    longer) and keep that kind's greatest ``cap`` by (at, key). Per kind, because the
-    clocks differ: a cap across kinds would not commute with the kinds' own expiry."""
+    lateness (``kind_lateness``) and keep that kind's greatest ``cap`` by (at, key). Per
+    kind, because the clocks differ: a cap across kinds would not commute with the kinds'
+    own expiry."""
     if not seen or seen[-1] < new:  # the common case: the newest entry
         items = [*seen, new]
     else:
         items = list(seen)
         bisect.insort(items, new)
     # nothing to drop when no kind can be over its cap and even the oldest entry is within
-    # the lateness of every kind's clock (the same result as the loop below, cheaper)
-    if len(items) <= cap and items[0].at >= max(kind_max) - lateness:
+    # the shortest lateness of every kind's clock (the same result as the loop below, cheaper)
+    if len(items) <= cap and items[0].at >= max(kind_max) - min(lates):
         return tuple(items)
     kept: list[Seen] = []
-    counts = [0, 0, 0, 0, 0, 0]  # per KIND_INDEX
-    lates = (lateness, lateness, lateness, lateness, lateness, referral_lateness)
+    counts = [0] * KINDS
     for s in reversed(items):  # newest first, so the cap keeps the greatest
         if s.at >= kind_max[s.kind] - lates[s.kind] and counts[s.kind] < cap:
             counts[s.kind] += 1

@@ -137,6 +137,7 @@ class Seen(NamedTuple):
 # the referrer's own member operations by however far the load moved meanwhile.
 KIND_INDEX: dict[str, int] = {"purchase": 0, "ticket": 1, "survey": 2, "redemption": 3,
                               "customer": 4, "adjustment": 3, "referral": 5}
+KINDS = max(KIND_INDEX.values()) + 1  # clocks in kind_max
 PURCHASE_KIND = 0
 REFERRAL_KIND = 5
 

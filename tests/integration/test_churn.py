@@ -20,13 +20,11 @@ alerts re-sends nothing new (outbox) and misses nothing.
 
 from __future__ import annotations
 
-import dataclasses
-
 import orjson
 
 from processors.churn.layer import ChurnAlert
 from processors.customer import apply
-from processors.rules import DEFAULT_RULES, Rules
+from processors.rules import DEFAULT_RULES, Rules, parse_rules
 from processors.state import CustomerState
 from schemas.codec import encode, format_time, parse_time
 from schemas.events import Event, Purchase, SupportTicket, Survey
@@ -39,9 +37,7 @@ T = parse_time("2026-01-05T10:00:00Z")
 # This regular buyer's silence is nudged first (README "Engagement"); with the default
 # quiets_churn_alert the nudge answers it and no churn alert goes out. These tests are about
 # the churn alert, so the service team is alerted as well.
-LOUD = dataclasses.replace(DEFAULT_RULES, engagement=dataclasses.replace(
-    DEFAULT_RULES.engagement, replenishment=dataclasses.replace(
-        DEFAULT_RULES.engagement.replenishment, quiets_churn_alert=False)))
+LOUD = parse_rules({"engagement": {"replenishment": {"quiets_churn_alert": False}}})
 H = 3_600_000
 D = 24 * H
 CID, HAPPY = "C-DETRACTOR", "C-HAPPY"

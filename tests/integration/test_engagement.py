@@ -10,13 +10,12 @@ time. Sending the same records again changes nothing (no occasion twice).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import orjson
 
 from processors.customer import apply, next_due, tick
-from processors.rules import DEFAULT_RULES
+from processors.rules import DEFAULT_RULES, parse_rules
 from processors.state import CustomerState
 from schemas.codec import encode, format_time, parse_time
 from schemas.events import CustomerEvent, Event, Purchase
@@ -28,9 +27,7 @@ T = parse_time("2026-01-05T10:00:00Z")
 H = 3_600_000
 D = 24 * H
 LATENESS = DEFAULT_RULES.allowed_lateness_ms
-LOUD = dataclasses.replace(DEFAULT_RULES, engagement=dataclasses.replace(
-    DEFAULT_RULES.engagement, replenishment=dataclasses.replace(
-        DEFAULT_RULES.engagement.replenishment, quiets_churn_alert=False)))
+LOUD = parse_rules({"engagement": {"replenishment": {"quiets_churn_alert": False}}})
 
 
 def fillers(cid: str, partitions: int, start: int, days: int) -> list[Event]:

@@ -187,6 +187,7 @@ def test_remembers_shortcut_is_its_loop() -> None:
                 continue  # too late: apply never remembers it
             km[s.kind] = max(km[s.kind], s.at)
             clocks = (km[0], km[1], km[2], km[3], km[4], km[5])
-            assert _remember(seen, s, clocks, lateness, cap, ref_late) == _remember_reference(
+            lates = (lateness,) * 5 + (ref_late,)
+            assert _remember(seen, s, clocks, lates, cap) == _remember_reference(
                 seen, s, clocks, lateness, cap, ref_late)
             seen = _remember_reference(seen, s, clocks, lateness, cap, ref_late)
